@@ -1,0 +1,627 @@
+"""TOML rule files -> validated, immutable rule model.
+
+Every problem found is reported, not just the first, and each message names
+the file, the rule (by name and position) and the key, so an operator can fix
+a file in one pass. The same validation serves the control plane's JSON rules
+(`parse_rule`), so a rule means the same thing wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("tcp", "udp")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "pretty")
+PROXY_PROTOCOLS = ("v1", "v2")
+
+DEFAULT_UDP_MAX_FLOWS = 1024
+DEFAULT_UDP_FLOW_IDLE_SECS = 60.0
+# Long enough for a short transfer to finish, short enough that a service
+# manager's stop timeout (systemd: 90 s) is never hit.
+DEFAULT_SHUTDOWN_DRAIN_SECS = 10.0
+
+_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class ConfigError(Exception):
+    """A config (or rule) that does not validate; `problems` holds one line per issue."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Limits of a rule or an owner. Bandwidth in BYTES per second; None = unlimited."""
+
+    bandwidth_in_bps: int | None = None
+    bandwidth_out_bps: int | None = None
+    new_connections_per_sec: float | None = None
+    concurrent_connections: int | None = None
+    bandwidth_in_burst: int | None = None
+    bandwidth_out_burst: int | None = None
+    new_connections_burst: int | None = None
+
+    @property
+    def has_bandwidth_cap(self) -> bool:
+        return self.bandwidth_in_bps is not None or self.bandwidth_out_bps is not None
+
+    @property
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.to_dict().values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in RATE_LIMIT_KEYS}
+
+
+RATE_LIMIT_KEYS = (
+    "bandwidth_in_bps",
+    "bandwidth_out_bps",
+    "new_connections_per_sec",
+    "concurrent_connections",
+    "bandwidth_in_burst",
+    "bandwidth_out_burst",
+    "new_connections_burst",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One upstream. `port_end` > `port` only for a port-range target."""
+
+    host: str
+    port: int
+    port_end: int
+    priority: int = 0
+    proxy_protocol: str | None = None
+
+    def port_for(self, offset: int) -> int:
+        return self.port + offset if self.port_end != self.port else self.port
+
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        ports = f"{self.port}-{self.port_end}" if self.port_end != self.port else str(self.port)
+        return f"{host}:{ports}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A forwarding rule: listen ports -> targets, with optional limits."""
+
+    name: str
+    protocol: str
+    listen_addr: str
+    listen_port: int
+    listen_port_end: int
+    targets: tuple[Target, ...]
+    owner: str | None = None
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    udp_max_flows: int = DEFAULT_UDP_MAX_FLOWS
+    udp_flow_idle_secs: float = DEFAULT_UDP_FLOW_IDLE_SECS
+
+    @property
+    def listen_ports(self) -> range:
+        return range(self.listen_port, self.listen_port_end + 1)
+
+    def targets_for(self, listen_port: int) -> list[tuple[str, int, str | None]]:
+        """(host, port, proxy_protocol) to try for a connection on `listen_port`, best first."""
+        offset = listen_port - self.listen_port
+        ordered = sorted(self.targets, key=lambda t: t.priority)  # stable: file order breaks ties
+        return [(t.host, t.port_for(offset), t.proxy_protocol) for t in ordered]
+
+    @property
+    def listen_key(self) -> tuple[str, str, int, int]:
+        return (self.protocol, self.listen_addr, self.listen_port, self.listen_port_end)
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    label: str = "portunus"
+    log_level: str = "info"
+    log_format: str = "pretty"
+    shutdown_drain_secs: float = DEFAULT_SHUTDOWN_DRAIN_SECS
+
+
+@dataclass(frozen=True)
+class Defaults:
+    protocol: str = "tcp"
+    udp_max_flows: int = DEFAULT_UDP_MAX_FLOWS
+    udp_flow_idle_secs: float = DEFAULT_UDP_FLOW_IDLE_SECS
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: GlobalSettings = field(default_factory=GlobalSettings)
+    defaults: Defaults = field(default_factory=Defaults)
+    owners: tuple[Owner, ...] = ()
+    rules: tuple[Rule, ...] = ()
+
+    def owner(self, name: str | None) -> Owner | None:
+        for o in self.owners:
+            if o.name == name:
+                return o
+        return None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class _Problems:
+    """Collects problems with a location prefix."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, where: str, key: str | None, message: str) -> None:
+        loc = f"{self.source}: {where}" if where else self.source
+        if key:
+            loc += f": {key}"
+        self.items.append(f"{loc}: {message}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _check_unknown(p: _Problems, where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            p.add(where, key, f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _port(p: _Problems, where: str, key: str, v: Any) -> int | None:
+    if not _is_int(v):
+        p.add(where, key, f"must be an integer port 1-65535, got {v!r}")
+        return None
+    if not 1 <= v <= 65535:
+        p.add(where, key, f"port {v} out of range (1-65535)")
+        return None
+    return int(v)
+
+
+def _port_range(p: _Problems, where: str, key: str, text: str) -> tuple[int, int] | None:
+    """Parse "A-B" (or a single "A") into an inclusive port range."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        p.add(where, key, f'bad port range {text!r} (expected "A-B")')
+        return None
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) is not None else start
+    bad = [x for x in (start, end) if not 1 <= x <= 65535]
+    if bad:
+        p.add(where, key, f"port {bad[0]} out of range (1-65535) in {text!r}")
+        return None
+    if start > end:
+        p.add(where, key, f"inverted range {text!r} (start > end)")
+        return None
+    return start, end
+
+
+def valid_hostname(host: str) -> bool:
+    """True for an IPv4 literal or an RFC 1123 DNS name."""
+    if not host or len(host) > 253:
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+        return True
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", host):
+        return False  # looks like a broken IPv4 literal, not a name
+    labels = host.rstrip(".").split(".")
+    return all(_LABEL_RE.match(label) for label in labels)
+
+
+def _host(p: _Problems, where: str, key: str, text: str) -> str | None:
+    """Validate a host: IPv4, [IPv6] (brackets required) or DNS name. Returns it unbracketed."""
+    if text.startswith("["):
+        if not text.endswith("]"):
+            p.add(where, key, f"bad host {text!r}: unterminated '['")
+            return None
+        inner = text[1:-1]
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            p.add(where, key, f"bad IPv6 address {text!r}")
+            return None
+        return inner
+    if ":" in text:
+        p.add(where, key, f"bare IPv6 address {text!r}: write it in brackets, e.g. [{text}]")
+        return None
+    if not valid_hostname(text):
+        p.add(where, key, f"bad host {text!r} (expected IPv4, [IPv6] or a DNS name)")
+        return None
+    return text
+
+
+def _split_host_port(p: _Problems, where: str, key: str, text: str) -> tuple[str, str] | None:
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1 : close + 2] != ":":
+            p.add(where, key, f'bad target {text!r} (expected "[IPv6]:port")')
+            return None
+        return text[: close + 1], text[close + 2 :]
+    if text.count(":") > 1:
+        p.add(where, key, f"bare IPv6 address in {text!r}: write it in brackets, e.g. [::1]:80")
+        return None
+    if ":" not in text:
+        p.add(where, key, f'missing port in {text!r} (expected "host:port")')
+        return None
+    host, _, port = text.rpartition(":")
+    return host, port
+
+
+def _listen_addr(p: _Problems, where: str, v: Any) -> str | None:
+    if not isinstance(v, str):
+        p.add(where, "listen_addr", f"must be a string IP address, got {v!r}")
+        return None
+    text = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        p.add(where, "listen_addr", f"bad IP address {v!r} (listen_addr takes an IPv4 or IPv6 literal)")
+        return None
+
+
+def parse_rate_limit(p: _Problems, where: str, data: Any) -> RateLimit:
+    key0 = "rate_limit"
+    if not isinstance(data, Mapping):
+        p.add(where, key0, f"must be a table, got {type(data).__name__}")
+        return RateLimit()
+    _check_unknown(p, f"{where}: {key0}" if where else key0, data, RATE_LIMIT_KEYS)
+    values: dict[str, Any] = {}
+    for key in RATE_LIMIT_KEYS:
+        if key not in data:
+            continue
+        v = data[key]
+        ok = _is_number(v) if key == "new_connections_per_sec" else _is_int(v)
+        kind = "a number" if key == "new_connections_per_sec" else "an integer"
+        if not ok:
+            p.add(where, f"{key0}.{key}", f"must be {kind} > 0, got {v!r}")
+        elif v <= 0:
+            p.add(where, f"{key0}.{key}", f"must be > 0 (got {v}); leave the key out for no limit")
+        else:
+            values[key] = float(v) if key == "new_connections_per_sec" else int(v)
+    for burst, rate in (
+        ("bandwidth_in_burst", "bandwidth_in_bps"),
+        ("bandwidth_out_burst", "bandwidth_out_bps"),
+        ("new_connections_burst", "new_connections_per_sec"),
+    ):
+        if burst in values and rate not in data:
+            p.add(where, f"{key0}.{burst}", f"set without {rate}")
+    return RateLimit(**values)
+
+
+def _target_list(p: _Problems, where: str, v: Any) -> list[Target]:
+    if not isinstance(v, list) or not v:
+        p.add(where, "targets", "must be a non-empty array of {host, port, priority, proxy_protocol}")
+        return []
+    out = []
+    for i, t in enumerate(v):
+        tw = f"targets[{i}]"
+        if not isinstance(t, Mapping):
+            p.add(where, tw, f"must be a table, got {t!r}")
+            continue
+        _check_unknown(p, f"{where}: {tw}", t, _TARGET_KEYS)
+        host = port = None
+        if "host" not in t:
+            p.add(where, f"{tw}.host", "missing")
+        elif not isinstance(t["host"], str):
+            p.add(where, f"{tw}.host", f"must be a string, got {t['host']!r}")
+        else:
+            host = _host(p, where, f"{tw}.host", t["host"])
+        if "port" not in t:
+            p.add(where, f"{tw}.port", "missing")
+        else:
+            port = _port(p, where, f"{tw}.port", t["port"])
+        prio = t.get("priority", 0)
+        if not _is_int(prio) or prio < 0:
+            p.add(where, f"{tw}.priority", f"must be an integer >= 0, got {prio!r}")
+            prio = 0
+        proxy = t.get("proxy_protocol")
+        if proxy is not None and proxy not in PROXY_PROTOCOLS:
+            p.add(where, f"{tw}.proxy_protocol", f'must be "v1" or "v2", got {proxy!r}')
+            proxy = None
+        if host is not None and port is not None:
+            out.append(Target(host, port, port, prio, proxy))
+    return out
+
+
+_TARGET_KEYS = ("host", "port", "priority", "proxy_protocol")
+
+RULE_KEYS = (
+    "name",
+    "protocol",
+    "listen_addr",
+    "listen_port",
+    "listen_ports",
+    "target",
+    "targets",
+    "owner",
+    "rate_limit",
+    "udp_max_flows",
+    "udp_flow_idle_secs",
+)
+
+
+def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: Sequence[str] = ()) -> Rule | None:
+    name = data.get("name") if isinstance(data, Mapping) else None
+    where = f'rule "{name}" (rule #{index + 1})' if isinstance(name, str) else f"rule #{index + 1}"
+    if not isinstance(data, Mapping):
+        p.add(where, None, f"must be a table, got {type(data).__name__}")
+        return None
+    before = len(p.items)
+    _check_unknown(p, where, data, (*RULE_KEYS, *extra_keys))
+
+    if "name" not in data:
+        p.add(where, "name", "missing")
+    elif not isinstance(name, str) or not _NAME_RE.match(name):
+        p.add(where, "name", f"must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
+
+    protocol = data.get("protocol", defaults.protocol)
+    if protocol not in PROTOCOLS:
+        p.add(where, "protocol", f'must be "tcp" or "udp", got {protocol!r}')
+
+    listen_addr = _listen_addr(p, where, data.get("listen_addr", "0.0.0.0"))
+
+    span: tuple[int, int] | None = None
+    has_port, has_ports = "listen_port" in data, "listen_ports" in data
+    if has_port and has_ports:
+        p.add(where, "listen_port", "set both listen_port and listen_ports; use exactly one")
+    elif not has_port and not has_ports:
+        p.add(where, "listen_port", "missing: set exactly one of listen_port or listen_ports")
+    elif has_port:
+        port = _port(p, where, "listen_port", data["listen_port"])
+        span = (port, port) if port else None
+    else:
+        v = data["listen_ports"]
+        if not isinstance(v, str):
+            p.add(where, "listen_ports", f'must be a string "A-B", got {v!r}')
+        else:
+            span = _port_range(p, where, "listen_ports", v)
+
+    targets: list[Target] = []
+    has_t, has_ts = "target" in data, "targets" in data
+    if has_t and has_ts:
+        p.add(where, "target", "set both target and targets; use exactly one")
+    elif not has_t and not has_ts:
+        p.add(where, "target", "missing: set exactly one of target or targets")
+    elif has_t:
+        v = data["target"]
+        if not isinstance(v, str):
+            p.add(where, "target", f'must be a string "host:port", got {v!r}')
+        else:
+            hp = _split_host_port(p, where, "target", v)
+            if hp:
+                host = _host(p, where, "target", hp[0])
+                tspan = _port_range(p, where, "target", hp[1])
+                if host is not None and tspan is not None:
+                    if span and tspan[0] != tspan[1] and (tspan[1] - tspan[0]) != (span[1] - span[0]):
+                        p.add(
+                            where,
+                            "target",
+                            f"port range {hp[1]} has {tspan[1] - tspan[0] + 1} ports but the listen "
+                            f"range has {span[1] - span[0] + 1}; ranges must be the same length",
+                        )
+                    elif span and span[0] == span[1] and tspan[0] != tspan[1]:
+                        p.add(where, "target", f"port range {hp[1]} needs a listen_ports range of the same length")
+                    else:
+                        targets.append(Target(host, tspan[0], tspan[1]))
+    else:
+        targets = _target_list(p, where, data["targets"])
+
+    owner = data.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not _NAME_RE.match(owner)):
+        p.add(where, "owner", f"must be an owner name, got {owner!r}")
+        owner = None
+
+    rate_limit = parse_rate_limit(p, where, data["rate_limit"]) if "rate_limit" in data else RateLimit()
+
+    max_flows = data.get("udp_max_flows", defaults.udp_max_flows)
+    if not _is_int(max_flows) or max_flows <= 0:
+        p.add(where, "udp_max_flows", f"must be an integer > 0, got {max_flows!r}")
+        max_flows = defaults.udp_max_flows
+    idle = data.get("udp_flow_idle_secs", defaults.udp_flow_idle_secs)
+    if not _is_number(idle) or idle <= 0:
+        p.add(where, "udp_flow_idle_secs", f"must be a number > 0, got {idle!r}")
+        idle = defaults.udp_flow_idle_secs
+
+    if len(p.items) != before or span is None or listen_addr is None:
+        return None
+    return Rule(
+        name=name,  # type: ignore[arg-type]
+        protocol=protocol,
+        listen_addr=listen_addr,
+        listen_port=span[0],
+        listen_port_end=span[1],
+        targets=tuple(targets),
+        owner=owner,
+        rate_limit=rate_limit,
+        udp_max_flows=int(max_flows),
+        udp_flow_idle_secs=float(idle),
+    )
+
+
+def parse_rule(data: Mapping[str, Any], *, defaults: Defaults | None = None, source: str = "rule",
+               extra_keys: Sequence[str] = ()) -> Rule:
+    """Validate one rule given as a mapping (the control plane's JSON); raise ConfigError."""
+    p = _Problems(source)
+    rule = _rule(p, 0, data, defaults or Defaults(), extra_keys)
+    if p.items or rule is None:
+        raise ConfigError(p.items or [f"{source}: invalid rule"])
+    return rule
+
+
+def parse_owner_rate_limit(data: Any, *, source: str = "rate_limit") -> RateLimit:
+    """Validate a rate_limit mapping on its own (control plane owner limits)."""
+    p = _Problems(source)
+    rl = parse_rate_limit(p, "", data)
+    if p.items:
+        raise ConfigError(p.items)
+    return rl
+
+
+def _overlaps(a: Rule, b: Rule) -> bool:
+    if a.protocol != b.protocol:
+        return False
+    if a.listen_port > b.listen_port_end or b.listen_port > a.listen_port_end:
+        return False
+    wild = {"0.0.0.0", "::"}
+    if a.listen_addr == b.listen_addr:
+        return True
+    # A wildcard bind conflicts with a specific address of the same family.
+    fam = lambda addr: ipaddress.ip_address(addr).version  # noqa: E731
+    return fam(a.listen_addr) == fam(b.listen_addr) and (a.listen_addr in wild or b.listen_addr in wild)
+
+
+def check_rule_set(rules: Sequence[Rule], owners: Sequence[str] | None = None, source: str = "config") -> list[str]:
+    """Cross-rule checks: unique names, no overlapping listeners, known owners."""
+    p = _Problems(source)
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rules):
+        where = f'rule "{r.name}" (rule #{i + 1})'
+        if r.name in seen:
+            p.add(where, "name", f'duplicate rule name (also rule #{seen[r.name] + 1})')
+        else:
+            seen[r.name] = i
+        for j in range(i):
+            other = rules[j]
+            if _overlaps(r, other):
+                p.add(
+                    where,
+                    "listen_port" if r.listen_port == r.listen_port_end else "listen_ports",
+                    f"{r.protocol} {r.listen_addr}:{r.listen_port}-{r.listen_port_end} overlaps "
+                    f'rule "{other.name}" (rule #{j + 1})',
+                )
+        if owners is not None and r.owner is not None and r.owner not in owners:
+            p.add(where, "owner", f'unknown owner "{r.owner}" (declare it in an [[owner]] table)')
+    return p.items
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
+    """Validate a parsed TOML document; raise ConfigError listing every problem."""
+    p = _Problems(source)
+    _check_unknown(p, "", data, ("global", "defaults", "owner", "rule"))
+
+    g = data.get("global", {})
+    settings = GlobalSettings()
+    if not isinstance(g, Mapping):
+        p.add("[global]", None, "must be a table")
+    else:
+        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs"))
+        label = g.get("label", settings.label)
+        if not isinstance(label, str) or not label.strip():
+            p.add("[global]", "label", f"must be a non-empty string, got {label!r}")
+            label = settings.label
+        level = g.get("log_level", settings.log_level)
+        if level not in LOG_LEVELS:
+            p.add("[global]", "log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+            level = settings.log_level
+        fmt = g.get("log_format", settings.log_format)
+        if fmt not in LOG_FORMATS:
+            p.add("[global]", "log_format", f'must be "json" or "pretty", got {fmt!r}')
+            fmt = settings.log_format
+        drain = g.get("shutdown_drain_secs", settings.shutdown_drain_secs)
+        if not _is_number(drain) or drain < 0:
+            p.add("[global]", "shutdown_drain_secs", f"must be a number >= 0, got {drain!r}")
+            drain = settings.shutdown_drain_secs
+        settings = GlobalSettings(label, level, fmt, float(drain))
+
+    d = data.get("defaults", {})
+    defaults = Defaults()
+    if not isinstance(d, Mapping):
+        p.add("[defaults]", None, "must be a table")
+    else:
+        _check_unknown(p, "[defaults]", d, ("protocol", "udp_max_flows", "udp_flow_idle_secs"))
+        proto = d.get("protocol", defaults.protocol)
+        if proto not in PROTOCOLS:
+            p.add("[defaults]", "protocol", f'must be "tcp" or "udp", got {proto!r}')
+            proto = defaults.protocol
+        mf = d.get("udp_max_flows", defaults.udp_max_flows)
+        if not _is_int(mf) or mf <= 0:
+            p.add("[defaults]", "udp_max_flows", f"must be an integer > 0, got {mf!r}")
+            mf = defaults.udp_max_flows
+        idle = d.get("udp_flow_idle_secs", defaults.udp_flow_idle_secs)
+        if not _is_number(idle) or idle <= 0:
+            p.add("[defaults]", "udp_flow_idle_secs", f"must be a number > 0, got {idle!r}")
+            idle = defaults.udp_flow_idle_secs
+        defaults = Defaults(proto, int(mf), float(idle))
+
+    owners: list[Owner] = []
+    raw_owners = data.get("owner", [])
+    if not isinstance(raw_owners, list):
+        p.add("[[owner]]", None, "must be an array of tables ([[owner]])")
+        raw_owners = []
+    owner_names: dict[str, int] = {}
+    for i, o in enumerate(raw_owners):
+        oname = o.get("name") if isinstance(o, Mapping) else None
+        where = f'owner "{oname}" (owner #{i + 1})' if isinstance(oname, str) else f"owner #{i + 1}"
+        if not isinstance(o, Mapping):
+            p.add(where, None, "must be a table")
+            continue
+        _check_unknown(p, where, o, ("name", "rate_limit"))
+        if not isinstance(oname, str) or not _NAME_RE.match(oname):
+            p.add(where, "name", f"missing or invalid owner name {oname!r}")
+            continue
+        if oname in owner_names:
+            p.add(where, "name", f"duplicate owner name (also owner #{owner_names[oname] + 1})")
+            continue
+        owner_names[oname] = i
+        rl = parse_rate_limit(p, where, o["rate_limit"]) if "rate_limit" in o else RateLimit()
+        owners.append(Owner(oname, rl))
+
+    rules: list[Rule] = []
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list):
+        p.add("[[rule]]", None, "must be an array of tables ([[rule]])")
+        raw_rules = []
+    for i, r in enumerate(raw_rules):
+        rule = _rule(p, i, r, defaults)
+        if rule is not None:
+            rules.append(rule)
+
+    if not p.items:
+        p.items.extend(check_rule_set(rules, list(owner_names), source))
+    if p.items:
+        raise ConfigError(p.items)
+    return Config(settings, defaults, tuple(owners), tuple(rules))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML rule file; raise ConfigError (file problems included)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text: {e}"]) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: TOML syntax error: {e}"]) from e
+    return parse_config(data, str(path))

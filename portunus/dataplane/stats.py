@@ -1,0 +1,84 @@
+"""Per-rule counters, kept off the hot path.
+
+Pumps write only their own `Counter` (no lock, one writer). A rule's totals
+are the bytes of finished connections (folded in under a lock when a
+connection ends) plus whatever its live connections have moved so far, read
+at snapshot time. So a byte is counted once, and a scrape never blocks a pump.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from typing import Any, Protocol
+
+
+class LiveFlow(Protocol):
+    def bytes_moved(self) -> tuple[int, int]:
+        """(bytes in, bytes out) so far."""
+
+
+class RuleStats:
+    """Counters of one rule (survive reloads that keep the rule's name)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bytes_in_done = 0
+        self.bytes_out_done = 0
+        self.connections_total = 0
+        self.connect_failures = 0
+        self.failovers = 0
+        self.splice_connections = 0
+        self.copy_connections = 0
+        self.rejected: Tally[str] = Tally()
+        self.dropped: Tally[str] = Tally()
+        self.live: set[LiveFlow] = set()
+
+    def opened(self, flow: LiveFlow, spliced: bool) -> None:
+        with self.lock:
+            self.live.add(flow)
+            self.connections_total += 1
+            if spliced:
+                self.splice_connections += 1
+            else:
+                self.copy_connections += 1
+
+    def closed(self, flow: LiveFlow) -> None:
+        bytes_in, bytes_out = flow.bytes_moved()
+        with self.lock:
+            self.live.discard(flow)
+            self.bytes_in_done += bytes_in
+            self.bytes_out_done += bytes_out
+
+    def count(self, field: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, field, getattr(self, field) + n)
+
+    def reject(self, reason: str) -> None:
+        with self.lock:
+            self.rejected[reason] += 1
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        with self.lock:
+            self.dropped[reason] += n
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            live = list(self.live)
+            out: dict[str, Any] = {
+                "bytes_in": self.bytes_in_done,
+                "bytes_out": self.bytes_out_done,
+                "connections_active": len(live),
+                "connections_total": self.connections_total,
+                "connect_failures": self.connect_failures,
+                "failovers": self.failovers,
+                "splice_connections": self.splice_connections,
+                "copy_connections": self.copy_connections,
+                "rejected": dict(self.rejected),
+                "dropped": dict(self.dropped),
+            }
+        for flow in live:
+            bi, bo = flow.bytes_moved()
+            out["bytes_in"] += bi
+            out["bytes_out"] += bo
+        return out

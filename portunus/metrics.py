@@ -1,0 +1,68 @@
+"""Prometheus metrics: names, and a collector that reads counters at scrape time.
+
+Nothing on the data plane touches a metric object: the collector asks the
+forwarder for a snapshot when Prometheus scrapes, so forwarding pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+PREFIX = "portunus"
+
+
+class SnapshotCollector(Collector):
+    """Exposes per-rule counters of one or more forwarder snapshots."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], extra_labels: dict[str, str] | None = None):
+        self._snapshot = snapshot
+        self._extra = extra_labels or {}
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(rule_metrics(self._snapshot()["rules"], self._extra))
+
+
+def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> Iterable[Metric]:
+    """Metric families for a {rule: counters} snapshot (standalone and client share these)."""
+    extra = extra or {}
+    names = list(extra)
+    lv = list(extra.values())
+    by = CounterMetricFamily(f"{PREFIX}_rule_bytes", "Bytes forwarded per rule and direction "
+                             "(in = client to target, out = target to client)", labels=[*names, "rule", "direction"])
+    active = GaugeMetricFamily(f"{PREFIX}_rule_connections_active", "Open connections (TCP) or live flows (UDP)",
+                               labels=[*names, "rule"])
+    total = CounterMetricFamily(f"{PREFIX}_rule_connections", "Connections (TCP) or flows (UDP) admitted",
+                                labels=[*names, "rule"])
+    fails = CounterMetricFamily(f"{PREFIX}_rule_connect_failures", "Connections closed because no target accepted",
+                                labels=[*names, "rule"])
+    failovers = CounterMetricFamily(f"{PREFIX}_rule_failovers", "Target connect attempts that failed over to the next",
+                                    labels=[*names, "rule"])
+    rejected = CounterMetricFamily(f"{PREFIX}_rule_rejected", "Connections or flows refused at admission, by reason",
+                                   labels=[*names, "rule", "reason"])
+    dropped = CounterMetricFamily(f"{PREFIX}_rule_dropped", "Datagrams dropped, by reason", labels=[*names, "rule", "reason"])
+    splice = CounterMetricFamily(f"{PREFIX}_rule_connections_by_path", "Connections by data path (splice or copy)",
+                                 labels=[*names, "rule", "path"])
+    for rule, c in sorted(rules.items()):
+        by.add_metric([*lv, rule, "in"], c["bytes_in"])
+        by.add_metric([*lv, rule, "out"], c["bytes_out"])
+        active.add_metric([*lv, rule], c["connections_active"])
+        total.add_metric([*lv, rule], c["connections_total"])
+        fails.add_metric([*lv, rule], c["connect_failures"])
+        failovers.add_metric([*lv, rule], c.get("failovers", 0))
+        for reason, n in sorted(c.get("rejected", {}).items()):
+            rejected.add_metric([*lv, rule, reason], n)
+        for reason, n in sorted(c.get("dropped", {}).items()):
+            dropped.add_metric([*lv, rule, reason], n)
+        splice.add_metric([*lv, rule, "splice"], c.get("splice_connections", 0))
+        splice.add_metric([*lv, rule, "copy"], c.get("copy_connections", 0))
+    return [by, active, total, fails, failovers, rejected, dropped, splice]
+
+
+def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return registry

@@ -1,0 +1,107 @@
+"""Runtime pieces shared by the standalone and client processes:
+logging setup, the metrics/stats HTTP endpoint, and signal handling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+RUNTIME_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str = "info", fmt: str = "pretty", label: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        prefix = f"{label} " if label else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
+    """"HOST:PORT" or "[V6]:PORT" -> (host, port); ValueError naming `what`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ValueError(f'{what} must be HOST:PORT (e.g. 127.0.0.1:9464), got "{text}"')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    stats: Callable[[], dict[str, Any]]
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body = generate_latest(self.registry)
+            ctype = CONTENT_TYPE_LATEST
+        elif path in ("/stats", "/stats.json"):
+            body = json.dumps(self.stats(), indent=2, sort_keys=True).encode()
+            ctype = "application/json"
+        elif path == "/healthz":
+            body, ctype = b"ok\n", "text/plain"
+        else:
+            self.send_error(404, "try /metrics, /stats or /healthz")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: scrapes are not news
+        pass
+
+
+def serve_metrics(addr: str, registry: CollectorRegistry,
+                  stats: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
+    """Serve /metrics (Prometheus), /stats (JSON) and /healthz on `addr` in a daemon thread."""
+    host, port = parse_host_port(addr, "--metrics-addr")
+    handler = type("Handler", (_Handler,), {"registry": registry, "stats": staticmethod(stats)})
+    server_cls = ThreadingHTTPServer
+    if ":" in host:
+        import socket
+
+        server_cls = type("V6Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    server = server_cls((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def block_runtime_signals() -> None:
+    """Block SIGHUP/SIGINT/SIGTERM in this thread and every thread it starts later;
+    the main loop then takes them synchronously with `wait_signal`."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, RUNTIME_SIGNALS)
+
+
+def wait_signal() -> int:
+    return signal.sigwait(RUNTIME_SIGNALS)

@@ -1,0 +1,176 @@
+"""`portunus-standalone`: run the rules of a TOML file.
+
+    portunus-standalone --config FILE [--check] [--metrics-addr HOST:PORT]
+    portunus-standalone stats [--once] [--metrics-addr HOST:PORT] [--interval-secs N]
+
+Exit codes: 0 ok (also after a SIGINT/SIGTERM drain), 1 a rule or the metrics
+endpoint cannot bind at start, 2 bad config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from portunus.config import Config, ConfigError, load_config
+from portunus.dataplane import BindError, Forwarder, tune_process
+from portunus.metrics import make_registry
+from portunus.runtime import block_runtime_signals, parse_host_port, serve_metrics, setup_logging, wait_signal
+
+log = logging.getLogger("portunus.standalone")
+
+DEFAULT_STATS_ADDR = "127.0.0.1:9464"  # Prometheus' conventional exporter port range
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="portunus-standalone",
+        description="Userspace TCP/UDP port forwarder driven by a static TOML rule file. "
+        "SIGHUP reloads the file (a bad file keeps the running rules); SIGINT/SIGTERM stop "
+        "accepting, drain open connections for [global] shutdown_drain_secs, then exit 0. "
+        "Set PORTUNUS_DISABLE_SPLICE=1 to force the userspace copy path.",
+        epilog="Subcommand: 'portunus-standalone stats --once' prints per-rule counters of a "
+        "running instance as JSON (see 'portunus-standalone stats --help').",
+    )
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML rule file")
+    p.add_argument("--check", action="store_true",
+                   help="validate the file and exit: prints 'ok' (exit 0) or one 'error: ...' line per problem (exit 2)")
+    p.add_argument("--metrics-addr", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics, JSON /stats and /healthz here (default: off)")
+    return p
+
+
+def _stats_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="portunus-standalone stats",
+                                description="Print per-rule counters (bytes in/out, connections, failures) "
+                                "of a running portunus-standalone, read from its --metrics-addr endpoint.")
+    p.add_argument("--metrics-addr", default=DEFAULT_STATS_ADDR, metavar="HOST:PORT",
+                   help=f"the instance's --metrics-addr (default {DEFAULT_STATS_ADDR})")
+    p.add_argument("--once", action="store_true", help="print one JSON snapshot and exit")
+    p.add_argument("--interval-secs", type=float, default=1.0, help="seconds between snapshots without --once")
+    return p
+
+
+def _fetch_stats(addr: str) -> dict:
+    host, port = parse_host_port(addr, "--metrics-addr")
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/stats"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+def stats_main(argv: Sequence[str]) -> int:
+    args = _stats_parser().parse_args(argv)
+    try:
+        while True:
+            try:
+                snap = _fetch_stats(args.metrics_addr)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            except (urllib.error.URLError, OSError) as e:
+                print(f"error: cannot read stats from {args.metrics_addr}: {getattr(e, 'reason', e)} "
+                      "(is portunus-standalone running with --metrics-addr?)", file=sys.stderr)
+                return 1
+            print(json.dumps(snap, sort_keys=True))
+            if args.once:
+                return 0
+            sys.stdout.flush()
+            time.sleep(args.interval_secs)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _report_config_error(e: ConfigError) -> None:
+    for line in e.problems:
+        print(f"error: {line}", file=sys.stderr)
+
+
+def _reload(fwd: Forwarder, path: str, current: Config) -> Config:
+    try:
+        new = load_config(path)
+    except ConfigError as e:
+        for line in e.problems:
+            log.error("reload rejected, keeping %d running rule(s): %s", len(current.rules), line)
+        return current
+    try:
+        fwd.apply(new.rules, new.owners, atomic=True)
+    except BindError as e:
+        for name, reason in e.failures.items():
+            log.error('reload rejected, keeping running rules: rule "%s": %s', name, reason)
+        return current
+    setup_logging(new.settings.log_level, new.settings.log_format, new.settings.label)
+    log.info("reloaded %s: %d rule(s)", path, len(new.rules))
+    return new
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        _report_config_error(e)
+        return 2
+    if args.metrics_addr:
+        try:
+            parse_host_port(args.metrics_addr, "--metrics-addr")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if args.check:
+        print("ok")
+        return 0
+
+    s = config.settings
+    setup_logging(s.log_level, s.log_format, s.label)
+    tune_process()
+    block_runtime_signals()  # before any thread starts, so all inherit the mask
+    fwd = Forwarder()
+    try:
+        fwd.apply(config.rules, config.owners, atomic=True)
+    except BindError as e:
+        for name, reason in e.failures.items():
+            print(f'error: rule "{name}": {reason}', file=sys.stderr)
+        fwd.close()
+        return 1
+    server = None
+    if args.metrics_addr:
+        try:
+            server = serve_metrics(args.metrics_addr, make_registry(fwd.snapshot), fwd.snapshot)
+        except OSError as e:
+            print(f"error: --metrics-addr {args.metrics_addr}: {e.strerror or e}", file=sys.stderr)
+            fwd.close()
+            return 1
+    log.info("running %d rule(s) from %s (splice %s)%s", len(config.rules), args.config,
+             "on" if fwd.splice_enabled else "off",
+             f"; metrics on http://{args.metrics_addr}/metrics" if server else "")
+    while True:
+        sig = wait_signal()
+        if sig == signal.SIGHUP:
+            config = _reload(fwd, args.config, config)
+            continue
+        drain = config.settings.shutdown_drain_secs
+        log.info("%s: stopped accepting; draining %d connection(s) for up to %g s",
+                 signal.Signals(sig).name, fwd.active_connections(), drain)
+        fwd.close(drain)
+        if server is not None:
+            server.shutdown()
+        log.info("stopped")
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "stats":
+        return stats_main(argv[1:])
+    args = _run_parser().parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
