@@ -1,0 +1,202 @@
+"""Real-socket test servers and clients (no mocks): echo, exchange, sink."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the kernel just handed out and released (good enough on loopback)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """n distinct free ports."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, kind)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port_range(n: int, kind: int = socket.SOCK_STREAM) -> int:
+    """Start of n consecutive free ports."""
+    for _ in range(200):
+        start = free_port(kind)
+        if start + n > 65535:
+            continue
+        socks = []
+        try:
+            for p in range(start, start + n):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0) -> None:
+    """Block until a TCP listener accepts on host:port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s") from None
+            time.sleep(0.02)
+
+
+def recv_all(sock: socket.socket, bufsize: int = 1 << 16) -> bytes:
+    chunks = []
+    while True:
+        b = sock.recv(bufsize)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+class TcpServer:
+    """A threaded TCP server on 127.0.0.1 running `handler(conn)` per connection."""
+
+    def __init__(self, handler: Callable[[socket.socket], None], host: str = "127.0.0.1", port: int = 0,
+                 backlog: int = 4096):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.accepted = 0
+        self.errors: list[BaseException] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                self.handler(conn)
+        except Exception as e:  # recorded for the test to assert on
+            self.errors.append(e)
+
+    def close(self) -> None:
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> TcpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def echo_handler(conn: socket.socket) -> None:
+    """Echo until EOF, then half-close."""
+    while True:
+        b = conn.recv(1 << 16)
+        if not b:
+            break
+        conn.sendall(b)
+    conn.shutdown(socket.SHUT_WR)
+
+
+_POOL = os.urandom(16 << 20)  # random bytes; payloads are random slices of it
+
+
+def random_payload(size: int, rng) -> bytes:
+    start = rng.randrange(0, len(_POOL) - size + 1) if size < len(_POOL) else 0
+    return _POOL[start:start + size]
+
+
+class ExchangeServer(TcpServer):
+    """Per connection: reads everything until EOF (SHA-256 recorded) while sending
+    its own random payload of `reply_size(tag)` bytes, then half-closes. The
+    client's first 16 bytes are its tag; results are keyed by it."""
+
+    def __init__(self, reply_size: Callable[[bytes], int], rng, **kw):
+        self.reply_size = reply_size
+        self.rng = rng
+        self.results: dict[bytes, tuple[str, str]] = {}  # tag -> (sha of received, sha of sent)
+        self._lock = threading.Lock()
+        super().__init__(self._handle, **kw)
+
+    def _handle(self, conn: socket.socket) -> None:
+        tag = b""
+        while len(tag) < 16:
+            b = conn.recv(16 - len(tag))
+            if not b:
+                return
+            tag += b
+        with self._lock:
+            reply = random_payload(self.reply_size(tag), self.rng)
+        h = hashlib.sha256(tag)
+        sender = threading.Thread(target=lambda: (conn.sendall(reply), conn.shutdown(socket.SHUT_WR)))
+        sender.start()
+        while True:
+            b = conn.recv(1 << 18)
+            if not b:
+                break
+            h.update(b)
+        sender.join()
+        with self._lock:
+            self.results[tag] = (h.hexdigest(), hashlib.sha256(reply).hexdigest())
+
+
+def exchange(port: int, payload: bytes, tag: bytes, host: str = "127.0.0.1",
+             timeout_s: float = 120.0) -> tuple[str, str]:
+    """Client side of ExchangeServer: send tag+payload, half-close, read the reply.
+    Returns (sha of what we sent incl. tag, sha of what we received)."""
+    with socket.create_connection((host, port), timeout=timeout_s) as s:
+        sender = threading.Thread(target=lambda: (s.sendall(tag + payload), s.shutdown(socket.SHUT_WR)))
+        sender.start()
+        h = hashlib.sha256()
+        while True:
+            b = s.recv(1 << 18)
+            if not b:
+                break
+            h.update(b)
+        sender.join()
+    return hashlib.sha256(tag + payload).hexdigest(), h.hexdigest()
+
+
+@contextlib.contextmanager
+def tcp_server(handler: Callable[[socket.socket], None], **kw) -> Iterator[TcpServer]:
+    srv = TcpServer(handler, **kw)
+    try:
+        yield srv
+    finally:
+        srv.close()

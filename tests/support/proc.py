@@ -1,0 +1,75 @@
+"""Start real portunus processes for integration tests, and always stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.net import wait_port
+
+BIN = Path(sys.executable).parent
+
+
+class Standalone:
+    """A `portunus-standalone` subprocess running a TOML file we wrote."""
+
+    def __init__(self, tmp: Path, toml: str, *, env: dict[str, str] | None = None,
+                 metrics_addr: str | None = None, wait_ports: list[int] | None = None,
+                 name: str = "rules.toml") -> None:
+        self.path = tmp / name
+        self.path.write_text(toml)
+        self.log_path = tmp / (name + ".log")
+        self._log = open(self.log_path, "wb")
+        cmd = [str(BIN / "portunus-standalone"), "--config", str(self.path)]
+        if metrics_addr:
+            cmd += ["--metrics-addr", metrics_addr]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        for p in wait_ports or []:
+            try:
+                wait_port(p)
+            except TimeoutError:
+                self.stop()
+                raise AssertionError(f"portunus-standalone did not listen on {p}:\n{self.log()}") from None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def reload(self, toml: str) -> None:
+        self.path.write_text(toml)
+        self.signal(signal.SIGHUP)
+
+    def wait_log(self, text: str, timeout_s: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out = self.log()
+            if text in out:
+                return out
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in log:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def run_cli(*args: str, input: str | None = None, timeout_s: float = 30.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a console script of this venv (e.g. 'portunus-standalone', '--check')."""
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, input=input,
+                          timeout=timeout_s, env={**os.environ, **(env or {})})
