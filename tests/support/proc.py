@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.net import wait_port
-
 BIN = Path(sys.executable).parent
 
 
@@ -29,23 +27,32 @@ class Standalone:
             cmd += ["--metrics-addr", metrics_addr]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
-        for p in wait_ports or []:
-            try:
-                wait_port(p)
-            except TimeoutError:
-                self.stop()
-                raise AssertionError(f"portunus-standalone did not listen on {p}:\n{self.log()}") from None
+        if wait_ports is not None:
+            self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 15.0) -> None:
+        """Wait for the startup log line, printed once every listener is bound.
+        (No probe connection: it would count as a connection and reach the target.)"""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "running " in self.log():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"portunus-standalone did not start:\n{self.log()}")
 
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
     def reload(self, toml: str) -> None:
         self.path.write_text(toml)
-        self.signal(signal.SIGHUP)
+        self.send_signal(signal.SIGHUP)
 
     def wait_log(self, text: str, timeout_s: float = 10.0) -> str:
         deadline = time.monotonic() + timeout_s
