@@ -86,7 +86,7 @@ def serve_metrics(addr: str, registry: CollectorRegistry,
     """Serve /metrics (Prometheus), /stats (JSON) and /healthz on `addr` in a daemon thread."""
     host, port = parse_host_port(addr, "--metrics-addr")
     handler = type("Handler", (_Handler,), {"registry": registry, "stats": staticmethod(stats)})
-    server_cls = ThreadingHTTPServer
+    server_cls: type[ThreadingHTTPServer] = ThreadingHTTPServer
     if ":" in host:
         import socket
 

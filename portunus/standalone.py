@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from portunus.config import Config, ConfigError, load_config
 from portunus.dataplane import BindError, Forwarder, tune_process
 from portunus.metrics import make_registry
-from portunus.runtime import block_runtime_signals, parse_host_port, serve_metrics, setup_logging, wait_signal
+from portunus.runtime import (
+    block_runtime_signals,
+    parse_host_port,
+    serve_metrics,
+    setup_logging,
+    wait_signal,
+)
 
 log = logging.getLogger("portunus.standalone")
 

@@ -12,7 +12,7 @@ import struct
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V2_VERSION_PROXY = 0x21  # version 2, command PROXY
-_V2_FAMILY = {
+_V2_FAMILY: dict[tuple[int, int], int] = {
     (4, socket.SOCK_STREAM): 0x11,  # AF_INET, STREAM
     (6, socket.SOCK_STREAM): 0x21,  # AF_INET6, STREAM
     (4, socket.SOCK_DGRAM): 0x12,

@@ -22,8 +22,8 @@ import struct
 import threading
 from collections.abc import Sequence
 
-from portunus.dataplane.pumps import Counter, Throttle, copy_pump, splice_pump
 from portunus.dataplane.proxy_protocol import build_header
+from portunus.dataplane.pumps import Counter, Throttle, copy_pump, splice_pump
 
 log = logging.getLogger("portunus.tcp")
 

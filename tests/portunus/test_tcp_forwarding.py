@@ -82,7 +82,7 @@ def test_200_concurrent_random_payloads_keep_integrity(standalone, mode):
     finally:
         server.close()
     assert not server.errors
-    for (tag, payload), (sent_sha, got_sha) in zip(jobs, results, strict=True):
+    for (tag, _payload), (sent_sha, got_sha) in zip(jobs, results, strict=True):
         server_got, server_sent = server.results[tag]
         assert server_got == sent_sha, "client -> target bytes differ"
         assert got_sha == server_sent, "target -> client bytes differ"

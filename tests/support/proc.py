@@ -21,7 +21,7 @@ class Standalone:
         self.path = tmp / name
         self.path.write_text(toml)
         self.log_path = tmp / (name + ".log")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         cmd = [str(BIN / "portunus-standalone"), "--config", str(self.path)]
         if metrics_addr:
             cmd += ["--metrics-addr", metrics_addr]
