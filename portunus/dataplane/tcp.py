@@ -2,11 +2,11 @@
 
 One thread per direction on blocking sockets (the accepting thread hands
 each connection to its own thread, which dials and runs client -> target;
-a second thread runs target -> client). Measured on a 2-core host against an
-asyncio add_reader/add_writer loop and a selector loop: blocking pumps spend
-no Python time between syscalls, so they reach the splice ceiling with the
-least CPU per GB, and hold 1,000+ concurrent connections (2 small-stack
-threads each). See docs in README "Data plane".
+a second thread runs target -> client). A blocked splice or recv holds no
+GIL, so an idle or waiting connection costs no CPU; the alternatives (one
+selectors loop, asyncio add_reader/add_writer) are measured side by side by
+benchmarks/concurrency_models.py, with the committed results under
+results/concurrency-models/.
 
 Semantics kept on both pump paths: EOF one way becomes shutdown(SHUT_WR) the
 other way while the other way keeps flowing; a reset or error tears down both
