@@ -1,0 +1,27 @@
+"""Forwarding paths: one module each, one interface (harness.paths.base.ForwardPath).
+
+Adding a path: write harness/paths/<name>.py with a ForwardPath subclass and
+add it to PATHS below. Nothing else in the harness names paths, except the
+`compare` verb, which maps the spec's fixed set to its JSON keys.
+"""
+
+from __future__ import annotations
+
+from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.paths.client import ClientCappedPath, ClientPath
+from harness.paths.direct import DirectPath
+from harness.paths.iptables import IptablesPath
+from harness.paths.reference import ReferencePath
+from harness.paths.standalone import StandaloneCopyPath, StandalonePath
+
+PATHS: dict[str, type[ForwardPath]] = {
+    "direct": DirectPath,
+    "iptables": IptablesPath,
+    "reference": ReferencePath,
+    "standalone": StandalonePath,
+    "standalone_copy": StandaloneCopyPath,
+    "client": ClientPath,
+    "client_capped": ClientCappedPath,
+}
+
+__all__ = ["PATHS", "Availability", "Endpoint", "ForwardPath", "PathSetup"]

@@ -1,0 +1,110 @@
+"""The one interface every forwarding path implements.
+
+A path is started once per measurement and stopped right after it, so only
+one forwarding implementation exists at a time (the spec's fair-benchmark
+rule 5). Lifecycle, driven by harness.runner:
+
+    path = PATHS[name]()                 # cheap; no side effects
+    path.available()  -> Availability    # preflight: can it run here? why not?
+    path.prepare()                       # preflight: one-time work (build a binary)
+    ep = path.start(setup)               # returns the Endpoint iperf3 dials
+    path.ready(timeout_s)                # blocks until traffic can flow
+    path.forwarder_pids()                # processes whose CPU time is charged to the path
+    ...iperf3 server on setup.target_port, client to ep...
+    path.stop()                          # ALWAYS runs (finally), even after a failed start
+
+Important: `ready()` must not connect through the path. A probe connection
+through a forwarder reaches the target (possibly late, from a dial thread),
+and `iperf3 -s -1` takes any connection as its one test and exits. Forwarder
+paths therefore wait, through /proc, until their process owns a LISTEN socket
+on the listen port (harness.netutil.wait_listening); the kernel accepts into
+that socket's backlog from then on.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a path can run on this host, and if not, why (with the fix)."""
+
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls) -> Availability:
+        return cls(True, "")
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the iperf3 client connects."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PathSetup:
+    """What one measurement asks of a path."""
+
+    target_port: int  # the iperf3 server listens on 127.0.0.1:target_port
+    workdir: Path  # scratch dir for this measurement: configs, logs, data dirs
+    alloc_port: Callable[[], int]  # more ports (listen port, control ports, ...)
+    cap_bytes_per_s: int | None = None  # bandwidth cap for paths that support one
+    protocol: str = "tcp"
+    extra: dict[str, Any] = field(default_factory=dict)  # path-specific knobs from the config
+
+
+class ForwardPath(abc.ABC):
+    """Base class of every path. Subclasses set the ClassVars and implement start/stop."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # A kernel path (no process) has no forwarder CPU to record.
+    has_forwarder_process: ClassVar[bool] = True
+    # Paths that can enforce setup.cap_bytes_per_s; for "requires_cap" paths it is mandatory.
+    supports_cap: ClassVar[bool] = False
+    requires_cap: ClassVar[bool] = False
+    needs_root: ClassVar[bool] = False
+    # How many ports from setup.alloc_port() one measurement uses (preflight checks them).
+    ports_needed: ClassVar[int] = 1
+
+    def available(self) -> Availability:
+        """Whether this path can run here; cheap, no side effects."""
+        return Availability.yes()
+
+    def prepare(self) -> None:
+        """One-time work before measuring (e.g. compile a binary); raise PathError on failure."""
+
+    @abc.abstractmethod
+    def start(self, setup: PathSetup) -> Endpoint:
+        """Bring the path up for one measurement; returns where iperf3 connects."""
+
+    def ready(self, timeout_s: float) -> None:
+        """Block until traffic can flow (raise PathError otherwise). Runs before the iperf3 server starts."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Tear everything down. Idempotent; safe after a partial or failed start."""
+
+    def forwarder_pids(self) -> list[int]:
+        """Processes that forward the bytes (their CPU time is the path's cost)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this instance for the run record (binary, splice on/off, ...)."""
+        return {}

@@ -1,0 +1,91 @@
+"""reference: tools/csplice.c, the minimal C splice forwarder (ceiling of a userspace forwarder here).
+
+Compiled by the harness with the system C compiler into a cache directory
+keyed by the source's hash, so an edited source is rebuilt and an unchanged
+one is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness import procs
+from harness.errors import PathError
+from harness.netutil import LOOPBACK
+from harness.paths._proc_path import READY_TIMEOUT_S, stop_all, wait_process_accepts
+from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+
+SOURCE = Path(__file__).resolve().parents[2] / "tools" / "csplice.c"
+CC = os.environ.get("CC", "cc")
+CFLAGS = ["-O2", "-pthread"]  # as the header comment of csplice.c says
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "portunus-bench"
+
+
+def build_csplice(source: Path = SOURCE, out_dir: Path | None = None) -> Path:
+    """Compile csplice.c (once per source content); returns the binary path."""
+    src = source.read_bytes()
+    digest = hashlib.sha256(src + " ".join([CC, *CFLAGS]).encode()).hexdigest()[:16]
+    out_dir = out_dir or cache_dir()
+    binary = out_dir / f"csplice-{digest}"
+    if binary.is_file():
+        return binary
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(f".tmp{os.getpid()}")
+    proc = subprocess.run([CC, *CFLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise PathError(f"compiling {source} with {CC} failed:\n{proc.stderr.strip()}")
+    tmp.replace(binary)  # atomic: a concurrent build never sees a half-written binary
+    return binary
+
+
+class ReferencePath(ForwardPath):
+    name = "reference"
+    description = "tools/csplice.c: minimal C splice forwarder (thread per direction, 1 MiB pipe)"
+    ports_needed = 1
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._port: int | None = None
+        self._log: Path | None = None
+        self._binary: Path | None = None
+
+    def available(self) -> Availability:
+        if not SOURCE.is_file():
+            return Availability.no(f"{SOURCE} is missing")
+        if shutil.which(CC) is None:
+            return Availability.no(f"no C compiler ({CC}): apt-get install gcc libc6-dev")
+        return Availability.yes()
+
+    def prepare(self) -> None:
+        self._binary = build_csplice()
+
+    def start(self, setup: PathSetup) -> Endpoint:
+        if self._binary is None:
+            self.prepare()
+        assert self._binary is not None
+        self._port = setup.alloc_port()
+        self._log = setup.workdir / "csplice.log"
+        self._proc = procs.spawn([str(self._binary), str(self._port), str(setup.target_port)], log_path=self._log)
+        return Endpoint(LOOPBACK, self._port)
+
+    def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        assert self._proc is not None and self._port is not None and self._log is not None
+        wait_process_accepts(self._proc, self._port, timeout_s, "csplice", self._log)
+
+    def stop(self) -> None:
+        stop_all(self._proc)
+
+    def forwarder_pids(self) -> list[int]:
+        return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
+
+    def describe(self) -> dict[str, Any]:
+        return {"binary": str(self._binary) if self._binary else None, "source": str(SOURCE)}

@@ -1,0 +1,90 @@
+"""standalone: `portunus-standalone --config F` with one TOML rule (splice fast path by default).
+
+`standalone_copy` is the same with PORTUNUS_DISABLE_SPLICE=1 (userspace copy path), for A/B.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness import procs
+from harness.errors import PathError
+from harness.netutil import LOOPBACK
+from harness.paths._proc_path import READY_TIMEOUT_S, find_executable, stop_all, wait_process_accepts
+from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+
+BINARY = "portunus-standalone"
+
+
+def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "tcp",
+                           cap_bytes_per_s: int | None = None) -> str:
+    """The rule file for one measurement. Drain 0 s: the harness stops it after the run."""
+    rate = f"\nrate_limit = {{ bandwidth_in_bps = {cap_bytes_per_s} }}" if cap_bytes_per_s else ""
+    return (
+        "[global]\n"
+        'label = "bench"\n'
+        'log_level = "warning"\n'
+        "shutdown_drain_secs = 0\n"
+        "\n"
+        "[[rule]]\n"
+        'name = "bench"\n'
+        f'protocol = "{protocol}"\n'
+        f'listen_addr = "{LOOPBACK}"\n'
+        f"listen_port = {listen_port}\n"
+        f'target = "{LOOPBACK}:{target_port}"'
+        f"{rate}\n"
+    )
+
+
+class StandalonePath(ForwardPath):
+    name = "standalone"
+    description = "portunus-standalone, TOML rule, splice fast path (default)"
+    supports_cap = True
+    ports_needed = 1
+    env_overrides: ClassVar[dict[str, str]] = {}
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._port: int | None = None
+        self._log: Path | None = None
+        self._binary = find_executable(BINARY)
+
+    def available(self) -> Availability:
+        if self._binary is None:
+            return Availability.no(f"{BINARY} not found: install the project (pip install -e .) into this venv")
+        return Availability.yes()
+
+    def start(self, setup: PathSetup) -> Endpoint:
+        if self._binary is None:
+            raise PathError(f"{BINARY} not found")
+        self._port = setup.alloc_port()
+        cfg = setup.workdir / "standalone.toml"
+        cfg.write_text(render_standalone_toml(self._port, setup.target_port, setup.protocol, setup.cap_bytes_per_s))
+        self._log = setup.workdir / "standalone.log"
+        env = {**os.environ, **self.env_overrides}
+        if not self.env_overrides:
+            env.pop("PORTUNUS_DISABLE_SPLICE", None)  # the default path must be the default data plane
+        self._proc = procs.spawn([self._binary, "--config", str(cfg)], log_path=self._log, env=env)
+        return Endpoint(LOOPBACK, self._port)
+
+    def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        assert self._proc is not None and self._port is not None and self._log is not None
+        wait_process_accepts(self._proc, self._port, timeout_s, BINARY, self._log)
+
+    def stop(self) -> None:
+        stop_all(self._proc)
+
+    def forwarder_pids(self) -> list[int]:
+        return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
+
+    def describe(self) -> dict[str, Any]:
+        return {"binary": self._binary, "env": dict(self.env_overrides)}
+
+
+class StandaloneCopyPath(StandalonePath):
+    name = "standalone_copy"
+    description = "portunus-standalone with PORTUNUS_DISABLE_SPLICE=1 (userspace copy path)"
+    env_overrides: ClassVar[dict[str, str]] = {"PORTUNUS_DISABLE_SPLICE": "1"}

@@ -1,0 +1,150 @@
+"""Child processes the harness starts (and always stops), and their CPU time from /proc.
+
+Every child is started in its own session, so a Ctrl-C on the terminal reaches
+only the harness, which then stops its children in order (forwarder rules
+first, then processes). PR_SET_PDEATHSIG makes the kernel send SIGTERM to a
+child if the harness itself dies without cleaning up (e.g. SIGKILL).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger("harness.procs")
+
+# Grace period between SIGTERM and SIGKILL. portunus-standalone drains for
+# shutdown_drain_secs (the harness writes 0) and then exits; 5 s covers a
+# slow interpreter shutdown on a loaded 2-core machine.
+STOP_GRACE_S = 5.0
+
+_PR_SET_PDEATHSIG = 1
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:
+        pass
+
+
+def spawn(argv: Sequence[str], *, log_path: Path | None = None, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None, capture: bool = False) -> subprocess.Popen:
+    """Start a child in its own session.
+
+    Output: capture=True -> stdout and stderr are pipes (caller must communicate());
+    else log_path -> both appended there; else discarded.
+    """
+    log_file = None
+    if capture:
+        out, err = subprocess.PIPE, subprocess.PIPE
+    elif log_path is not None:
+        log_file = open(log_path, "ab")  # noqa: SIM115 - the child inherits it; closed below
+        out, err = log_file.fileno(), subprocess.STDOUT
+    else:
+        out, err = subprocess.DEVNULL, subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            env=dict(env) if env is not None else None, cwd=cwd,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    finally:
+        if log_file is not None:
+            log_file.close()
+    log.debug("started pid %d: %s", proc.pid, " ".join(argv))
+    return proc
+
+
+def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int | None:
+    """Stop a child we started (its process group), escalating to SIGKILL; returns its exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        _signal_group(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored signal %d for %.0f s; killing it", proc.pid, sig, grace_s)
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    else:
+        # The leader is gone, but something it started may still hold the group.
+        _signal_group(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    # Children are session leaders (start_new_session), so their pgid is their pid.
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        try:
+            os.kill(pgid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def parse_proc_stat_cpu_ticks(text: str) -> int:
+    """utime + stime (clock ticks) from the text of /proc/PID/stat.
+
+    For a process (thread-group leader) the kernel sums all its threads,
+    including threads that have already exited.
+    """
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = text[text.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state), so field 14 (utime) is rest[11], field 15 (stime) rest[12].
+    return int(rest[11]) + int(rest[12])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user+system, all threads) a live process has used; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return parse_proc_stat_cpu_ticks(text) / _CLK_TCK
+
+
+def parse_ppid(text: str) -> int:
+    """Parent pid (field 4) from the text of /proc/PID/stat."""
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of all live descendants of pid (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = parse_ppid(Path(entry.path, "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """True if proc exits within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return True
+        time.sleep(0.02)
+    return proc.poll() is not None
