@@ -1,38 +1,76 @@
 """Token buckets and connection limits, per rule and per owner.
 
-A connection is bound by its rule's limits AND its owner's (shared by every
-rule of that owner). Bandwidth buckets throttle the copy path chunk by chunk;
-connection-rate and concurrency limits are checked once, at accept (TCP) or
-on a flow's first datagram (UDP), and do not affect the choice of splice.
+A connection (TCP) or flow (UDP) is bound by its rule's limits AND its
+owner's (one LimitSet shared by every rule of that owner). Bandwidth buckets
+throttle the TCP copy path chunk by chunk and police UDP datagram by datagram;
+connection-rate and concurrency limits are checked once, at accept (TCP) or on
+a flow's first datagram (UDP), and do not affect the choice of splice.
 
 Buckets are long-lived objects that a reload updates in place, so live
-connections see a changed cap at their next chunk (well within a second).
+connections see a changed cap at their next chunk (tens of milliseconds).
+
+How a bucket behaves over time (the receiver-side contract):
+
+* Bytes released in any window of T seconds are at most `burst + rate * T`.
+  Tokens are taken BEFORE a chunk is sent, so nothing leaves early.
+* Bandwidth buckets start EMPTY at their first use, connection-rate buckets
+  start FULL. An empty start means the first transfer through a new rule (or
+  after a restart, a reload that adds a cap, a rule re-pushed by the control
+  plane) runs at exactly the cap from its first byte: a restart is never a
+  way to earn a free burst, and a benchmark's first run is not inflated. A
+  connection-rate bucket must start full, or the first connections to a new
+  rule would be refused.
+* After an idle period a bucket refills to its burst; that is what the
+  burst is for. With the default burst (one second of rate) a transfer that
+  starts after >= 1 s of idle gets up to one second's worth of bytes at line
+  rate, then exactly the cap: over its first T seconds the receiver sees at
+  most rate * (T + 1). Set `bandwidth_*_burst` lower (e.g. rate / 50) for
+  strict shaping.
+* Consumers that overdraw go into debt and sleep until it is repaid (the
+  GCRA form of a token bucket: the state is the time `tat` at which the
+  balance is back to zero). Concurrent consumers therefore queue in arrival
+  order, which keeps equal connections under one owner cap fair. Sleeping
+  too long is no loss: the balance refills meanwhile, so the long-run rate
+  does not drift below the cap.
+* A rate change keeps the outstanding debt in seconds (bytes already
+  admitted were admitted under the old cap), so lowering 10 MiB/s to
+  64 KiB/s does not stall a live connection for seconds.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from portunus.config import RateLimit
 
 # A capped pump asks for at most rate/CHUNKS_PER_SEC bytes per chunk, so the
-# receiver sees a smooth rate (no 1-second lumps) and connections sharing an
-# owner bucket interleave finely enough to stay fair.
+# receiver sees a smooth rate (a 20 ms staircase, not 1-second lumps) and
+# connections sharing an owner bucket interleave finely enough to stay fair.
 CHUNKS_PER_SEC = 50
+# Floor: below ~512 B per chunk the syscall and wake-up cost per byte grows
+# for no gain in smoothness (64 KiB/s already gives 1,310 B chunks).
 MIN_CHUNK_BYTES = 512
+# Ceiling: the copy path's buffer size (pumps.COPY_BUFFER_BYTES).
 MAX_CHUNK_BYTES = 256 * 1024
+# Float slack when comparing times: a bucket holding exactly n tokens must
+# admit n (5.0 tokens can come out as 4.9999999 after arithmetic).
+_EPS_S = 1e-9
 
 
 class TokenBucket:
-    """Thread-safe token bucket; `rate` None means unlimited.
+    """Thread-safe token bucket; `rate` None means unlimited (every call returns at once).
 
-    `consume` uses a debt model: it takes the tokens at once (the balance may
-    go negative) and sleeps until the balance would have been repaid. Callers
-    queue behind each other in arrival order, which keeps equal consumers fair.
+    Args:
+        rate: tokens (bytes, or connections) per second; None = unlimited.
+        burst: bucket depth in tokens; None = one second of rate.
+        start_full: state at first use (see the module docstring for why
+            bandwidth buckets start empty and connection buckets full).
     """
+
+    __slots__ = ("_lock", "_clock", "_sleep", "rate", "burst", "start_full", "_tat")
 
     def __init__(self, rate: float | None, burst: float | None = None, *, start_full: bool = False,
                  clock: Callable[[], float] = time.monotonic,
@@ -40,89 +78,174 @@ class TokenBucket:
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
+        self.start_full = start_full
         self.rate: float | None = None
         self.burst = 0.0
-        self._tokens = 0.0
-        self._stamp = clock()
+        # Time at which the balance is back to zero; None until first use.
+        self._tat: float | None = None
         self.update(rate, burst)
-        if start_full and self.rate is not None:
-            self._tokens = self.burst
+
+    # -- state (call with the lock held) --------------------------------
+
+    def _floor(self, now: float, rate: float) -> float:
+        """`tat` clamped so the credit never exceeds the burst; starts the bucket on first use."""
+        full_at = now - self.burst / rate
+        if self._tat is None:
+            self._tat = full_at if self.start_full else now
+        return self._tat if self._tat > full_at else full_at
+
+    # -- public ----------------------------------------------------------
 
     def update(self, rate: float | None, burst: float | None = None) -> None:
-        """Change rate and burst (default: one second of rate); keeps the current balance."""
+        """Change rate and burst (None = one second of rate); outstanding debt keeps its duration."""
         with self._lock:
-            self._refill()
-            self.rate = float(rate) if rate else None
-            self.burst = float(burst) if burst else (self.rate or 0.0)
-            self._tokens = min(self._tokens, self.burst)
+            new_rate = float(rate) if rate else None
+            new_burst = float(burst) if burst else (new_rate or 0.0)
+            if new_rate is None:
+                self._tat = None  # unlimited: a later cap starts afresh
+            elif self.rate is not None and self._tat is not None:
+                now = self._clock()
+                tat = self._floor(now, self.rate)
+                if tat < now:
+                    # Credit keeps its token count (clamped to the new burst),
+                    # so idle time under a low cap is not revalued at a high one.
+                    credit = min((now - tat) * self.rate, new_burst)
+                    self._tat = now - credit / new_rate
+                # Debt keeps its duration: tat stays where it is.
+            self.rate = new_rate
+            self.burst = new_burst
 
-    def _refill(self) -> None:
-        now = self._clock()
-        if self.rate is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
+    def tokens(self) -> float:
+        """Current balance (negative while in debt); `inf` when unlimited."""
+        with self._lock:
+            rate = self.rate
+            if rate is None:
+                return float("inf")
+            now = self._clock()
+            return (now - self._floor(now, rate)) * rate
 
     def max_chunk(self) -> int:
+        """Largest chunk a pump should move at once under this bucket."""
         rate = self.rate
         if rate is None:
             return MAX_CHUNK_BYTES
         chunk = int(min(rate / CHUNKS_PER_SEC, self.burst))
         return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, chunk))
 
-    def consume(self, amount: int) -> None:
-        """Take `amount` tokens, sleeping as long as the cap requires."""
-        if self.rate is None:
-            return
+    def reserve(self, amount: float) -> float:
+        """Take `amount` tokens now (going into debt if needed); return seconds until it is repaid."""
         with self._lock:
-            self._refill()
             rate = self.rate
             if rate is None:
-                return
-            self._tokens -= amount
-            wait = -self._tokens / rate if self._tokens < 0 else 0.0
+                return 0.0
+            now = self._clock()
+            self._tat = self._floor(now, rate) + amount / rate
+            return self._tat - now if self._tat > now else 0.0
+
+    def consume(self, amount: int) -> None:
+        """Take `amount` tokens, sleeping as long as the cap requires."""
+        wait = self.reserve(amount)
         if wait > 0:
             self._sleep(wait)
 
     def try_take(self, amount: float = 1.0) -> bool:
-        """Take `amount` tokens if available now; never sleeps."""
+        """Take `amount` tokens if the balance covers them; never sleeps, never borrows."""
         with self._lock:
-            if self.rate is None:
+            rate = self.rate
+            if rate is None:
                 return True
-            self._refill()
-            if self._tokens >= amount:
-                self._tokens -= amount
-                return True
-            return False
+            now = self._clock()
+            tat = self._floor(now, rate) + amount / rate
+            if tat > now + _EPS_S:
+                return False
+            self._tat = tat
+            return True
 
-    def current_rate(self) -> float | None:
-        return self.rate
+
+class ThrottleGroup:
+    """The buckets one direction of a connection must pass (rule's and owner's), as one throttle.
+
+    Takes each chunk from every bucket at once and sleeps for the LONGEST
+    wait, not the sum: a connection bound by a 1 MiB/s rule cap and a
+    1 MiB/s owner cap moves 1 MiB/s, not 0.5.
+    """
+
+    __slots__ = ("buckets", "_sleep")
+
+    def __init__(self, buckets: Iterable[TokenBucket], sleep: Callable[[float], None] = time.sleep) -> None:
+        self.buckets = tuple(buckets)
+        self._sleep = sleep
+
+    def max_chunk(self) -> int:
+        return min((b.max_chunk() for b in self.buckets), default=MAX_CHUNK_BYTES)
+
+    def consume(self, nbytes: int) -> None:
+        wait = 0.0
+        for b in self.buckets:
+            w = b.reserve(nbytes)
+            if w > wait:
+                wait = w
+        if wait > 0:
+            self._sleep(wait)
+
+
+def police(buckets: Sequence[TokenBucket], nbytes: int) -> bool:
+    """Admit one datagram of `nbytes` against every capped bucket, or take nothing.
+
+    A datagram passes when each bucket holds min(nbytes, burst) tokens, so a
+    burst smaller than one datagram still lets traffic through at the cap
+    (the bucket then goes briefly into debt).
+    """
+    capped = [b for b in buckets if b.rate is not None]
+    if not capped:
+        return True
+    # Lock in a fixed order: a TCP pump may hold one of these (owner) buckets.
+    capped.sort(key=id)
+    for b in capped:
+        b._lock.acquire()
+    try:
+        new_tats: list[float | None] = []
+        for b in capped:
+            rate = b.rate
+            if rate is None:  # changed by a reload just now: unlimited
+                new_tats.append(None)
+                continue
+            now = b._clock()
+            floor = b._floor(now, rate)
+            if floor + min(nbytes, b.burst) / rate > now + _EPS_S:
+                return False
+            new_tats.append(floor + nbytes / rate)
+        for b, tat in zip(capped, new_tats, strict=True):
+            if tat is not None:
+                b._tat = tat
+        return True
+    finally:
+        for b in capped:
+            b._lock.release()
 
 
 class LimitSet:
-    """The live limits of one rule or one owner."""
+    """The live limits of one rule or one owner (buckets updated in place on reload)."""
 
     def __init__(self, limits: RateLimit | None = None) -> None:
-        self._lock = threading.Lock()
         self.bandwidth_in = TokenBucket(None)
         self.bandwidth_out = TokenBucket(None)
-        self.new_connections = TokenBucket(None)
+        self.new_connections = TokenBucket(None, start_full=True)
         self.max_concurrent: int | None = None
         self.active = 0
         self.limits = RateLimit()
         self.update(limits or RateLimit())
 
     def update(self, limits: RateLimit) -> None:
+        """Apply new limits; live connections holding these buckets see them at their next chunk."""
         self.limits = limits
         self.bandwidth_in.update(limits.bandwidth_in_bps, limits.bandwidth_in_burst)
         self.bandwidth_out.update(limits.bandwidth_out_bps, limits.bandwidth_out_burst)
         rate = limits.new_connections_per_sec
+        # Default burst: one second of rate, but at least one connection
+        # (0.5/s must still admit a first connection).
         burst = limits.new_connections_burst or (max(1.0, rate) if rate else None)
-        if rate and self.new_connections.rate is None:
-            # A fresh connection-rate limit starts with a full bucket: the
-            # first `burst` connections are admitted, the excess refused.
-            self.new_connections = TokenBucket(rate, burst, start_full=True)
-        else:
-            self.new_connections.update(rate, burst)
+        self.new_connections.update(rate, burst)
         self.max_concurrent = limits.concurrent_connections
 
     @property
@@ -138,33 +261,36 @@ class Admission:
 
 
 ADMITTED = Admission(None)
+REFUSED_CONCURRENCY = Admission("concurrency")
+REFUSED_CONNECTION_RATE = Admission("connection_rate")
+
+# Admission is rare next to bytes and datagrams; one lock makes "check every
+# set, then take from every set" atomic, so a refusal never leaks a token or
+# a concurrency slot, and two threads cannot both take the last slot.
+_ADMIT_LOCK = threading.Lock()
 
 
-def admit(limit_sets: tuple[LimitSet, ...]) -> Admission:
-    """Check concurrency then connection rate for a new connection or flow.
+def admit(limit_sets: Sequence[LimitSet]) -> Admission:
+    """Check concurrency, then connection rate, across all sets; take all or nothing.
 
-    On success every set's active count is raised; call `release` when the
-    connection ends. On refusal nothing is held and the reason is one of
-    "concurrency" or "connection_rate".
+    On success each set's active count is raised; call `release` with the
+    same sets when the connection or flow ends. A connection refused for
+    concurrency does not spend a connection-rate token.
     """
-    taken: list[LimitSet] = []
-    for ls in limit_sets:
-        with ls._lock:
-            if ls.max_concurrent is not None and ls.active >= ls.max_concurrent:
-                break
-            ls.active += 1
-            taken.append(ls)
-    else:
+    with _ADMIT_LOCK:
         for ls in limit_sets:
-            if not ls.new_connections.try_take(1.0):
-                release(tuple(taken))
-                return Admission("connection_rate")
+            if ls.max_concurrent is not None and ls.active >= ls.max_concurrent:
+                return REFUSED_CONCURRENCY
+        rate_limited = [ls.new_connections for ls in limit_sets if ls.new_connections.rate is not None]
+        if rate_limited and not police(rate_limited, 1):
+            return REFUSED_CONNECTION_RATE
+        for ls in limit_sets:
+            ls.active += 1
         return ADMITTED
-    release(tuple(taken))
-    return Admission("concurrency")
 
 
-def release(limit_sets: tuple[LimitSet, ...]) -> None:
-    for ls in limit_sets:
-        with ls._lock:
+def release(limit_sets: Sequence[LimitSet]) -> None:
+    """Give back the concurrency slots `admit` took."""
+    with _ADMIT_LOCK:
+        for ls in limit_sets:
             ls.active -= 1

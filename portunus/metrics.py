@@ -46,7 +46,15 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
     dropped = CounterMetricFamily(f"{PREFIX}_rule_dropped", "Datagrams dropped, by reason", labels=[*names, "rule", "reason"])
     splice = CounterMetricFamily(f"{PREFIX}_rule_connections_by_path", "Connections by data path (splice or copy)",
                                  labels=[*names, "rule", "path"])
+    rate = GaugeMetricFamily(f"{PREFIX}_rule_rate_bytes_per_second", "Bytes per second forwarded per rule and "
+                             "direction over the last ~5 s", labels=[*names, "rule", "direction"])
+    limit = GaugeMetricFamily(f"{PREFIX}_rule_limit", "Configured rate_limit values in force per rule "
+                              "(bandwidth in bytes/s, connections/s, connections)", labels=[*names, "rule", "limit"])
     for rule, c in sorted(rules.items()):
+        rate.add_metric([*lv, rule, "in"], c.get("rate_in_bytes_per_s", 0.0))
+        rate.add_metric([*lv, rule, "out"], c.get("rate_out_bytes_per_s", 0.0))
+        for key, value in sorted(c.get("current_limits", {}).items()):
+            limit.add_metric([*lv, rule, key], value)
         by.add_metric([*lv, rule, "in"], c["bytes_in"])
         by.add_metric([*lv, rule, "out"], c["bytes_out"])
         active.add_metric([*lv, rule], c["connections_active"])
@@ -59,7 +67,7 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
             dropped.add_metric([*lv, rule, reason], n)
         splice.add_metric([*lv, rule, "splice"], c.get("splice_connections", 0))
         splice.add_metric([*lv, rule, "copy"], c.get("copy_connections", 0))
-    return [by, active, total, fails, failovers, rejected, dropped, splice]
+    return [by, active, total, fails, failovers, rejected, dropped, splice, rate, limit]
 
 
 def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -24,7 +24,7 @@ from portunus.config import Owner, Rule
 from portunus.dataplane.pumps import SPLICE_AVAILABLE
 from portunus.dataplane.stats import RuleStats
 from portunus.dataplane.tcp import DialError, TcpConnection, dial, send_proxy_header, tune_socket
-from portunus.limits import LimitSet, admit, release
+from portunus.limits import LimitSet, ThrottleGroup, admit, release
 
 log = logging.getLogger("portunus.forwarder")
 
@@ -37,6 +37,8 @@ ACCEPT_BATCH = 64
 # Out of fds/memory at accept: back off this long instead of spinning (trio does the same).
 ACCEPT_BACKOFF_S = 0.1
 _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# How often the acceptor samples per-rule byte totals for the current-rate metric.
+RATE_SAMPLE_INTERVAL_S = 1.0
 
 
 def splice_disabled_by_env() -> bool:
@@ -242,9 +244,14 @@ class Forwarder:
     # ------------------------------------------------------------ accepting
 
     def _accept_loop(self) -> None:
+        next_sample = time.monotonic()
         while not self._closing:
+            now = time.monotonic()
+            if now >= next_sample:  # per-rule byte totals for the "current rate" metric
+                self._sample_rates(now)
+                next_sample = now + RATE_SAMPLE_INTERVAL_S
             try:
-                events = self._selector.select(timeout=1.0)
+                events = self._selector.select(timeout=max(0.0, next_sample - now))
             except OSError:
                 if self._closing:
                     return
@@ -258,6 +265,12 @@ class Forwarder:
                         pass
                     continue
                 self._accept_batch(key.data)
+
+    def _sample_rates(self, now: float) -> None:
+        with self._lock:
+            stats = list(self._stats.values())
+        for st in stats:
+            st.sample(now)
 
     def _accept_batch(self, lst: _Listener) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -316,8 +329,10 @@ class Forwarder:
             capped = state.has_bandwidth_cap()
             use_splice = self.splice_enabled and not capped
             if capped:
-                t_in = [ls.bandwidth_in for ls in sets]
-                t_out = [ls.bandwidth_out for ls in sets]
+                # One group per direction: the chunk waits for the slowest of
+                # rule and owner bucket, not for their sum.
+                t_in = [ThrottleGroup(ls.bandwidth_in for ls in sets)]
+                t_out = [ThrottleGroup(ls.bandwidth_out for ls in sets)]
             else:
                 t_in = t_out = []
             with self._conn_lock:

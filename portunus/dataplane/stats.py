@@ -9,8 +9,15 @@ at snapshot time. So a byte is counted once, and a scrape never blocks a pump.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter as Tally
+from collections import deque
 from typing import Any, Protocol
+
+# "Current rate" = bytes moved over the last RATE_WINDOW_S, from samples the
+# forwarder takes about once a second (RATE_SAMPLES of them cover the window).
+RATE_WINDOW_S = 5.0
+RATE_SAMPLES = int(RATE_WINDOW_S) + 1
 
 
 class LiveFlow(Protocol):
@@ -33,6 +40,7 @@ class RuleStats:
         self.rejected: Tally[str] = Tally()
         self.dropped: Tally[str] = Tally()
         self.live: set[LiveFlow] = set()
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
 
     def opened(self, flow: LiveFlow, spliced: bool) -> None:
         with self.lock:
@@ -62,7 +70,36 @@ class RuleStats:
         with self.lock:
             self.dropped[reason] += n
 
+    def totals(self) -> tuple[int, int]:
+        """(bytes in, bytes out) of finished and live connections."""
+        with self.lock:
+            bytes_in, bytes_out = self.bytes_in_done, self.bytes_out_done
+            live = list(self.live)
+        for flow in live:
+            bi, bo = flow.bytes_moved()
+            bytes_in += bi
+            bytes_out += bo
+        return bytes_in, bytes_out
+
+    def sample(self, now: float | None = None) -> None:
+        """Record the byte totals now, for `rates` (called about once a second)."""
+        now = time.monotonic() if now is None else now
+        bytes_in, bytes_out = self.totals()
+        with self.lock:
+            self._samples.append((now, bytes_in, bytes_out))
+
+    def rates(self) -> tuple[float, float]:
+        """Bytes/s in and out over the sampled window (0 until two samples exist)."""
+        with self.lock:
+            if len(self._samples) < 2:
+                return 0.0, 0.0
+            t0, i0, o0 = self._samples[0]
+            t1, i1, o1 = self._samples[-1]
+        dt = t1 - t0
+        return ((i1 - i0) / dt, (o1 - o0) / dt) if dt > 0 else (0.0, 0.0)
+
     def snapshot(self) -> dict[str, Any]:
+        rate_in, rate_out = self.rates()
         with self.lock:
             live = list(self.live)
             out: dict[str, Any] = {
@@ -76,6 +113,8 @@ class RuleStats:
                 "copy_connections": self.copy_connections,
                 "rejected": dict(self.rejected),
                 "dropped": dict(self.dropped),
+                "rate_in_bytes_per_s": round(rate_in, 1),
+                "rate_out_bytes_per_s": round(rate_out, 1),
             }
         for flow in live:
             bi, bo = flow.bytes_moved()

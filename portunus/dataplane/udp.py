@@ -1,0 +1,470 @@
+"""UDP data plane: listeners, a flow table per listener, and one engine thread.
+
+A flow is one client address on one listening port. Its first datagram
+creates it: the rule's (and owner's) admission limits are checked then
+(udp_max_flows, concurrent_connections = live flows, new_connections_per_sec =
+new flows per second), and a connected upstream socket is opened to the
+target, resolved at that moment (DNS names in a small resolver pool, so a
+slow lookup never stalls other flows). Datagrams then go client -> listening
+socket -> flow's upstream socket -> target, and replies come back on the
+upstream socket and leave from the listening socket, so the client sees the
+address it sent to. Bandwidth caps police each datagram (over the cap:
+dropped and counted, never queued). A flow ends when idle for
+udp_flow_idle_secs, when the target answers with ICMP port unreachable
+(ECONNREFUSED on the connected upstream socket), or when its listener goes.
+
+Concurrency model: ONE engine thread multiplexes every UDP listener and
+upstream socket with a selector (epoll). UDP needs no per-flow blocking
+pumps (unlike TCP there is no stream to splice) and a datagram is handled in
+a few microseconds, so one thread avoids a thread per flow and all locking
+on the flow table. The forwarder's add/remove run under the engine lock,
+between two selector rounds (a wake-up socket interrupts the wait), so a
+removed listener is closed before `remove` returns and its port can be
+bound again at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import ipaddress
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from portunus.dataplane.stats import RuleStats
+from portunus.limits import TokenBucket, admit, police, release
+
+log = logging.getLogger("portunus.udp")
+
+# Largest UDP payload over IPv4/IPv6 without jumbograms; one buffer, reused.
+DATAGRAM_MAX_BYTES = 65535
+# Datagrams read per readiness event of one socket, so a flooded port cannot
+# starve the others (the same idea as the TCP acceptor's ACCEPT_BATCH).
+BATCH = 64
+# Listening sockets carry every flow of a port: ask for net.core.rmem_max /
+# wmem_max (4 MiB on this host; the kernel silently clamps to its maximum).
+LISTEN_BUFFER_BYTES = 4 << 20
+# Upstream sockets carry one flow each; 1 MiB absorbs a burst of replies
+# while the engine serves other sockets, and costs nothing until used.
+UPSTREAM_RCVBUF_BYTES = 1 << 20
+# Datagrams held per flow while its DNS target resolves; more are dropped.
+PENDING_MAX = 64
+# DNS lookups in flight at once (getaddrinfo blocks, so it runs off-thread).
+RESOLVER_THREADS = 4
+# Idle expiry runs every idle/4 (so a flow lives at most 1.25 x its idle
+# time), at least every second, at most every 50 ms.
+SWEEP_MIN_S = 0.05
+SWEEP_MAX_S = 1.0
+
+
+def open_udp_listener(addr: str, port: int) -> socket.socket:
+    """Bind a non-blocking UDP socket on addr:port (no SO_REUSEADDR: on UDP it would
+    let a second process bind the same port and steal datagrams)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, LISTEN_BUFFER_BYTES)
+            except OSError:
+                pass
+        sock.bind((addr, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+Candidate = tuple[int, Any]  # (address family, sockaddr)
+
+
+def resolve_targets(targets: list[tuple[str, int, str | None]]) -> tuple[list[Candidate], list[str]]:
+    """Resolve targets in priority order; return (candidate addresses, one error per failed target)."""
+    found: list[Candidate] = []
+    errors: list[str] = []
+    for host, port, _proxy in targets:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            errors.append(f"{host}:{port}: cannot resolve: {e.strerror or e}")
+            continue
+        for family, _type, _proto, _canon, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                found.append((family, sockaddr))
+    return found, errors
+
+
+class _Port:
+    """One UDP listener (the forwarder's _Listener) and its flow table."""
+
+    __slots__ = ("lst", "flows")
+
+    def __init__(self, lst: Any) -> None:
+        self.lst = lst
+        self.flows: dict[Any, UdpFlow] = {}
+
+
+class UdpFlow:
+    """One client address on one port, and its upstream socket."""
+
+    __slots__ = ("port", "addr", "rule", "stats", "sets", "buckets_in", "buckets_out",
+                 "upstream", "pending", "bytes_in", "bytes_out", "last_active", "closed", "__weakref__")
+
+    def __init__(self, port: _Port, addr: Any, state: Any, sets: tuple[Any, ...], now: float) -> None:
+        self.port = port
+        self.addr = addr
+        self.rule = state.rule
+        self.stats: RuleStats = state.stats
+        self.sets = sets
+        self.buckets_in: tuple[TokenBucket, ...] = tuple(ls.bandwidth_in for ls in sets)
+        self.buckets_out: tuple[TokenBucket, ...] = tuple(ls.bandwidth_out for ls in sets)
+        self.upstream: socket.socket | None = None
+        self.pending: deque[bytes] | None = None  # datagrams waiting for DNS
+        self.bytes_in = 0   # client -> target, written by the engine thread only
+        self.bytes_out = 0  # target -> client
+        self.last_active = now
+        self.closed = False
+
+    def bytes_moved(self) -> tuple[int, int]:
+        return self.bytes_in, self.bytes_out
+
+    def serves(self, state: Any) -> bool:
+        """True if a reloaded rule still sends this flow to the same place under the same limits."""
+        old, new = self.rule, state.rule
+        return (state.stats is self.stats and old.targets == new.targets
+                and old.listen_port == new.listen_port and old.owner == new.owner)
+
+
+class UdpEngine:
+    """Every UDP listener and flow of one forwarder, served by one thread."""
+
+    def __init__(self, forwarder: Any = None) -> None:
+        self._forwarder = forwarder
+        self._lock = threading.Lock()
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._ports: dict[tuple[str, str, int], _Port] = {}
+        self._flows_by_rule: dict[RuleStats, int] = {}  # live flows per rule (keyed by its counters)
+        self._nflows = 0
+        self._resolver: ThreadPoolExecutor | None = None
+        self._resolved: queue.SimpleQueue[tuple[UdpFlow, list[Candidate], list[str]]] = queue.SimpleQueue()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="udp-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ forwarder API
+
+    def add(self, lst: Any) -> None:
+        """Start serving a listener (its socket from open_udp_listener)."""
+        with self._lock:
+            port = _Port(lst)
+            self._ports[lst.key] = port
+            self._sel.register(lst.sock, selectors.EVENT_READ, port)
+        self._wake()
+
+    def remove(self, lst: Any) -> None:
+        """Stop serving a listener: end its flows and close its socket before returning."""
+        with self._lock:
+            port = self._ports.pop(lst.key, None)
+            try:
+                self._sel.unregister(lst.sock)
+            except (KeyError, ValueError):
+                pass
+            if port is not None:
+                for flow in list(port.flows.values()):
+                    self._evict(flow)
+            lst.sock.close()
+        self._wake()
+
+    def active_flows(self) -> int:
+        return self._nflows
+
+    def close(self) -> None:
+        """Close every listener and flow and stop the engine thread."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._wake()
+        self._thread.join(timeout=5)
+        with self._lock:
+            for port in list(self._ports.values()):
+                for flow in list(port.flows.values()):
+                    self._evict(flow)
+                try:
+                    self._sel.unregister(port.lst.sock)
+                except (KeyError, ValueError):
+                    pass
+                port.lst.sock.close()
+            self._ports.clear()
+            self._sel.close()
+        if self._resolver is not None:
+            self._resolver.shutdown(wait=False, cancel_futures=True)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # buffer full (a wake-up is pending anyway) or closed
+
+    # ------------------------------------------------------------ engine thread
+
+    def _run(self) -> None:
+        buf = bytearray(DATAGRAM_MAX_BYTES)
+        view = memoryview(buf)
+        next_sweep = time.monotonic() + SWEEP_MAX_S
+        while True:
+            timeout = max(0.0, next_sweep - time.monotonic())
+            try:
+                events = self._sel.select(timeout)
+            except OSError:
+                if self._closing:
+                    return
+                raise
+            with self._lock:
+                if self._closing:
+                    return
+                now = time.monotonic()
+                for key, _mask in events:
+                    data = key.data
+                    if data is None:
+                        self._drain_wake()
+                    elif type(data) is UdpFlow:
+                        if not data.closed:
+                            self._from_target(data, view, now)
+                    else:
+                        self._from_clients(data, view, now)
+                self._finish_resolutions(now)
+                if now >= next_sweep:
+                    next_sweep = now + self._sweep(now)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _from_clients(self, port: _Port, view: memoryview, now: float) -> None:
+        lst = port.lst
+        recvfrom_into = lst.sock.recvfrom_into
+        flows = port.flows
+        for _ in range(BATCH):
+            try:
+                n, addr = recvfrom_into(view)
+            except BlockingIOError:
+                return
+            except OSError:
+                return  # socket closed under us by a reload; nothing to read
+            state = lst.state
+            flow = flows.get(addr)
+            if flow is not None and flow.rule is not state.rule:
+                if flow.serves(state):
+                    flow.rule = state.rule
+                else:
+                    self._evict(flow)  # reload changed its target or owner: start over
+                    flow = None
+            if flow is None:
+                flow = self._open_flow(port, addr, state, now)
+                if flow is None:
+                    continue
+            flow.last_active = now
+            if not police(flow.buckets_in, n):
+                flow.stats.drop("bandwidth_in")
+                continue
+            upstream = flow.upstream
+            if upstream is None:  # target still resolving
+                if flow.pending is not None and len(flow.pending) < PENDING_MAX:
+                    flow.pending.append(bytes(view[:n]))
+                else:
+                    flow.stats.drop("resolving")
+                continue
+            try:
+                upstream.send(view[:n])
+            except BlockingIOError:
+                flow.stats.drop("upstream_buffer_full")
+                continue
+            except OSError as e:
+                self._upstream_error(flow, e)
+                continue
+            flow.bytes_in += n
+
+    def _from_target(self, flow: UdpFlow, view: memoryview, now: float) -> None:
+        upstream = flow.upstream
+        if upstream is None:
+            return
+        recv_into = upstream.recv_into
+        sendto = flow.port.lst.sock.sendto
+        addr = flow.addr
+        for _ in range(BATCH):
+            try:
+                n = recv_into(view)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._upstream_error(flow, e)
+                return
+            flow.last_active = now
+            if not police(flow.buckets_out, n):
+                flow.stats.drop("bandwidth_out")
+                continue
+            try:
+                sendto(view[:n], addr)
+            except BlockingIOError:
+                flow.stats.drop("client_buffer_full")
+                continue
+            except OSError:
+                flow.stats.drop("send_error")
+                continue
+            flow.bytes_out += n
+
+    def _upstream_error(self, flow: UdpFlow, e: OSError) -> None:
+        """ICMP unreachable (ECONNREFUSED & co) from the target: the flow is over."""
+        flow.stats.count("connect_failures")
+        if e.errno != errno.ECONNREFUSED:
+            flow.stats.drop("upstream_error")
+        log.debug('rule "%s": flow %s evicted: %s', flow.rule.name, flow.addr, e.strerror or e)
+        self._evict(flow)
+
+    # ------------------------------------------------------------ flow lifecycle
+
+    def _open_flow(self, port: _Port, addr: Any, state: Any, now: float) -> UdpFlow | None:
+        rule = state.rule
+        stats: RuleStats = state.stats
+        if self._flows_by_rule.get(stats, 0) >= rule.udp_max_flows:
+            stats.reject("max_flows")
+            return None
+        sets = state.limit_sets()
+        verdict = admit(sets)
+        if verdict.reason is not None:
+            stats.reject(verdict.reason)
+            return None
+        flow = UdpFlow(port, addr, state, sets, now)
+        port.flows[addr] = flow
+        self._flows_by_rule[stats] = self._flows_by_rule.get(stats, 0) + 1
+        self._nflows += 1
+        stats.opened(flow, False)
+        targets = rule.targets_for(port.lst.key[2])
+        if all(_is_ip_literal(h) for h, _p, _x in targets):
+            found, errors = resolve_targets(targets)  # numeric: no lookup, no blocking
+            self._connect(flow, found, errors)
+            if flow.closed:
+                stats.drop("no_target")
+        else:
+            flow.pending = deque()
+            if self._resolver is None:
+                self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="udp-dns")
+            fut = self._resolver.submit(resolve_targets, targets)
+            fut.add_done_callback(functools.partial(self._on_resolved, flow))
+        return None if flow.closed else flow
+
+    def _on_resolved(self, flow: UdpFlow, fut: Any) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        found, errors = ([], [f"resolver failed: {exc}"]) if exc else fut.result()
+        self._resolved.put((flow, found, errors))
+        self._wake()
+
+    def _finish_resolutions(self, now: float) -> None:
+        while True:
+            try:
+                flow, found, errors = self._resolved.get_nowait()
+            except queue.Empty:
+                return
+            if flow.closed:
+                continue
+            self._connect(flow, found, errors)
+            if flow.closed:
+                continue
+            pending, flow.pending = flow.pending or deque(), None
+            for data in pending:
+                if flow.closed or flow.upstream is None:
+                    break
+                try:
+                    flow.upstream.send(data)
+                except BlockingIOError:
+                    flow.stats.drop("upstream_buffer_full")
+                    continue
+                except OSError as e:
+                    self._upstream_error(flow, e)
+                    break
+                flow.bytes_in += len(data)
+
+    def _connect(self, flow: UdpFlow, found: list[Candidate], errors: list[str]) -> None:
+        """Open the flow's upstream socket to the first candidate that connects; evict if none."""
+        for family, sockaddr in found:
+            up = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                up.setblocking(False)
+                try:
+                    up.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_RCVBUF_BYTES)
+                except OSError:
+                    pass
+                up.connect(sockaddr)  # UDP connect: no packet, fails only if unroutable
+            except OSError as e:
+                up.close()
+                errors.append(f"{sockaddr[0]}:{sockaddr[1]}: {e.strerror or e}")
+                continue
+            flow.upstream = up
+            self._sel.register(up, selectors.EVENT_READ, flow)
+            return
+        flow.stats.count("connect_failures")
+        if flow.pending:
+            flow.stats.drop("no_target", len(flow.pending))
+        log.info('rule "%s": no UDP target usable: %s', flow.rule.name, "; ".join(errors) or "no address")
+        self._evict(flow)
+
+    def _evict(self, flow: UdpFlow) -> None:
+        if flow.closed:
+            return
+        flow.closed = True
+        up = flow.upstream
+        if up is not None:
+            try:
+                self._sel.unregister(up)
+            except (KeyError, ValueError):
+                pass
+            up.close()
+        if flow.port.flows.get(flow.addr) is flow:
+            del flow.port.flows[flow.addr]
+        left = self._flows_by_rule[flow.stats] - 1
+        if left:
+            self._flows_by_rule[flow.stats] = left
+        else:
+            del self._flows_by_rule[flow.stats]
+        self._nflows -= 1
+        release(flow.sets)
+        flow.stats.closed(flow)
+
+    def _sweep(self, now: float) -> float:
+        """Evict idle flows; return seconds until the next sweep."""
+        interval = SWEEP_MAX_S
+        for port in list(self._ports.values()):
+            idle_s = port.lst.state.rule.udp_flow_idle_secs
+            interval = min(interval, idle_s / 4)
+            deadline = now - idle_s
+            for flow in [f for f in port.flows.values() if f.last_active <= deadline]:
+                self._evict(flow)
+        return max(SWEEP_MIN_S, interval)
