@@ -1,0 +1,311 @@
+"""The portunus-client runtime: enrollment, and the control stream that drives
+the data plane.
+
+The client holds one bidirectional stream to the server. On connect it gets
+the full rule set, then deltas; each one is verified (Ed25519 signature from
+the server key pinned at enrollment, version order) before it touches the
+`Forwarder`, the same data plane `portunus-standalone` runs. A refused set
+changes nothing. When the stream breaks, forwarding goes on untouched and the
+client dials again with exponential backoff and full jitter; on return the
+server sends the full set and the client converges to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import hashlib
+import logging
+import random
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Gauge
+from prometheus_client.registry import CollectorRegistry
+
+from portunus.control import wire
+from portunus.control.bundle import ClientBundle
+from portunus.control.enrollment import EnrollmentUriError, parse_enrollment_uri
+from portunus.control.pki import TLS_NAME, private_key_pem, public_key_b64
+from portunus.control.ruleset import BundleRejected, NeedResync, RuleBook
+from portunus.control.signing import SESSION_CONTEXT, SignatureError, sign_bytes, verify_document
+from portunus.dataplane import Forwarder
+from portunus.metrics import PREFIX, SnapshotCollector
+from portunus.runtime import parse_host_port
+
+log = logging.getLogger("portunus.client")
+
+AGENT = "portunus-client/0.1"
+# Dialing and the TLS handshake; a server further away than this is down for us.
+CONNECT_TIMEOUT_S = 10.0
+DEFAULT_STATS_INTERVAL_S = 5.0
+# First retry after ~0.5 s, doubling to a ceiling: a restarted server is found
+# within a second or two, a long outage costs one dial per RECONNECT_MAX_S.
+RECONNECT_BASE_S = 0.5
+DEFAULT_RECONNECT_MAX_S = 30.0
+
+
+class EnrollError(Exception):
+    """Enrollment refused or impossible; the message says why and what to do."""
+
+
+# ------------------------------------------------------------------ enrollment
+
+
+def fetch_server_cert(endpoint: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bytes:
+    """The DER certificate the server at `endpoint` presents (not verified: the caller pins it)."""
+    host, port = parse_host_port(endpoint, "endpoint")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])  # gRPC servers expect HTTP/2 negotiation
+    with socket.create_connection((host, port), timeout=timeout_s) as raw, \
+            ctx.wrap_socket(raw, server_hostname=TLS_NAME) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise EnrollError(f"{endpoint}: server presented no certificate")
+    return der
+
+
+def _der_to_pem(der: bytes) -> str:
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def enroll(uri_text: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> ClientBundle:
+    """Pin the server certificate from the URI, redeem the one-time secret, return the identity."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        uri = parse_enrollment_uri(uri_text)
+    except EnrollmentUriError as e:
+        raise EnrollError(str(e)) from None
+    try:
+        der = fetch_server_cert(uri.endpoint, timeout_s)
+    except (OSError, ValueError) as e:
+        raise EnrollError(f"cannot reach the server at {uri.endpoint}: {e}") from None
+    actual = hashlib.sha256(der).hexdigest()
+    if actual != uri.fingerprint:
+        raise EnrollError(f"server certificate fingerprint mismatch at {uri.endpoint}: the URI pins sha256:"
+                          f"{uri.fingerprint} but the server presents sha256:{actual}; refusing to enroll "
+                          "(wrong server, a regenerated certificate, or someone in the middle)")
+    cert_pem = _der_to_pem(der)
+    key = Ed25519PrivateKey.generate()
+    req = wire.EnrollRequest(uri.secret, public_key_b64(key.public_key()), AGENT)
+    creds = grpc.ssl_channel_credentials(root_certificates=cert_pem.encode())
+    options = (*wire.CLIENT_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
+    with grpc.secure_channel(uri.endpoint, creds, options=options) as channel:
+        call = channel.unary_unary(wire.ENROLL_METHOD, request_serializer=wire.encode,
+                                   response_deserializer=wire.decode)
+        try:
+            resp = wire.EnrollResponse.from_wire(call(req.to_wire(), timeout=timeout_s))
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            details = e.details() if hasattr(e, "details") else str(e)
+            raise EnrollError(f"server refused enrollment: {details}"
+                              + (f" ({code.name})" if code is not None else "")) from None
+        except wire.WireError as e:
+            raise EnrollError(f"bad enrollment response: {e}") from None
+    return ClientBundle(
+        client=resp.client, endpoint=uri.endpoint, server_fingerprint=f"sha256:{actual}",
+        server_cert_pem=cert_pem, signing_public_key=resp.signing_public_key,
+        client_private_key_pem=private_key_pem(key),
+        enrolled_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+
+
+# ------------------------------------------------------------------ runtime
+
+
+def backoff_delay_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap_s, base_s * (2 ** min(attempt, 30))))
+
+
+class SessionEnded(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    stats_interval_s: float = DEFAULT_STATS_INTERVAL_S
+    reconnect_base_s: float = RECONNECT_BASE_S
+    reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
+
+
+class ClientMetrics:
+    def __init__(self, snapshot: Any) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        r.register(SnapshotCollector(snapshot))
+        self.connected = Gauge(f"{PREFIX}_client_connected", "1 while the control stream is up", registry=r)
+        self.version = Gauge(f"{PREFIX}_client_ruleset_version", "Version of the running rule set", registry=r)
+        self.sessions = Counter(f"{PREFIX}_client_sessions", "Control streams established", registry=r)
+        self.applied = Counter(f"{PREFIX}_client_rulesets_applied", "Rule sets verified and applied", registry=r)
+        self.rejected = Counter(f"{PREFIX}_client_rulesets_rejected",
+                                "Rule sets refused (bad signature, stale version, invalid rule)", registry=r)
+
+
+class ControlClient:
+    """Runs the control stream for one Forwarder until `stop` is set."""
+
+    def __init__(self, bundle: ClientBundle, fwd: Forwarder, options: ClientOptions,
+                 apply_executor: concurrent.futures.Executor | None = None) -> None:
+        self.bundle = bundle
+        self.fwd = fwd
+        self.options = options
+        self.book = RuleBook(bundle.client)
+        self._signing_key = bundle.signing_key()
+        self._client_key = bundle.client_key()
+        self._executor = apply_executor
+        self._last_results: dict[str, str | None] = {}
+        self._write_lock = asyncio.Lock()
+        self._rng = random.Random()
+        self.metrics = ClientMetrics(fwd.snapshot)
+        self.connected = False
+        self.rejections = 0
+        self.last_rejection: str | None = None
+        self.sessions = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"client": self.bundle.client, "server": self.bundle.endpoint, "connected": self.connected,
+                "ruleset_version": self.book.version, "rules": len(self.book.rules), "sessions": self.sessions,
+                "rulesets_rejected": self.rejections, "last_rejection": self.last_rejection}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.fwd.snapshot(), "control": self.status()}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            sessions_before = self.sessions
+            session = asyncio.create_task(self._session())
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                session.cancel()
+                with _suppress_all():
+                    await session
+                return
+            stopper.cancel()
+            try:
+                session.result()
+                why = "server closed the stream"
+            except grpc.aio.AioRpcError as e:
+                why = f"{e.code().name}: {e.details()}"
+            except (SessionEnded, wire.WireError, TimeoutError, OSError, ValueError) as e:
+                why = str(e) or type(e).__name__
+            if self.sessions > sessions_before:
+                attempt = 0  # we had a working stream: start the backoff afresh
+            delay = backoff_delay_s(attempt, self.options.reconnect_base_s, self.options.reconnect_max_s, self._rng)
+            attempt += 1
+            log.warning("control stream to %s down (%s); forwarding continues with %d rule(s); "
+                        "retrying in %.2f s", self.bundle.endpoint, why, len(self.book.rules), delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _session(self) -> None:
+        creds = grpc.ssl_channel_credentials(root_certificates=self.bundle.server_cert_pem.encode())
+        options = (*wire.CLIENT_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
+        async with grpc.aio.secure_channel(self.bundle.endpoint, creds, options=options) as channel:
+            call = channel.stream_stream(wire.SESSION_METHOD, request_serializer=wire.encode,
+                                         response_deserializer=wire.decode)()
+            first = await asyncio.wait_for(call.read(), CONNECT_TIMEOUT_S)
+            if first is grpc.aio.EOF:
+                raise SessionEnded("server closed the stream before its challenge")
+            msg = wire.parse_server_message(first)
+            if not isinstance(msg, wire.Challenge):
+                raise SessionEnded("server did not start with a challenge")
+            proof = sign_bytes(self._client_key, wire.session_proof_bytes(msg.nonce, self.bundle.client),
+                               SESSION_CONTEXT)
+            await self._write(call, wire.hello(self.bundle.client, proof, self.book.version, AGENT))
+            stats_task: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    raw = await call.read()
+                    if raw is grpc.aio.EOF:
+                        return
+                    msg = wire.parse_server_message(raw)
+                    if not self.connected:
+                        # The server answered our hello with data: we are authenticated.
+                        self.connected = True
+                        self.sessions += 1
+                        self.metrics.sessions.inc()
+                        self.metrics.connected.set(1)
+                        log.info("control stream to %s up (running version %d)", self.bundle.endpoint,
+                                 self.book.version)
+                        stats_task = asyncio.create_task(self._stats_loop(call))
+                    if isinstance(msg, wire.RuleSetMessage):
+                        await self._on_ruleset(call, msg.signed)
+            finally:
+                self.connected = False
+                self.metrics.connected.set(0)
+                if stats_task is not None:
+                    stats_task.cancel()
+                    with _suppress_all():
+                        await stats_task
+
+    async def _write(self, call: Any, msg: dict[str, Any]) -> None:
+        async with self._write_lock:
+            await call.write(msg)
+
+    async def _stats_loop(self, call: Any) -> None:
+        while True:
+            snap = self.fwd.snapshot()
+            await self._write(call, wire.stats(snap["rules"], self.fwd.active_connections()))
+            await asyncio.sleep(self.options.stats_interval_s)
+
+    async def _reject(self, call: Any, version: Any, reason: str) -> None:
+        self.rejections += 1
+        self.last_rejection = reason
+        self.metrics.rejected.inc()
+        log.error("rule set refused, keeping the %d running rule(s) at version %d: %s",
+                  len(self.book.rules), self.book.version, reason)
+        await self._write(call, wire.rejected(version if isinstance(version, int) else None, reason))
+
+    async def _on_ruleset(self, call: Any, signed: dict[str, Any]) -> None:
+        try:
+            payload = verify_document(self._signing_key, signed)
+        except SignatureError as e:
+            await self._reject(call, None, str(e))
+            return
+        try:
+            book, changed = self.book.advance(payload)
+        except NeedResync as e:
+            log.info("asking for a full re-sync: %s", e)
+            await self._write(call, wire.resync(str(e)))
+            return
+        except BundleRejected as e:
+            await self._reject(call, payload.get("version"), str(e))
+            return
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        rules, owners = list(book.rules.values()), list(book.owners.values())
+        try:
+            results = await loop.run_in_executor(self._executor, lambda: self.fwd.apply(rules, owners, atomic=False))
+        except RuntimeError as e:  # forwarder closing
+            await self._reject(call, book.version, f"cannot apply: {e}")
+            return
+        self.book = book
+        report = {name: results.get(name) for name in changed}
+        for name, reason in results.items():
+            if self._last_results.get(name, "unset") != reason:
+                report[name] = reason
+        self._last_results = results
+        self.metrics.applied.inc()
+        self.metrics.version.set(book.version)
+        failed = {n: r for n, r in results.items() if r is not None}
+        log.info("rule set version %d %s applied in %.1f ms: %d rule(s), %d failed%s", book.version,
+                 payload.get("kind"), (time.monotonic() - t0) * 1000, len(results), len(failed),
+                 "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
+        await self._write(call, wire.ack(book.version, report))
+
+
+def _suppress_all() -> contextlib.suppress:
+    """Swallow whatever a cancelled task ends with (cleanup paths only)."""
+    return contextlib.suppress(BaseException)

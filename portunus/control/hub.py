@@ -1,0 +1,173 @@
+"""Server side of the control streams: sessions, rule-set versions, pushes, acks.
+
+Every change to a client's rules or owners is one SQLite transaction that
+also raises the client's rule-set version by one; if the client is online the
+matching signed delta is queued on its stream right away. Everything runs on
+the event loop's thread and nothing awaits between "commit" and "queue", so a
+stream always sees versions in order: the full set at attach time, then each
+delta on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from portunus.config import Rule
+from portunus.control import wire
+from portunus.control.pki import ServerKeys
+from portunus.control.ruleset import delta_payload, full_payload, rule_to_dict
+from portunus.control.server_metrics import ServerMetrics
+from portunus.control.signing import sign_document
+from portunus.control.store import ClientRow, RuleRow, Store
+
+log = logging.getLogger("portunus.server.hub")
+
+
+@dataclass
+class Session:
+    """One client's open stream; the writer task drains `queue` (None = close)."""
+
+    client_id: int
+    client: str
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """What a client said about a version: per-rule results, or why it refused the set."""
+
+    results: dict[str, str | None]
+    rejected: str | None = None
+
+
+class Hub:
+    def __init__(self, store: Store, keys: ServerKeys, metrics: ServerMetrics) -> None:
+        self.store = store
+        self.keys = keys
+        self.metrics = metrics
+        self.sessions: dict[int, Session] = {}
+        self._waiters: dict[int, list[tuple[int, asyncio.Future[AckResult]]]] = {}
+        self._reports: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------ sessions
+
+    def attach(self, client: ClientRow) -> Session:
+        """Register a fresh stream for `client` (replacing an older one) and queue the full set."""
+        old = self.sessions.get(client.id)
+        if old is not None:
+            log.info('client "%s": new stream replaces the previous one', client.name)
+            old.queue.put_nowait(None)
+        session = Session(client.id, client.name)
+        self.sessions[client.id] = session
+        self.metrics.clients_connected.set(len(self.sessions))
+        self.store.touch_client(client.id)
+        session.queue.put_nowait(self.full_message(client.id))
+        return session
+
+    def detach(self, session: Session) -> None:
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+            self.metrics.clients_connected.set(len(self.sessions))
+            self.store.touch_client(session.client_id)
+
+    def is_online(self, client_id: int) -> bool:
+        return client_id in self.sessions
+
+    def resync(self, session: Session) -> None:
+        session.queue.put_nowait(self.full_message(session.client_id))
+
+    # ------------------------------------------------------------ rule sets
+
+    def full_message(self, client_id: int) -> dict[str, Any]:
+        client = self.store.client_by_id(client_id)
+        assert client is not None
+        rules = [row.spec for row in self.store.rules_for_client(client_id)]
+        payload = full_payload(client.name, client.ruleset_version, rules, self.store.owners_for_client(client_id))
+        self.metrics.rulesets_sent.labels("full").inc()
+        return wire.ruleset(sign_document(self.keys.signing_key, payload))
+
+    def _push(self, client_id: int, client: str, version: int, **delta: Any) -> None:
+        session = self.sessions.get(client_id)
+        if session is None:
+            return  # offline: it gets the full set when it connects
+        payload = delta_payload(client, version, **delta)
+        session.queue.put_nowait(wire.ruleset(sign_document(self.keys.signing_key, payload)))
+        self.metrics.rulesets_sent.labels("delta").inc()
+
+    def create_rule(self, client: ClientRow, rule: Rule) -> tuple[RuleRow, int]:
+        spec = rule_to_dict(rule)
+        with self.store.transaction():
+            row = self.store.add_rule(client.id, rule.name, spec)
+            version = self.store.bump_version(client.id)
+        self._push(client.id, client.name, version, upsert=[spec])
+        return row, version
+
+    def replace_rule(self, row: RuleRow, rule: Rule) -> int:
+        spec = rule_to_dict(rule)
+        with self.store.transaction():
+            self.store.replace_rule(row.id, rule.name, spec)
+            version = self.store.bump_version(row.client_id)
+        remove = [row.name] if row.name != rule.name else []
+        self._push(row.client_id, row.client, version, upsert=[spec], remove=remove)
+        return version
+
+    def delete_rule(self, row: RuleRow) -> int:
+        with self.store.transaction():
+            self.store.delete_rule(row.id)
+            version = self.store.bump_version(row.client_id)
+        self._push(row.client_id, row.client, version, remove=[row.name])
+        return version
+
+    def set_owner(self, client: ClientRow, owner: str, rate_limit: dict[str, Any]) -> int:
+        with self.store.transaction():
+            self.store.set_owner(client.id, owner, rate_limit)
+            version = self.store.bump_version(client.id)
+        self._push(client.id, client.name, version, owners={owner: rate_limit})
+        return version
+
+    # ------------------------------------------------------------ acks
+
+    async def wait_ack(self, client_id: int, version: int, timeout_s: float) -> AckResult | None:
+        """The client's answer for `version` (or a later one), or None after `timeout_s`."""
+        fut: asyncio.Future[AckResult] = asyncio.get_running_loop().create_future()
+        entry = (version, fut)
+        self._waiters.setdefault(client_id, []).append(entry)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._waiters.get(client_id, [])
+            if entry in waiters:
+                waiters.remove(entry)
+
+    def _resolve(self, client_id: int, version: int, result: AckResult) -> None:
+        for v, fut in list(self._waiters.get(client_id, [])):
+            if v <= version and not fut.done():
+                fut.set_result(result)
+
+    def on_ack(self, session: Session, ack: wire.Ack) -> None:
+        self.store.set_rule_statuses(session.client_id, ack.results)
+        for name, reason in ack.results.items():
+            self.metrics.rule_acks.labels("active" if reason is None else "failed").inc()
+            if reason is not None:
+                log.warning('client "%s": rule "%s" failed: %s', session.client, name, reason)
+        self._resolve(session.client_id, ack.version, AckResult(ack.results))
+
+    def on_rejected(self, session: Session, rej: wire.Rejected) -> None:
+        log.error('client "%s" refused rule set version %s: %s', session.client, rej.version, rej.reason)
+        self.metrics.rulesets_rejected.inc()
+        if rej.version is not None:
+            self._resolve(session.client_id, rej.version, AckResult({}, rejected=rej.reason))
+
+    def on_stats(self, session: Session, stats: wire.Stats) -> None:
+        self._reports[session.client] = {"rules": stats.rules, "active_connections": stats.active_connections}
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        return dict(self._reports)
+
+    def report(self, client: str) -> dict[str, Any] | None:
+        return self._reports.get(client)

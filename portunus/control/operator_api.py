@@ -1,0 +1,443 @@
+"""The operator HTTP API (aiohttp). Bearer tokens, roles, JSON errors, audit.
+
+    POST   /v1/client-enrollments                     operator  {"name", "address", "ttl_secs"?} -> 201 {"uri", ...}
+    GET    /v1/clients                                viewer
+    PUT    /v1/clients/{client}/owners/{owner}/rate-limit   operator  {rate_limit keys} -> 200
+    POST   /v1/rules[?wait=false]                     operator  rule (TOML keys) + "client" -> 201 | 202
+    GET    /v1/rules[?client=NAME]                    viewer
+    GET    /v1/rules/{id}                             viewer
+    PUT    /v1/rules/{id}                             operator  full replacement -> 200
+    DELETE /v1/rules/{id}                             operator  -> 200
+    GET    /v1/audit[?limit=N&after_id=ID]            viewer
+    POST   /v1/tokens                                 admin     {"name", "role"} -> 201 {"token", ...}
+    GET    /v1/tokens                                 admin
+    DELETE /v1/tokens/{id}                            admin
+    GET    /healthz                                   no auth
+
+Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
+lists every issue), 401, 403, 404, 409 (port in use on that client, duplicate
+name), 422 (the client could not activate the rule: the change is rolled
+back) and 504 (the client did not ack in time: the change stays stored and is
+applied when the client connects; 504 bodies carry the rule "id").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from portunus.config import ConfigError, Rule, check_rule_set, parse_owner_rate_limit, parse_rule
+from portunus.control import rbac
+from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
+from portunus.control.hub import AckResult, Hub
+from portunus.control.ruleset import rate_limit_to_dict
+from portunus.control.settings import ServerSettings
+from portunus.control.store import AuditEntry, ClientRow, RuleRow, TokenRow
+
+log = logging.getLogger("portunus.server.api")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Request bodies are small JSON documents; refuse anything that is not.
+MAX_BODY_BYTES = 1 << 20
+MAX_AUDIT_PAGE = 1000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def _error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def render_rule(row: RuleRow, stats: dict[str, Any] | None) -> dict[str, Any]:
+    return {"id": row.id, "client": row.client, "name": row.name, "status": row.status,
+            "status_reason": row.status_reason, "rule": row.spec, "created_at": _iso(row.created_at),
+            "updated_at": _iso(row.updated_at), "stats": stats}
+
+
+def render_token(t: TokenRow) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name, "role": t.role, "created_at": _iso(t.created_at),
+            "created_by": t.created_by, "revoked_at": _iso(t.revoked_at)}
+
+
+def render_audit(e: AuditEntry) -> dict[str, Any]:
+    return {"id": e.id, "ts": _iso(e.ts), "actor": e.actor, "role": e.role, "action": e.action,
+            "target": e.target, "detail": e.detail, "result": e.result}
+
+
+# ------------------------------------------------------------------ the API
+
+
+class OperatorApi:
+    def __init__(self, hub: Hub, settings: ServerSettings, fingerprint: str) -> None:
+        self.hub = hub
+        self.store = hub.store
+        self.metrics = hub.metrics
+        self.settings = settings
+        self.fingerprint = fingerprint
+        self._parsed: dict[int, tuple[float, Rule]] = {}  # rule id -> (updated_at, parsed), for conflict checks
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._count, self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_post("/v1/client-enrollments", self._audited("enrollment.create", rbac.WRITE, self.create_enrollment))
+        r.add_get("/v1/clients", self._reader(self.list_clients))
+        r.add_put("/v1/clients/{client}/owners/{owner}/rate-limit",
+                  self._audited("owner.rate_limit.set", rbac.WRITE, self.set_owner_rate_limit))
+        r.add_post("/v1/rules", self._audited("rule.create", rbac.WRITE, self.create_rule))
+        r.add_get("/v1/rules", self._reader(self.list_rules))
+        r.add_get("/v1/rules/{id}", self._reader(self.get_rule))
+        r.add_put("/v1/rules/{id}", self._audited("rule.update", rbac.WRITE, self.replace_rule))
+        r.add_delete("/v1/rules/{id}", self._audited("rule.delete", rbac.WRITE, self.delete_rule))
+        r.add_get("/v1/audit", self._reader(self.list_audit))
+        r.add_post("/v1/tokens", self._audited("token.create", rbac.ADMIN, self.create_token))
+        r.add_get("/v1/tokens", self._reader(self.list_tokens, rbac.ADMIN))
+        r.add_delete("/v1/tokens/{id}", self._audited("token.revoke", rbac.ADMIN, self.revoke_token))
+        return app
+
+    # ------------------------------------------------------------ middleware
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        finally:
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            self.metrics.operator_requests.labels(request.method, route, str(status)).inc()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return _error_response(e.status, e.code, e.message, **e.extra)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status, "http_error")
+            return _error_response(e.status, code, e.reason)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return _error_response(500, "internal", "internal server error (see the server log)")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            self.metrics.auth_failures.labels("http", "missing").inc()
+            raise ApiError(401, "unauthenticated", "missing bearer token (send 'Authorization: Bearer TOKEN')")
+        principal = self._principal(token)
+        if principal is None:
+            self.metrics.auth_failures.labels("http", "invalid").inc()
+            raise ApiError(401, "unauthenticated", "invalid or revoked token")
+        request["principal"] = principal
+        return await handler(request)
+
+    def _principal(self, token: str) -> rbac.Principal | None:
+        if rbac.same_token(token, self.settings.operator_token):
+            return rbac.Principal("operator_token", "admin")
+        row = self.store.token_by_hash(rbac.token_hash(token))
+        if row is None:
+            return None
+        return rbac.Principal(f"token:{row.name}", row.role)
+
+    def _reader(self, handler: Handler, permission: str = rbac.READ) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            p: rbac.Principal = request["principal"]
+            if not p.may(permission):
+                raise ApiError(403, "forbidden", f"role {p.role} may not {permission}")
+            return await handler(request)
+        return wrapped
+
+    def _audited(self, action: str, permission: str, handler: Handler) -> Handler:
+        """Check the role, run the handler, and write one audit entry with the outcome."""
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            p: rbac.Principal = request["principal"]
+            request["audit_target"] = None
+            request["audit_detail"] = None
+            result = "error 500"
+            try:
+                if not p.may(permission):
+                    result = f"denied: role {p.role} may not {permission}"
+                    raise ApiError(403, "forbidden", f"role {p.role} may not {permission} ({action})")
+                resp = await handler(request)
+                result = "ok" if resp.status < 300 else f"status {resp.status}"
+                return resp
+            except ApiError as e:
+                if not result.startswith("denied"):
+                    result = f"error {e.status} {e.code}: {e.message}"
+                raise
+            finally:
+                self.store.add_audit(p.actor, p.role, action, request["audit_target"],
+                                     request["audit_detail"], result)
+        return wrapped
+
+    # ------------------------------------------------------------ helpers
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, "bad_json", f"request body is not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_json", "request body must be a JSON object")
+        request["audit_detail"] = data
+        return data
+
+    def _client(self, name: Any) -> ClientRow:
+        if not isinstance(name, str):
+            raise ApiError(400, "invalid", f"client must be a client name string, got {name!r}")
+        client = self.store.client_by_name(name)
+        if client is None:
+            raise ApiError(404, "client_not_found", f'no client named "{name}" (enroll it first)')
+        return client
+
+    def _rule_row(self, request: web.Request) -> RuleRow:
+        raw = request.match_info["id"]
+        row = self.store.rule(int(raw)) if raw.isdigit() else None
+        if row is None:
+            raise ApiError(404, "rule_not_found", f"no rule with id {raw}")
+        return row
+
+    @staticmethod
+    def _parse_rule(data: dict[str, Any]) -> Rule:
+        try:
+            return parse_rule(data, extra_keys=("client",), source="request body")
+        except ConfigError as e:
+            raise ApiError(400, "invalid_rule", "; ".join(e.problems), problems=e.problems) from None
+
+    def _check_conflicts(self, client: ClientRow, rule: Rule, replacing: int | None = None) -> None:
+        for other in self.store.rules_for_client(client.id):
+            if other.id == replacing:
+                continue
+            if other.name == rule.name:
+                raise ApiError(409, "duplicate_name", f'client "{client.name}" already has a rule named '
+                               f'"{rule.name}" (id {other.id})', conflicting_rule_id=other.id)
+            cached = self._parsed.get(other.id)
+            if cached is None or cached[0] != other.updated_at:
+                cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
+                self._parsed[other.id] = cached
+            other_rule = cached[1]
+            if check_rule_set([other_rule, rule], None, "rule set"):
+                raise ApiError(409, "port_in_use", f"{rule.protocol} {rule.listen_addr}:{rule.listen_port}"
+                               f"{'-' + str(rule.listen_port_end) if rule.listen_port_end != rule.listen_port else ''}"
+                               f' overlaps rule "{other.name}" (id {other.id}) on client "{client.name}"',
+                               conflicting_rule_id=other.id)
+
+    async def _await_rule(self, client: ClientRow, version: int, rule_name: str) -> tuple[AckResult | None, str | None]:
+        """(ack, failure reason of `rule_name`) once the client acked `version`; ack None on timeout."""
+        ack = await self.hub.wait_ack(client.id, version, self.settings.ack_timeout_secs)
+        if ack is None:
+            return None, None
+        if ack.rejected is not None:
+            return ack, f"client refused the rule set: {ack.rejected}"
+        if rule_name in ack.results:
+            return ack, ack.results[rule_name]
+        row = self.store.rule_by_name(client.id, rule_name)
+        if row is not None and row.status == "failed":
+            return ack, row.status_reason or "failed"
+        return ack, None
+
+    def _timeout_error(self, client: ClientRow, what: str, **extra: Any) -> ApiError:
+        online = self.hub.is_online(client.id)
+        return ApiError(504, "ack_timeout", f'client "{client.name}" did not ack {what} within '
+                        f"{self.settings.ack_timeout_secs:g} s ({'online' if online else 'offline'}); "
+                        "the change is stored and is applied when the client syncs", **extra)
+
+    # ------------------------------------------------------------ handlers
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def create_enrollment(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        unknown = sorted(set(data) - {"name", "address", "ttl_secs"})
+        if unknown:
+            raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, address, ttl_secs)")
+        name, address = data.get("name"), data.get("address")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
+        if not isinstance(address, str) or not address or len(address) > 255:
+            raise ApiError(400, "invalid", f"address must be the client's host or IP as a string (got {address!r})")
+        ttl = data.get("ttl_secs", self.settings.enrollment_ttl_secs)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            raise ApiError(400, "invalid", f"ttl_secs must be a number > 0 (got {ttl!r})")
+        request["audit_target"] = f"client {name}"
+        client = self.store.client_by_name(name)
+        if client is not None and client.public_key is not None:
+            raise ApiError(409, "client_exists", f'client "{name}" is already enrolled')
+        if client is None:
+            client = self.store.create_client(name, address)
+        secret = new_secret()
+        self.store.add_enrollment(client.id, secret_hash(secret), float(ttl), request["principal"].actor)
+        uri = EnrollmentUri(self.settings.endpoint, secret, self.fingerprint).render()
+        return web.json_response({"uri": uri, "client": name, "expires_at": _iso(time.time() + float(ttl)),
+                                  "server_fingerprint": f"sha256:{self.fingerprint}"}, status=201)
+
+    def _client_view(self, c: ClientRow) -> dict[str, Any]:
+        rules = self.store.rules_for_client(c.id)
+        counts = {"active": 0, "failed": 0, "pending": 0}
+        for r in rules:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        report = self.hub.report(c.name)
+        status = "pending_enrollment" if c.public_key is None else ("online" if self.hub.is_online(c.id) else "offline")
+        return {"name": c.name, "address": c.address, "status": status, "enrolled_at": _iso(c.enrolled_at),
+                "last_seen_at": _iso(c.last_seen_at), "ruleset_version": c.ruleset_version, "rules": counts,
+                "owners": self.store.owners_for_client(c.id),
+                "active_connections": report.get("active_connections") if report else None}
+
+    async def list_clients(self, request: web.Request) -> web.Response:
+        return web.json_response({"clients": [self._client_view(c) for c in self.store.list_clients()]})
+
+    async def set_owner_rate_limit(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        client = self._client(request.match_info["client"])
+        owner = request.match_info["owner"]
+        request["audit_target"] = f"owner {owner} on client {client.name}"
+        if not _NAME_RE.match(owner):
+            raise ApiError(400, "invalid", f"owner must be 1-128 chars of letters, digits, '_.:-' (got {owner!r})")
+        try:
+            rl = parse_owner_rate_limit(data, source="request body")
+        except ConfigError as e:
+            raise ApiError(400, "invalid_rate_limit", "; ".join(e.problems), problems=e.problems) from None
+        limits = rate_limit_to_dict(rl)
+        version = self.hub.set_owner(client, owner, limits)
+        ack = await self.hub.wait_ack(client.id, version, self.settings.ack_timeout_secs)
+        if ack is None:
+            raise self._timeout_error(client, f"the limits of owner {owner}")
+        if ack.rejected is not None:
+            raise ApiError(422, "client_rejected", f"client refused the rule set: {ack.rejected}")
+        return web.json_response({"client": client.name, "owner": owner, "rate_limit": limits, "status": "active"})
+
+    async def create_rule(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        client = self._client(data.get("client"))
+        rule = self._parse_rule(data)
+        request["audit_target"] = f'rule "{rule.name}" on client {client.name}'
+        self._check_conflicts(client, rule)
+        row, version = self.hub.create_rule(client, rule)
+        request["audit_target"] = f'rule {row.id} "{rule.name}" on client {client.name}'
+        if request.query.get("wait", "true").lower() in ("false", "0", "no"):
+            return web.json_response({"id": row.id, "status": "pending"}, status=202)
+        ack, failure = await self._await_rule(client, version, rule.name)
+        if ack is None:
+            raise self._timeout_error(client, f'rule "{rule.name}"', id=row.id)
+        if failure is not None:
+            self.hub.delete_rule(row)  # roll back: the operator asked for a working rule
+            raise ApiError(422, "rule_failed", f'client "{client.name}" could not activate rule "{rule.name}": '
+                           f"{failure} (rule not created)", reason=failure)
+        return web.json_response({"id": row.id, "status": "active"}, status=201)
+
+    async def list_rules(self, request: web.Request) -> web.Response:
+        rows = self.store.list_rules()
+        if "client" in request.query:
+            rows = [r for r in rows if r.client == request.query["client"]]
+        return web.json_response({"rules": [render_rule(r, self._rule_stats(r)) for r in rows]})
+
+    def _rule_stats(self, row: RuleRow) -> dict[str, Any] | None:
+        report = self.hub.report(row.client)
+        return report["rules"].get(row.name) if report else None
+
+    async def get_rule(self, request: web.Request) -> web.Response:
+        row = self._rule_row(request)
+        return web.json_response(render_rule(row, self._rule_stats(row)))
+
+    async def replace_rule(self, request: web.Request) -> web.Response:
+        row = self._rule_row(request)
+        request["audit_target"] = f'rule {row.id} "{row.name}" on client {row.client}'
+        data = await self._body(request)
+        data.setdefault("client", row.client)
+        if data["client"] != row.client:
+            raise ApiError(400, "invalid", f"a rule cannot move between clients (rule {row.id} is on {row.client}); "
+                           "delete it and create a new one")
+        client = self._client(row.client)
+        rule = self._parse_rule(data)
+        self._check_conflicts(client, rule, replacing=row.id)
+        version = self.hub.replace_rule(row, rule)
+        ack, failure = await self._await_rule(client, version, rule.name)
+        if ack is None:
+            raise self._timeout_error(client, f'the change of rule "{rule.name}"', id=row.id)
+        if failure is not None:
+            old = parse_rule(row.spec, source=f"stored rule {row.id}")
+            current = self.store.rule(row.id)
+            if current is not None:
+                self.hub.replace_rule(current, old)  # roll back to the definition that worked
+            raise ApiError(422, "rule_failed", f'client "{client.name}" could not activate the new definition of '
+                           f'rule "{rule.name}": {failure} (previous definition restored)', reason=failure)
+        return web.json_response({"id": row.id, "status": "active"})
+
+    async def delete_rule(self, request: web.Request) -> web.Response:
+        row = self._rule_row(request)
+        request["audit_target"] = f'rule {row.id} "{row.name}" on client {row.client}'
+        version = self.hub.delete_rule(row)
+        ack = await self.hub.wait_ack(row.client_id, version, self.settings.ack_timeout_secs)
+        return web.json_response({"id": row.id, "status": "deleted", "client_acked": ack is not None})
+
+    async def list_audit(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "100"))
+            after = int(request.query.get("after_id", "0"))
+        except ValueError:
+            raise ApiError(400, "invalid", "limit and after_id must be integers") from None
+        limit = max(1, min(limit, MAX_AUDIT_PAGE))
+        return web.json_response({"entries": [render_audit(e) for e in self.store.list_audit(limit=limit,
+                                                                                              after_id=after)]})
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        request["audit_detail"] = {k: v for k, v in data.items() if k != "token"}
+        name, role = data.get("name"), data.get("role")
+        unknown = sorted(set(data) - {"name", "role"})
+        if unknown:
+            raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, role)")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
+        if role not in rbac.ROLES:
+            raise ApiError(400, "invalid", f"role must be one of {', '.join(rbac.ROLES)} (got {role!r})")
+        request["audit_target"] = f"token {name} ({role})"
+        if any(t.name == name for t in self.store.list_tokens()):
+            raise ApiError(409, "duplicate_name", f'a token named "{name}" exists (names stay taken after revocation)')
+        token = rbac.new_token()
+        row = self.store.add_token(name, role, rbac.token_hash(token), request["principal"].actor)
+        return web.json_response({**render_token(row), "token": token}, status=201)
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        return web.json_response({"tokens": [render_token(t) for t in self.store.list_tokens()]})
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        raw = request.match_info["id"]
+        row = self.store.token_by_id(int(raw)) if raw.isdigit() else None
+        if row is None:
+            raise ApiError(404, "token_not_found", f"no token with id {raw}")
+        request["audit_target"] = f"token {row.name}"
+        self.store.revoke_token(row.id)
+        return web.json_response({"id": row.id, "status": "revoked"})

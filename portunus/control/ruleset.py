@@ -1,0 +1,169 @@
+"""Rule sets as they travel from server to client.
+
+A rule travels in the TOML schema (the same keys as a `[[rule]]` table), so
+the client re-validates it with `portunus.config.parse_rule`: a pushed rule
+means exactly what the same rule in a standalone file means.
+
+Payload (inside a signed document, see `signing`):
+
+    {"format": 1, "kind": "full", "client": NAME, "version": N,
+     "rules": [rule, ...], "owners": {owner: rate_limit}}
+    {"format": 1, "kind": "delta", "client": NAME, "version": N, "base_version": N-1,
+     "upsert": [rule, ...], "remove": [rule name, ...], "owners": {owner: rate_limit}}
+
+The client's `RuleBook` takes a full set at a version >= its own (equal is a
+re-sync), and a delta only on top of exactly its own version; anything else
+is refused and the running rules stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from portunus.config import (
+    ConfigError,
+    Owner,
+    RateLimit,
+    Rule,
+    check_rule_set,
+    parse_owner_rate_limit,
+    parse_rule,
+)
+
+# Payload format history:
+#   1  full / delta rule sets with per-owner rate limits
+PAYLOAD_FORMAT = 1
+
+
+class BundleRejected(Exception):
+    """A rule set the client will not apply; its current rules keep running."""
+
+
+class NeedResync(Exception):
+    """A delta that does not follow the client's version: ask for the full set."""
+
+
+def rule_to_dict(rule: Rule) -> dict[str, Any]:
+    """A Rule in the TOML schema; parse_rule(rule_to_dict(r)) == r."""
+    out: dict[str, Any] = {"name": rule.name, "protocol": rule.protocol, "listen_addr": rule.listen_addr}
+    if rule.listen_port_end != rule.listen_port:
+        out["listen_ports"] = f"{rule.listen_port}-{rule.listen_port_end}"
+    else:
+        out["listen_port"] = rule.listen_port
+    t0 = rule.targets[0]
+    if len(rule.targets) == 1 and t0.priority == 0 and t0.proxy_protocol is None:
+        out["target"] = t0.display()
+    else:
+        targets = []
+        for t in rule.targets:
+            td: dict[str, Any] = {"host": f"[{t.host}]" if ":" in t.host else t.host, "port": t.port}
+            if t.priority:
+                td["priority"] = t.priority
+            if t.proxy_protocol:
+                td["proxy_protocol"] = t.proxy_protocol
+            targets.append(td)
+        out["targets"] = targets
+    if rule.owner is not None:
+        out["owner"] = rule.owner
+    limits = {k: v for k, v in rule.rate_limit.to_dict().items() if v is not None}
+    if limits:
+        out["rate_limit"] = limits
+    out["udp_max_flows"] = rule.udp_max_flows
+    out["udp_flow_idle_secs"] = rule.udp_flow_idle_secs
+    return out
+
+
+def rate_limit_to_dict(rl: RateLimit) -> dict[str, Any]:
+    return {k: v for k, v in rl.to_dict().items() if v is not None}
+
+
+def full_payload(client: str, version: int, rules: list[dict[str, Any]],
+                 owners: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"format": PAYLOAD_FORMAT, "kind": "full", "client": client, "version": version,
+            "rules": rules, "owners": dict(owners)}
+
+
+def delta_payload(client: str, version: int, *, upsert: list[dict[str, Any]] | None = None,
+                  remove: list[str] | None = None, owners: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"format": PAYLOAD_FORMAT, "kind": "delta", "client": client, "version": version,
+            "base_version": version - 1, "upsert": upsert or [], "remove": remove or [],
+            "owners": dict(owners or {})}
+
+
+def _rules(specs: Any, where: str) -> list[Rule]:
+    if not isinstance(specs, list):
+        raise BundleRejected(f"{where} must be a list")
+    out = []
+    for i, spec in enumerate(specs):
+        try:
+            out.append(parse_rule(spec, source=f"{where}[{i}]"))
+        except ConfigError as e:
+            raise BundleRejected("; ".join(e.problems)) from None
+    return out
+
+
+def _owners(data: Any) -> dict[str, Owner]:
+    if not isinstance(data, Mapping):
+        raise BundleRejected("owners must be an object")
+    out = {}
+    for name, rl in data.items():
+        try:
+            out[name] = Owner(name, parse_owner_rate_limit(rl, source=f"owner {name!r}"))
+        except ConfigError as e:
+            raise BundleRejected("; ".join(e.problems)) from None
+    return out
+
+
+@dataclass(frozen=True)
+class RuleBook:
+    """The client's verified desired state: version, rules by name, owners by name."""
+
+    client: str
+    version: int = 0
+    rules: Mapping[str, Rule] = field(default_factory=dict)
+    owners: Mapping[str, Owner] = field(default_factory=dict)
+
+    def advance(self, payload: Mapping[str, Any]) -> tuple[RuleBook, list[str]]:
+        """The book after `payload` and the names of rules it (re)defines.
+
+        Raises BundleRejected (keep the current book) or NeedResync (delta gap).
+        """
+        fmt = payload.get("format")
+        if fmt != PAYLOAD_FORMAT:
+            raise BundleRejected(f"payload format {fmt!r} not supported (this client reads {PAYLOAD_FORMAT})")
+        if payload.get("client") != self.client:
+            raise BundleRejected(f"rule set is for client {payload.get('client')!r}, not {self.client!r}")
+        version = payload.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise BundleRejected(f"bad version {version!r}")
+        kind = payload.get("kind")
+        if kind == "full":
+            if version < self.version:
+                raise BundleRejected(f"stale rule set: version {version} is older than the running {self.version}")
+            rules = {r.name: r for r in _rules(payload.get("rules"), "rules")}
+            owners = _owners(payload.get("owners", {}))
+            changed = list(rules)
+        elif kind == "delta":
+            if version <= self.version:
+                raise BundleRejected(f"stale delta: version {version} is not newer than the running {self.version}")
+            if payload.get("base_version") != self.version:
+                raise NeedResync(f"delta {payload.get('base_version')}->{version} does not follow version {self.version}")
+            rules = dict(self.rules)
+            removes = payload.get("remove", [])
+            if not isinstance(removes, list) or not all(isinstance(n, str) for n in removes):
+                raise BundleRejected("remove must be a list of rule names")
+            for name in removes:
+                rules.pop(name, None)
+            upserts = _rules(payload.get("upsert", []), "upsert")
+            for r in upserts:
+                rules[r.name] = r
+            owners = {**self.owners, **_owners(payload.get("owners", {}))}
+            changed = [r.name for r in upserts]
+        else:
+            raise BundleRejected(f"unknown rule-set kind {kind!r}")
+        problems = check_rule_set(list(rules.values()), None, "rule set")
+        if problems:
+            raise BundleRejected("; ".join(problems))
+        return RuleBook(self.client, version, rules, owners), changed

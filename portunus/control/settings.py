@@ -1,0 +1,144 @@
+"""`D/server.toml` -> validated, immutable `ServerSettings`.
+
+Same standards as the rule TOML: unknown keys are rejected, every problem is
+reported at once, and each message names the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from portunus.config import LOG_FORMATS, LOG_LEVELS, ConfigError
+from portunus.runtime import parse_host_port
+
+# An operator token is a bearer secret: 16 characters is the floor below which
+# guessing becomes plausible; `portunus-server gen-token` makes 43.
+MIN_TOKEN_CHARS = 16
+# How long a one-time enrollment URI stays valid unless the request says otherwise.
+DEFAULT_ENROLLMENT_TTL_SECS = 3600.0
+# How long POST/PUT /v1/rules waits for the client's Active/Failed ack before
+# answering 504; applying a rule is a bind() or two, so seconds are plenty.
+DEFAULT_ACK_TIMEOUT_SECS = 10.0
+
+SERVER_KEYS = (
+    "control_listen",
+    "operator_http_listen",
+    "metrics_listen",
+    "operator_token",
+    "advertised_endpoint",
+    "enrollment_ttl_secs",
+    "ack_timeout_secs",
+    "log_level",
+    "log_format",
+)
+REQUIRED_KEYS = ("control_listen", "operator_http_listen", "operator_token")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    control_listen: str
+    operator_http_listen: str
+    operator_token: str
+    metrics_listen: str | None = None
+    advertised_endpoint: str = ""
+    enrollment_ttl_secs: float = DEFAULT_ENROLLMENT_TTL_SECS
+    ack_timeout_secs: float = DEFAULT_ACK_TIMEOUT_SECS
+    log_level: str = "info"
+    log_format: str = "pretty"
+
+    @property
+    def endpoint(self) -> str:
+        """The control endpoint clients dial (advertised_endpoint, else control_listen)."""
+        return self.advertised_endpoint or self.control_listen
+
+
+def parse_server_settings(data: Mapping[str, Any], source: str = "server.toml") -> ServerSettings:
+    """Validate a parsed server.toml; raise ConfigError listing every problem."""
+    problems: list[str] = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{source}: {key}: {message}")
+
+    for key in data:
+        if key not in SERVER_KEYS:
+            bad(key, f"unknown key (allowed: {', '.join(SERVER_KEYS)})")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            bad(key, "missing")
+
+    values: dict[str, Any] = {}
+    for key in ("control_listen", "operator_http_listen", "metrics_listen", "advertised_endpoint"):
+        if key not in data:
+            continue
+        v = data[key]
+        if not isinstance(v, str):
+            bad(key, f'must be a string "HOST:PORT", got {v!r}')
+            continue
+        try:
+            parse_host_port(v, key)
+        except ValueError as e:
+            bad(key, str(e))
+            continue
+        values[key] = v
+
+    token = data.get("operator_token")
+    if "operator_token" in data:
+        if not isinstance(token, str) or not token.strip():
+            bad("operator_token", "must be a non-empty string (generate one with `portunus-server gen-token`)")
+        elif len(token) < MIN_TOKEN_CHARS or token != token.strip():
+            bad("operator_token", f"must be at least {MIN_TOKEN_CHARS} characters without surrounding "
+                "spaces (generate one with `portunus-server gen-token`)")
+        else:
+            values["operator_token"] = token
+
+    for key in ("enrollment_ttl_secs", "ack_timeout_secs"):
+        if key in data:
+            v = data[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                bad(key, f"must be a number of seconds > 0, got {v!r}")
+            else:
+                values[key] = float(v)
+    if "log_level" in data:
+        if data["log_level"] not in LOG_LEVELS:
+            bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {data['log_level']!r}")
+        else:
+            values["log_level"] = data["log_level"]
+    if "log_format" in data:
+        if data["log_format"] not in LOG_FORMATS:
+            bad("log_format", f'must be "json" or "pretty", got {data["log_format"]!r}')
+        else:
+            values["log_format"] = data["log_format"]
+
+    listens = [(k, values[k]) for k in ("control_listen", "operator_http_listen", "metrics_listen") if k in values]
+    for i, (k, v) in enumerate(listens):
+        for k2, v2 in listens[:i]:
+            if v == v2:
+                bad(k, f"same address as {k2} ({v}); each listener needs its own port")
+
+    if problems:
+        raise ConfigError(problems)
+    return ServerSettings(**values)
+
+
+def load_server_settings(path: str | Path) -> ServerSettings:
+    """Read and validate server.toml; raise ConfigError (unreadable file included)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigError([f"{path}: not found (create it with control_listen, operator_http_listen, "
+                           "metrics_listen and operator_token; see README 'Control plane')"]) from e
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text: {e}"]) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: TOML syntax error: {e}"]) from e
+    return parse_server_settings(data, str(path))
