@@ -192,10 +192,28 @@ class ThrottleGroup:
 def police(buckets: Sequence[TokenBucket], nbytes: int) -> bool:
     """Admit one datagram of `nbytes` against every capped bucket, or take nothing.
 
-    A datagram passes when each bucket holds min(nbytes, burst) tokens, so a
-    burst smaller than one datagram still lets traffic through at the cap
-    (the bucket then goes briefly into debt).
+    A datagram passes when no bucket is in debt, and then puts each into debt
+    by its size: a policer cannot delay, so this is the shaper's rule (tokens
+    first, bytes when the balance is repaid) applied to whole datagrams. A
+    fresh (empty) bucket thus passes the first datagram instead of dropping
+    it (a first DNS query is not lost to a cold bucket), the long-run rate is
+    exactly the cap, and in any window T at most burst + rate * T + one
+    datagram passes. A burst smaller than a datagram still lets traffic through.
     """
+    for b in buckets:  # common case, no allocation: nothing capped
+        if b.rate is not None:
+            break
+    else:
+        return True
+    return _take_all(buckets, nbytes, need=0.0)
+
+
+def take_all(buckets: Sequence[TokenBucket], amount: float) -> bool:
+    """Take `amount` from every capped bucket if each holds that much now, else take nothing."""
+    return _take_all(buckets, amount, need=amount)
+
+
+def _take_all(buckets: Sequence[TokenBucket], amount: float, need: float) -> bool:
     capped = [b for b in buckets if b.rate is not None]
     if not capped:
         return True
@@ -212,9 +230,9 @@ def police(buckets: Sequence[TokenBucket], nbytes: int) -> bool:
                 continue
             now = b._clock()
             floor = b._floor(now, rate)
-            if floor + min(nbytes, b.burst) / rate > now + _EPS_S:
+            if floor + need / rate > now + _EPS_S:
                 return False
-            new_tats.append(floor + nbytes / rate)
+            new_tats.append(floor + amount / rate)
         for b, tat in zip(capped, new_tats, strict=True):
             if tat is not None:
                 b._tat = tat
@@ -281,8 +299,7 @@ def admit(limit_sets: Sequence[LimitSet]) -> Admission:
         for ls in limit_sets:
             if ls.max_concurrent is not None and ls.active >= ls.max_concurrent:
                 return REFUSED_CONCURRENCY
-        rate_limited = [ls.new_connections for ls in limit_sets if ls.new_connections.rate is not None]
-        if rate_limited and not police(rate_limited, 1):
+        if not take_all([ls.new_connections for ls in limit_sets], 1.0):
             return REFUSED_CONNECTION_RATE
         for ls in limit_sets:
             ls.active += 1

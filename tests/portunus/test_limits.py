@@ -271,19 +271,33 @@ def test_police_takes_from_every_bucket_or_from_none():
     rule = bucket(10 * KIB, clock=clock, start_full=True)
     owner = bucket(2 * KIB, clock=clock, start_full=True)
     assert police([rule, owner], 1500)
-    assert not police([rule, owner], 1500)  # owner has 548 left
-    assert rule.tokens() == pytest.approx(10 * KIB - 1500)  # the refusal took nothing
-    clock.advance(0.5)  # owner +1024
+    assert police([rule, owner], 1500)  # owner had 548: passes, owner now 952 in debt
+    assert not police([rule, owner], 1500)
+    assert rule.tokens() == pytest.approx(10 * KIB - 3000)  # the refusal took nothing
+    clock.advance(0.5)  # owner +1024: out of debt
     assert police([rule, owner], 1500)
 
 
-def test_police_passes_a_datagram_bigger_than_the_burst_at_the_cap():
+def test_police_passes_the_first_datagram_of_a_cold_bucket_then_holds_the_cap():
     clock = SimClock()
-    b = bucket(10_000, 1000, clock=clock, start_full=True)
-    assert police([b], 1400)  # full bucket: passes, 400 bytes of debt
+    b = bucket(10_000, clock=clock)  # starts empty
+    assert police([b], 1400)  # not in debt: passes, 1400 bytes of debt
     assert not police([b], 1400)
-    clock.advance(0.14)  # debt repaid, balance 1000 again (= burst)
+    clock.advance(0.139)
+    assert not police([b], 1400)
+    clock.advance(0.002)  # debt repaid after 0.14 s
     assert police([b], 1400)
+
+
+def test_police_with_a_burst_smaller_than_a_datagram_still_passes_at_the_cap():
+    clock = SimClock()
+    b = bucket(10_000, 500, clock=clock)
+    passed = 0
+    for _ in range(10_000):  # offered 1400 B every 10 ms = 140 kB/s for 100 s
+        if police([b], 1400):
+            passed += 1400
+        clock.advance(0.01)
+    assert passed == pytest.approx(10_000 * 100, rel=0.02)
 
 
 def test_police_over_time_matches_the_cap():

@@ -200,3 +200,50 @@ def tcp_server(handler: Callable[[socket.socket], None], **kw) -> Iterator[TcpSe
         yield srv
     finally:
         srv.close()
+
+
+class UdpEchoServer:
+    """A UDP echo server on `host` (one thread): echoes every datagram to its sender and
+    records the source addresses it saw (the forwarder's per-flow upstream sockets)."""
+
+    # Large receive buffer (clamped to net.core.rmem_max) so bursts from 100
+    # flows are not dropped by the echo end itself.
+    RCVBUF_BYTES = 4 << 20
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF_BYTES)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.sources: set = set()
+        self.datagrams = 0
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except OSError:
+                return
+            if addr is None:  # shutdown() woke us: closing
+                return
+            self.sources.add(addr)
+            self.datagrams += 1
+            try:
+                self.sock.sendto(data, addr)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> UdpEchoServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,307 @@
+"""UDP forwarding through a real `portunus-standalone` process.
+
+Flows, idle expiry, udp_max_flows, ICMP eviction, first-packet limits,
+per-datagram bandwidth policing, port ranges, DNS targets and reload, all
+with real sockets on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from tests.support.net import UdpEchoServer, free_port, free_port_range, free_ports
+from tests.support.proc import run_cli
+
+HEAD = "[global]\nshutdown_drain_secs = 1\n\n"
+# How long a client waits for an echo before calling the datagram lost.
+# Loopback answers in well under a millisecond; 2 s covers a busy host.
+REPLY_TIMEOUT_S = 2.0
+# For "nothing comes back" checks: long enough that a late reply would show.
+SILENCE_S = 0.5
+
+
+def udp_rule(name: str, listen: str, target: str, extra: str = "") -> str:
+    key = "listen_ports" if "-" in listen else "listen_port"
+    value = f'"{listen}"' if "-" in listen else listen
+    return (f'[[rule]]\nname = "{name}"\nprotocol = "udp"\nlisten_addr = "127.0.0.1"\n'
+            f'{key} = {value}\ntarget = "{target}"\n{extra}\n')
+
+
+def launch(standalone, toml: str, metrics: str):
+    proc = standalone(toml, metrics_addr=metrics)
+    wait_for(lambda: "running" in proc.log() or proc.proc.poll() is not None, what="start")
+    assert proc.proc.poll() is None, proc.log()
+    return proc
+
+
+def stats(metrics: str) -> dict:
+    with urllib.request.urlopen(f"http://{metrics}/stats", timeout=5) as r:
+        return json.load(r)["rules"]
+
+
+def wait_for(pred, timeout_s: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def client() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(REPLY_TIMEOUT_S)
+    return s
+
+
+def ask(sock: socket.socket, port: int, payload: bytes, timeout_s: float = REPLY_TIMEOUT_S) -> bytes | None:
+    """Send one datagram to the forwarder; return the reply, or None if none came."""
+    sock.settimeout(timeout_s)
+    sock.sendto(payload, ("127.0.0.1", port))
+    try:
+        data, addr = sock.recvfrom(65535)
+    except TimeoutError:
+        return None
+    assert addr == ("127.0.0.1", port), "replies must come from the listening address"
+    return data
+
+
+def test_echo_100_concurrent_flows_without_loss(standalone):
+    """100 flows, 40 rounds of one datagram each (8-1400 B): every byte echoed, in order."""
+    port, mport = free_ports(2)
+    metrics = f"127.0.0.1:{mport}"
+    rng = random.Random(4)
+    with UdpEchoServer() as echo:
+        launch(standalone, HEAD + udp_rule("echo", str(port), f"127.0.0.1:{echo.port}"), metrics)
+        clients = [client() for _ in range(100)]
+        sent_bytes = 0
+        try:
+            for rnd in range(40):
+                payloads = []
+                for i, c in enumerate(clients):
+                    body = f"{i}:{rnd}:".encode() + os.urandom(rng.randint(8, 1400))
+                    payloads.append(body)
+                    c.sendto(body, ("127.0.0.1", port))
+                    sent_bytes += len(body)
+                for c, body in zip(clients, payloads, strict=True):
+                    data, addr = c.recvfrom(65535)
+                    assert data == body
+                    assert addr == ("127.0.0.1", port)
+            st = stats(metrics)["echo"]
+        finally:
+            for c in clients:
+                c.close()
+        sources = len(echo.sources)
+    assert st["connections_total"] == 100 and st["connections_active"] == 100
+    assert st["bytes_in"] == st["bytes_out"] == sent_bytes
+    assert st["dropped"] == {} and st["rejected"] == {}
+    assert sources == 100  # one upstream socket per flow
+
+
+def test_idle_flows_expire_and_active_ones_do_not(standalone):
+    port, mport = free_ports(2)
+    metrics = f"127.0.0.1:{mport}"
+    with UdpEchoServer() as echo:
+        launch(standalone, HEAD + udp_rule("idle", str(port), f"127.0.0.1:{echo.port}",
+                                           "udp_flow_idle_secs = 0.5"), metrics)
+        busy, quiet = client(), client()
+        assert ask(busy, port, b"b0") == b"b0"
+        assert ask(quiet, port, b"q0") == b"q0"
+        for i in range(8):  # busy speaks every 0.2 s for 1.6 s: never idle for 0.5 s
+            time.sleep(0.2)
+            assert ask(busy, port, b"b%d" % i) == b"b%d" % i
+        st = stats(metrics)["idle"]
+        assert st["connections_active"] == 1, st  # quiet expired, busy lives
+        assert len(echo.sources) == 2
+        busy.close()
+        wait_for(lambda: stats(metrics)["idle"]["connections_active"] == 0, timeout_s=3, what="expiry")
+        assert ask(quiet, port, b"again") == b"again"  # a new flow, from a new upstream socket
+        quiet.close()
+        sources = len(echo.sources)
+    st = stats(metrics)["idle"]
+    assert st["connections_total"] == 3
+    assert sources == 3
+
+
+def test_max_flows_drops_new_flows_and_keeps_existing_ones(standalone):
+    port, mport = free_ports(2)
+    metrics = f"127.0.0.1:{mport}"
+    with UdpEchoServer() as echo:
+        launch(standalone, HEAD + udp_rule("max", str(port), f"127.0.0.1:{echo.port}",
+                                           "udp_max_flows = 3\nudp_flow_idle_secs = 1.5"), metrics)
+        clients = [client() for _ in range(5)]
+        try:
+            assert [ask(c, port, b"hi", SILENCE_S) for c in clients] == [b"hi"] * 3 + [None] * 2
+            # The three admitted flows keep working while the others are refused.
+            assert [ask(c, port, b"again", SILENCE_S) for c in clients] == [b"again"] * 3 + [None] * 2
+            st = stats(metrics)["max"]
+            assert st["rejected"] == {"max_flows": 4}
+            assert st["connections_active"] == 3
+            # Once the admitted flows go idle and expire, a new client gets in.
+            wait_for(lambda: stats(metrics)["max"]["connections_active"] == 0, what="expiry")
+            assert ask(clients[4], port, b"late") == b"late"
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_icmp_port_unreachable_evicts_the_flow_and_is_counted(standalone):
+    port, dead, mport = free_ports(3, socket.SOCK_DGRAM)
+    metrics = f"127.0.0.1:{mport}"
+    launch(standalone, HEAD + udp_rule("dead", str(port), f"127.0.0.1:{dead}"), metrics)
+    c = client()
+    try:
+        assert ask(c, port, b"anyone?", SILENCE_S) is None
+        st = wait_for(lambda: (s := stats(metrics)["dead"])["connect_failures"] == 1 and s, what="eviction")
+        assert st["connections_active"] == 0 and st["connections_total"] == 1
+        # The target comes up: the next datagram starts a fresh flow that works.
+        with UdpEchoServer(port=dead):
+            assert ask(c, port, b"now?") == b"now?"
+    finally:
+        c.close()
+    st = stats(metrics)["dead"]
+    assert st["connections_total"] == 2 and st["connect_failures"] == 1
+
+
+def test_first_packet_limits_refuse_exactly_the_excess(standalone):
+    rate_port, conc_port, mport = free_ports(3, socket.SOCK_DGRAM)
+    metrics = f"127.0.0.1:{mport}"
+    with UdpEchoServer() as echo:
+        target = f"127.0.0.1:{echo.port}"
+        launch(standalone, HEAD
+               + udp_rule("rate", str(rate_port), target,
+                          "rate_limit = { new_connections_per_sec = 0.1, new_connections_burst = 3 }")
+               + udp_rule("conc", str(conc_port), target, "rate_limit = { concurrent_connections = 2 }"),
+               metrics)
+        clients = [client() for _ in range(5)]
+        try:
+            assert [ask(c, rate_port, b"r", SILENCE_S) for c in clients] == [b"r"] * 3 + [None] * 2
+            assert [ask(c, conc_port, b"c", SILENCE_S) for c in clients] == [b"c"] * 2 + [None] * 3
+            # Limits apply to new flows only: admitted flows keep going.
+            assert [ask(c, rate_port, b"r2") for c in clients[:3]] == [b"r2"] * 3
+            assert [ask(c, conc_port, b"c2") for c in clients[:2]] == [b"c2"] * 2
+            st = stats(metrics)
+        finally:
+            for c in clients:
+                c.close()
+    assert st["rate"]["rejected"] == {"connection_rate": 2}
+    assert st["conc"]["rejected"] == {"concurrency": 3}
+    assert st["rate"]["connections_active"] == 3 and st["conc"]["connections_active"] == 2
+
+
+def test_bandwidth_cap_polices_each_datagram_and_counts_drops(standalone):
+    """Offer ~5x the cap for 2 s: what passes is the cap (+ burst), the rest is dropped and counted."""
+    cap = 100_000  # bytes/s
+    burst = 10_000
+    port, mport = free_ports(2)
+    metrics = f"127.0.0.1:{mport}"
+    size = 1000
+    with UdpEchoServer() as echo:
+        launch(standalone, HEAD + udp_rule(
+            "bw", str(port), f"127.0.0.1:{echo.port}",
+            f"rate_limit = {{ bandwidth_in_bps = {cap}, bandwidth_in_burst = {burst} }}"), metrics)
+        c = client()
+        c.setblocking(False)
+        sent = 0
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < 2.0:
+            if sent < elapsed * 5 * cap:
+                c.sendto(b"x" * size, ("127.0.0.1", port))
+                sent += size
+            else:
+                time.sleep(0.001)
+        duration = time.monotonic() - start
+        time.sleep(0.2)
+        c.close()
+        st = stats(metrics)["bw"]
+    passed = st["bytes_in"]
+    dropped = st["dropped"].get("bandwidth_in", 0)
+    assert passed + dropped * size == sent
+    assert passed <= burst + cap * duration + size
+    # The offered load was far above the cap the whole time: the cap is reached.
+    assert passed >= cap * (duration - 0.1)
+
+
+def test_port_range_to_a_dns_target_range(standalone):
+    n = 4
+    listen = free_port_range(n, socket.SOCK_DGRAM)
+    mport = free_port()
+    metrics = f"127.0.0.1:{mport}"
+    base = free_port_range(n, socket.SOCK_DGRAM)
+    echoes = [UdpEchoServer(port=base + i) for i in range(n)]
+    try:
+        # "localhost" is a DNS name: resolved off the engine thread when each flow starts.
+        launch(standalone, HEAD + udp_rule("range", f"{listen}-{listen + n - 1}",
+                                           f"localhost:{base}-{base + n - 1}"), metrics)
+        c = client()
+        for i in range(n):
+            assert ask(c, listen + i, b"port %d" % i) == b"port %d" % i
+        c.close()
+        counts = [e.datagrams for e in echoes]
+    finally:
+        for e in echoes:
+            e.close()
+    assert counts == [1] * n  # each listen port went to its own target port
+    assert stats(metrics)["range"]["connections_total"] == n
+
+
+def test_reload_moves_flows_to_a_new_target_and_keeps_unchanged_ones(standalone):
+    a_port, b_port, mport = free_ports(3, socket.SOCK_DGRAM)
+    metrics = f"127.0.0.1:{mport}"
+    with UdpEchoServer() as one, UdpEchoServer() as two:
+        def config(target_a: int, idle: float) -> str:
+            return (HEAD + udp_rule("a", str(a_port), f"127.0.0.1:{target_a}")
+                    + udp_rule("b", str(b_port), f"127.0.0.1:{one.port}", f"udp_flow_idle_secs = {idle}"))
+
+        proc = launch(standalone, config(one.port, 30), metrics)
+        c = client()
+        assert ask(c, a_port, b"a1") == b"a1" and ask(c, b_port, b"b1") == b"b1"
+        proc.reload(config(two.port, 60))
+        proc.wait_log("reloaded")
+        assert ask(c, a_port, b"a2") == b"a2" and ask(c, b_port, b"b2") == b"b2"
+        c.close()
+        st = stats(metrics)
+        one_count, two_count = one.datagrams, two.datagrams
+    assert two_count == 1  # a's flow followed its new target
+    assert one_count == 3  # a1, b1, b2: b's flow was kept (only its idle time changed)
+    assert st["a"]["connections_total"] == 2 and st["b"]["connections_total"] == 1
+
+
+def test_udp_keys_are_validated():
+    bad = ('[defaults]\nudp_max_flows = -1\n\n[[rule]]\nname = "u"\nprotocol = "udp"\nlisten_port = 5000\n'
+           'target = "127.0.0.1:5001"\nudp_flow_idle_secs = 0\nrate_limit = { bandwidth_out_bps = 0 }\n')
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(bad)
+        f.flush()
+        r = run_cli("portunus-standalone", "--config", f.name, "--check")
+    assert r.returncode == 2
+    assert "[defaults]: udp_max_flows: must be an integer > 0" in r.stderr
+    assert 'rule "u" (rule #1): udp_flow_idle_secs: must be a number > 0' in r.stderr
+    assert "rate_limit.bandwidth_out_bps: must be > 0" in r.stderr
+
+
+@pytest.mark.parametrize("family", ["ipv6"])
+def test_ipv6_listener_and_target(standalone, family):
+    port = free_port(socket.SOCK_DGRAM, "::1")
+    mport = free_port()
+    metrics = f"127.0.0.1:{mport}"
+    with UdpEchoServer(host="::1") as echo:
+        toml = (HEAD + f'[[rule]]\nname = "v6"\nprotocol = "udp"\nlisten_addr = "::1"\nlisten_port = {port}\n'
+                f'target = "[::1]:{echo.port}"\n')
+        launch(standalone, toml, metrics)
+        c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        c.settimeout(REPLY_TIMEOUT_S)
+        c.sendto(b"six", ("::1", port))
+        data, addr = c.recvfrom(100)
+        c.close()
+    assert data == b"six" and addr[:2] == ("::1", port)
