@@ -25,6 +25,9 @@ log = logging.getLogger("harness.procs")
 STOP_GRACE_S = 5.0
 
 _PR_SET_PDEATHSIG = 1
+# Every child spawn() started and stop() has not reaped yet: the safety net
+# stop_all() uses when a run is interrupted at an awkward moment.
+_LIVE: dict[int, subprocess.Popen] = {}
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -59,6 +62,7 @@ def spawn(argv: Sequence[str], *, log_path: Path | None = None, env: Mapping[str
     finally:
         if log_file is not None:
             log_file.close()
+    _LIVE[proc.pid] = proc
     log.debug("started pid %d: %s", proc.pid, " ".join(argv))
     return proc
 
@@ -78,7 +82,19 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: floa
     else:
         # The leader is gone, but something it started may still hold the group.
         _signal_group(proc.pid, signal.SIGKILL)
+    _LIVE.pop(proc.pid, None)
     return proc.returncode
+
+
+def live_children() -> list[subprocess.Popen]:
+    """Children started by spawn() and not yet stopped."""
+    return list(_LIVE.values())
+
+
+def stop_all() -> None:
+    """Stop every child spawn() started that is still registered (newest first)."""
+    for proc in reversed(list(_LIVE.values())):
+        stop(proc)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -12,7 +12,7 @@ from harness.paths.client import ClientCappedPath, ClientPath
 from harness.paths.direct import DirectPath
 from harness.paths.iptables import IptablesPath
 from harness.paths.reference import ReferencePath
-from harness.paths.standalone import StandaloneCopyPath, StandalonePath
+from harness.paths.standalone import StandaloneCappedPath, StandaloneCopyPath, StandalonePath
 
 PATHS: dict[str, type[ForwardPath]] = {
     "direct": DirectPath,
@@ -20,6 +20,7 @@ PATHS: dict[str, type[ForwardPath]] = {
     "reference": ReferencePath,
     "standalone": StandalonePath,
     "standalone_copy": StandaloneCopyPath,
+    "standalone_capped": StandaloneCappedPath,
     "client": ClientPath,
     "client_capped": ClientCappedPath,
 }

@@ -76,9 +76,9 @@ class ForwardPath(abc.ABC):
     description: ClassVar[str]
     # A kernel path (no process) has no forwarder CPU to record.
     has_forwarder_process: ClassVar[bool] = True
-    # Paths that can enforce setup.cap_bytes_per_s; for "requires_cap" paths it is mandatory.
-    supports_cap: ClassVar[bool] = False
-    requires_cap: ClassVar[bool] = False
+    # A capped path is measured at each of the experiment's caps_bytes_per_s
+    # (setup.cap_bytes_per_s is set); every other path always runs uncapped.
+    capped: ClassVar[bool] = False
     needs_root: ClassVar[bool] = False
     # How many ports from setup.alloc_port() one measurement uses (preflight checks them).
     ports_needed: ClassVar[int] = 1
@@ -89,6 +89,7 @@ class ForwardPath(abc.ABC):
 
     def prepare(self) -> None:
         """One-time work before measuring (e.g. compile a binary); raise PathError on failure."""
+        return None  # optional hook: most paths need no preparation
 
     @abc.abstractmethod
     def start(self, setup: PathSetup) -> Endpoint:
@@ -96,6 +97,7 @@ class ForwardPath(abc.ABC):
 
     def ready(self, timeout_s: float) -> None:
         """Block until traffic can flow (raise PathError otherwise). Runs before the iperf3 server starts."""
+        return None  # optional hook: e.g. direct is ready as soon as it starts
 
     @abc.abstractmethod
     def stop(self) -> None:

@@ -28,20 +28,22 @@ from typing import Any
 from harness import procs
 from harness.errors import PathError
 from harness.netutil import LOOPBACK
-from harness.paths._proc_path import READY_TIMEOUT_S, find_executable, log_tail, stop_all, wait_process_accepts
+from harness.paths._proc_path import (
+    READY_TIMEOUT_S,
+    find_executable,
+    log_tail,
+    stop_all,
+    wait_process_accepts,
+)
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
 
 SERVER_BIN = "portunus-server"
 CLIENT_BIN = "portunus-client"
 CLIENT_NAME = "bench"
 RULE_NAME = "bench"
-# The server answers 422/504 while the client has not connected yet or not
-# acked; the push is retried on those until this deadline.
-RULE_PUSH_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 30.0
 HELP_TIMEOUT_S = 30.0
 ENROLL_TIMEOUT_S = 60.0
-_RETRY_STATUSES = {409, 422, 425, 503, 504}
 
 
 def render_server_toml(control_port: int, http_port: int, metrics_port: int, token: str) -> str:
@@ -111,7 +113,6 @@ def _runs_help(binary: str) -> str | None:
 class ClientPath(ForwardPath):
     name = "client"
     description = "portunus-client fed by portunus-server (enrollment + rule pushed over the operator API)"
-    supports_cap = True
     ports_needed = 4  # rule listener, control, operator HTTP, metrics
 
     def __init__(self) -> None:
@@ -162,24 +163,36 @@ class ClientPath(ForwardPath):
 
         client_log = wd / "client.log"
         self._client = procs.spawn([self._client_bin, "--bundle", str(bundle)], log_path=client_log)
-        self._rule_id = self._push_rule(f"{base}/v1/rules", token,
-                                        rule_body(self._port, setup.target_port, setup.protocol,
+        self._wait_online(base, token)
+        self._rule_id = self._push_rule(base, token, rule_body(self._port, setup.target_port, setup.protocol,
                                                   setup.cap_bytes_per_s))
         return Endpoint(LOOPBACK, self._port)
 
-    def _push_rule(self, url: str, token: str, body: dict[str, Any]) -> Any:
-        deadline = time.monotonic() + RULE_PUSH_TIMEOUT_S
-        while True:
-            try:
-                resp = http_json("POST", url, token, body)
-                return resp.get("id", resp.get("rule", {}).get("id") if isinstance(resp.get("rule"), dict) else None)
-            except HttpError as e:
-                if self._client is not None and self._client.poll() is not None:
-                    raise PathError(f"portunus-client exited ({self._client.returncode}) before the rule was "
-                                    f"active: {e}\n{log_tail(self._workdir / 'client.log') if self._workdir else ''}") from None
-                if e.status not in _RETRY_STATUSES or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    def _wait_online(self, base: str, token: str) -> None:
+        """Poll GET /v1/clients until our client holds its control stream."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        status = None
+        while time.monotonic() < deadline:
+            if self._client is not None and self._client.poll() is not None:
+                raise PathError(f"portunus-client exited with code {self._client.returncode}:\n"
+                                f"{log_tail(self._workdir / 'client.log') if self._workdir else ''}")
+            clients = http_json("GET", f"{base}/v1/clients", token).get("clients", [])
+            status = next((c.get("status") for c in clients if c.get("name") == CLIENT_NAME), None)
+            if status == "online":
+                return
+            time.sleep(0.1)
+        raise PathError(f"portunus-client did not come online within {READY_TIMEOUT_S:.0f} s (status {status!r})")
+
+    def _push_rule(self, base: str, token: str, body: dict[str, Any]) -> Any:
+        """POST the rule; the server answers once the client acked it Active (201)."""
+        try:
+            return http_json("POST", f"{base}/v1/rules", token, body).get("id")
+        except HttpError as e:
+            if e.status != 504:
+                raise
+            # No ack in the server's ack_timeout_secs: the rule stays pending and the
+            # client applies it when it can; ready() waits for the listener.
+            return None
 
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         assert self._client is not None and self._port is not None and self._workdir is not None
@@ -198,4 +211,4 @@ class ClientPath(ForwardPath):
 class ClientCappedPath(ClientPath):
     name = "client_capped"
     description = "client path with a bandwidth cap (rate_limit.bandwidth_in_bps) on the pushed rule"
-    requires_cap = True
+    capped = True

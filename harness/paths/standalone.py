@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 from harness import procs
 from harness.errors import PathError
 from harness.netutil import LOOPBACK
-from harness.paths._proc_path import READY_TIMEOUT_S, find_executable, stop_all, wait_process_accepts
+from harness.paths._proc_path import (
+    READY_TIMEOUT_S,
+    find_executable,
+    stop_all,
+    wait_process_accepts,
+)
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
 
 BINARY = "portunus-standalone"
@@ -42,7 +47,6 @@ def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "
 class StandalonePath(ForwardPath):
     name = "standalone"
     description = "portunus-standalone, TOML rule, splice fast path (default)"
-    supports_cap = True
     ports_needed = 1
     env_overrides: ClassVar[dict[str, str]] = {}
 
@@ -82,6 +86,12 @@ class StandalonePath(ForwardPath):
 
     def describe(self) -> dict[str, Any]:
         return {"binary": self._binary, "env": dict(self.env_overrides)}
+
+
+class StandaloneCappedPath(StandalonePath):
+    name = "standalone_capped"
+    description = "standalone path with a bandwidth cap (rate_limit.bandwidth_in_bps) on the TOML rule"
+    capped = True
 
 
 class StandaloneCopyPath(StandalonePath):

@@ -1,0 +1,300 @@
+"""`portunus-bench` (also `python -m harness`): run experiments, compare paths, report, clean up.
+
+Exit codes: 0 ok; 1 some measurement failed; 2 usage, config, preflight or
+result-file error (one `error:` message naming the fix); 128+N stopped by
+signal N (130 for Ctrl-C) after a clean teardown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+EXIT_OK = 0
+EXIT_FAILED_MEASUREMENTS = 1
+EXIT_USAGE = 2
+
+DEFAULT_RESULTS_ROOT = Path("results")
+
+
+def default_out_dir() -> Path:
+    """results/<date>-<host>, like the Makefile's RESULTS."""
+    return DEFAULT_RESULTS_ROOT / f"{dt.date.today().isoformat()}-{socket.gethostname().split('.')[0]}"
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated Mbit/s numbers, got {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be > 0 Mbit/s, got {text!r}")
+    return rates
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="portunus-bench",
+        description="Benchmark harness for Portunus: measures forwarding paths (direct iperf3, iptables "
+        "REDIRECT, portunus-standalone, portunus-client, the C splice reference) with iperf3 over loopback, "
+        "records every run in versioned result files, and renders reports.",
+        epilog="Exit codes: 0 ok, 1 a measurement failed, 2 usage/config/preflight error, "
+        "130/143 stopped by SIGINT/SIGTERM (cleanly: rules removed, processes stopped, results kept).",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = sub.add_parser("run", help="run an experiment definition (configs/*.yaml)",
+                         description="Run the experiment in CONFIG: preflight, then every planned measurement "
+                         "(rounds interleaved across paths, shuffled within a round). Each measurement is "
+                         "appended to OUT/<name>.jsonl as it ends. Prints the report section when done.")
+    run.add_argument("config", metavar="CONFIG", help="experiment YAML file, e.g. configs/headline.yaml")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="result directory (default: results/<date>-<host>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue OUT/<name>.jsonl: skip measurements it already holds (ok ones), run the rest")
+    run.add_argument("--skip-unavailable", action="store_true",
+                     help="measure the available paths and record why the others were skipped, "
+                     "instead of stopping with an error")
+    run.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                     help="parent of the scratch directory (configs, logs, server data); default: $TMPDIR. "
+                     "Must not be tmpfs for the client path (portunus-server refuses a tmpfs state.db)")
+    run.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory (forwarder logs)")
+
+    cmp_ = sub.add_parser("compare", help="the spec's perf_compare: headline JSON (or a sweep) in one command",
+                          description="Measure direct, [iptables], standalone, client and a capped client "
+                          "rule back to back and write the spec's headline JSON. With --offered-mbps, run a "
+                          "paced sweep instead and write one record per path, rate and round.")
+    cmp_.add_argument("--seconds", type=_positive_int, default=10, help="iperf3 -t: measured seconds per run (default 10)")
+    cmp_.add_argument("--omit-seconds", type=_non_negative_int, default=2,
+                      help="iperf3 -O: warm-up seconds excluded from the result (default 2)")
+    cmp_.add_argument("--with-iptables", action="store_true",
+                      help="also measure kernel iptables REDIRECT (needs root); otherwise its keys are null")
+    cmp_.add_argument("--with-reference", action="store_true",
+                      help="also measure the C splice reference forwarder (tools/csplice.c); not in the spec's JSON, "
+                      "kept in the records file")
+    cmp_.add_argument("--cap-bytes-per-sec", type=_non_negative_int, default=1048576, metavar="N",
+                      help="cap of the client_capped rule in bytes/s (default 1048576); 0 = skip the capped run")
+    cmp_.add_argument("--offered-mbps", type=_rates, default=None, metavar="R1,R2,...",
+                      help="sweep mode: pace iperf3 (-b) at each rate in Mbit/s, every path, one record per "
+                      "path, rate and round")
+    cmp_.add_argument("--rounds", type=_positive_int, default=1,
+                      help="repeat everything N times, interleaved; JSON values are medians (default 1)")
+    cmp_.add_argument("--json-out", type=Path, default=None, metavar="FILE",
+                      help="write the JSON here (it is always printed on stdout)")
+    cmp_.add_argument("--records", type=Path, default=None, metavar="FILE",
+                      help="the full result file (JSONL) of this compare; default: next to --json-out as "
+                      "<name>.records.jsonl, else in a new temp directory")
+    cmp_.add_argument("--skip-client", action="store_true", help="do not measure the client paths (client keys null)")
+    cmp_.add_argument("--skip-standalone", action="store_true",
+                      help="do not measure standalone (standalone keys null)")
+    cmp_.add_argument("--backend", choices=("cli", "python"), default="cli",
+                      help="iperf3 driver: the iperf3 CLI (-J) or the PyPI wrapper in a child process (default cli)")
+    cmp_.add_argument("--base-port", type=int, default=None, metavar="PORT",
+                      help="use fixed ports PORT, PORT+1, ... (checked free before starting); default: free ports")
+
+    rep = sub.add_parser("report", help="render the markdown report of a result directory",
+                         description="Load every *.jsonl result file in DIR and render markdown tables "
+                         "(headline: paths as columns, Mbit/s median [min-max], vs iptables / direct / "
+                         "reference, forwarder CPU s/GB; A/B pairs; cap accuracy; sweep). Prints it and "
+                         "writes DIR/report.md.")
+    rep.add_argument("dir", type=Path, metavar="DIR")
+    rep.add_argument("--out", type=Path, default=None, metavar="FILE", help="write here instead of DIR/report.md")
+
+    sub.add_parser("sysinfo", help="print the host metadata recorded in result files (JSON)",
+                   description="Print commit, CPU, kernel, distro, tool versions and sysctls as JSON.")
+
+    cln = sub.add_parser("cleanup", help="remove leftovers of killed runs (iptables chains, scratch dirs)",
+                         description="Remove PORTUNUS-BENCH-<pid> chains from the nat table (and their jumps) "
+                         "whose harness process is gone, and scratch directories of dead runs. "
+                         "Running harnesses are left alone unless --all.")
+    cln.add_argument("--all", action="store_true", help="also remove chains of harness processes still running")
+
+    pth = sub.add_parser("paths", help="list the forwarding paths and whether each can run here",
+                         description="List every registered path with its description and availability.")
+    pth.add_argument("--json", action="store_true", help="machine-readable output")
+
+    val = sub.add_parser("validate", help="validate experiment files and show their plans' size",
+                         description="Load and validate each CONFIG (exit 2 with one line per problem).")
+    val.add_argument("configs", nargs="+", metavar="CONFIG")
+    return p
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.config import load_config
+    from harness.report import render_result_set
+    from harness.results import SUFFIX, load_results
+    from harness.runner import run_experiment
+
+    cfg = load_config(args.config)
+    out_dir: Path = args.out or default_out_dir()
+    results_path = out_dir / f"{cfg.name}{SUFFIX}"
+    if results_path.exists() and not args.resume:
+        raise HarnessError(f"{results_path} already exists: pass --resume to continue it, or choose another --out")
+    outcome = run_experiment(cfg, results_path, resume=args.resume, skip_unavailable=args.skip_unavailable,
+                             argv=["portunus-bench", *argv], workdir_root=args.workdir,
+                             keep_workdir=args.keep_workdir)
+    print(render_result_set(load_results(results_path)))
+    print(f"results: {results_path}", file=sys.stderr)
+    if outcome.interrupted:
+        return outcome.exit_code
+    return EXIT_FAILED_MEASUREMENTS if any(not r.ok for r in outcome.records) else EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.compare import build_compare_json, build_sweep_json, compare_config
+    from harness.runner import run_experiment
+
+    cfg = compare_config(seconds=args.seconds, omit_seconds=args.omit_seconds, rounds=args.rounds,
+                         with_iptables=args.with_iptables, cap_bytes_per_s=args.cap_bytes_per_sec,
+                         offered_mbps=args.offered_mbps or (), skip_client=args.skip_client,
+                         skip_standalone=args.skip_standalone, backend=args.backend, base_port=args.base_port,
+                         with_reference=args.with_reference)
+    if args.records is not None:
+        records_path = args.records
+    elif args.json_out is not None:
+        records_path = args.json_out.with_name(args.json_out.stem + ".records.jsonl")
+    else:
+        records_path = Path(tempfile.mkdtemp(prefix="portunus-compare-")) / "compare.records.jsonl"
+    outcome = run_experiment(cfg, records_path, argv=["portunus-bench", *argv])
+    if outcome.interrupted:
+        print(f"records so far: {records_path}", file=sys.stderr)
+        return outcome.exit_code
+    from harness.results import load_results
+
+    records = load_results(records_path).records
+    doc = build_sweep_json(records) if cfg.offered_mbps else build_compare_json(records, args.cap_bytes_per_sec)
+    text = json.dumps(doc, indent=2)
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    print(text)
+    print(f"records: {records_path}", file=sys.stderr)
+    return EXIT_FAILED_MEASUREMENTS if any(not r.ok for r in outcome.records) else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+    from harness.results import load_results_dir
+
+    sets = load_results_dir(args.dir)
+    text = render_report(sets)
+    out = args.out or args.dir / "report.md"
+    out.write_text(text)
+    print(text, end="")
+    print(f"wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_sysinfo() -> int:
+    from harness.sysinfo import collect_sysinfo
+
+    print(json.dumps(collect_sysinfo(), indent=2))
+    return EXIT_OK
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from harness.paths import iptables as ipt
+    from harness.runner import WORKDIR_PREFIX
+
+    av = ipt.iptables_available()
+    if av.ok:
+        removed = ipt.cleanup_leftovers(include_live=args.all)
+        print(f"iptables: removed {len(removed)} chain(s){': ' + ', '.join(removed) if removed else ''}")
+    else:
+        print(f"iptables: not checked ({av.reason})")
+    n = 0
+    for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        pid = d.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and (args.all or not os.path.exists(f"/proc/{pid}")):
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+    print(f"scratch directories: removed {n}")
+    return EXIT_OK
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    from harness.paths import PATHS
+
+    rows = []
+    for name, cls in PATHS.items():
+        av = cls().available()
+        rows.append({"path": name, "description": cls.description, "available": av.ok, "reason": av.reason,
+                     "capped": cls.capped, "forwarder_process": cls.has_forwarder_process})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            state = "available" if r["available"] else f"UNAVAILABLE: {r['reason']}"
+            print(f"{r['path']:<18} {r['description']}\n{'':<18} {state}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.plan import build_plan
+
+    for c in args.configs:
+        cfg = load_config(c)
+        plan = build_plan(cfg)
+        per_run = cfg.seconds + cfg.omit_seconds
+        print(f"{c}: ok ({cfg.kind} '{cfg.name}', {len(plan)} measurements, "
+              f">= {len(plan) * per_run / 60:.1f} min of iperf3 time)")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.verb == "run":
+            return cmd_run(args, argv)
+        if args.verb == "compare":
+            return cmd_compare(args, argv)
+        if args.verb == "report":
+            return cmd_report(args)
+        if args.verb == "sysinfo":
+            return cmd_sysinfo()
+        if args.verb == "cleanup":
+            return cmd_cleanup(args)
+        if args.verb == "paths":
+            return cmd_paths(args)
+        if args.verb == "validate":
+            return cmd_validate(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # a Ctrl-C outside a run (preflight, report): nothing to clean up
+        print("interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(f"unhandled verb {args.verb}")

@@ -1,0 +1,125 @@
+"""`portunus-bench compare`: the spec's perf_compare interface, on top of the same runner.
+
+The headline JSON keys are exactly the spec's (its "Reproduction" example):
+direct, iptables_redirect, iptables_vs_direct_pct, standalone_uncapped,
+standalone_vs_direct_pct, standalone_vs_iptables_pct, client_uncapped,
+client_vs_direct_pct, client_vs_iptables_pct, standalone_vs_client_pct,
+client_capped {cap_bytes_per_sec, mbps, target_mbps, within_plus_10pct}.
+A path that was not measured (skipped, or iptables without --with-iptables)
+has null in its keys. With several --rounds, "mbps" is the median.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from harness.config import ExperimentConfig
+from harness.experiments.capped import target_mbps, within_bound
+from harness.results import Record
+from harness.stats import ratio_pct
+
+# Our path name -> the spec's JSON key for its uncapped result.
+SPEC_PATH_KEYS = {
+    "direct": "direct",
+    "iptables": "iptables_redirect",
+    "standalone": "standalone_uncapped",
+    "client": "client_uncapped",
+}
+# (key, numerator path, denominator path), in the spec's order.
+SPEC_RATIO_KEYS = (
+    ("iptables_vs_direct_pct", "iptables", "direct"),
+    ("standalone_vs_direct_pct", "standalone", "direct"),
+    ("standalone_vs_iptables_pct", "standalone", "iptables"),
+    ("client_vs_direct_pct", "client", "direct"),
+    ("client_vs_iptables_pct", "client", "iptables"),
+    ("standalone_vs_client_pct", "standalone", "client"),
+)
+SPEC_BOUND_PCT = 10.0  # "inside the +10% acceptance bound"
+
+
+def compare_config(*, seconds: int, omit_seconds: int, rounds: int, with_iptables: bool, cap_bytes_per_s: int,
+                   offered_mbps: Sequence[float], skip_client: bool, skip_standalone: bool,
+                   backend: str = "cli", base_port: int | None = None, with_reference: bool = False) -> ExperimentConfig:
+    """The experiment `compare` runs for a set of spec flags."""
+    paths = ["direct"]
+    if with_iptables:
+        paths.append("iptables")
+    if with_reference:
+        paths.append("reference")
+    if not skip_standalone:
+        paths.append("standalone")
+    if not skip_client:
+        paths.append("client")
+    sweep = bool(offered_mbps)
+    caps: tuple[int, ...] = ()
+    if cap_bytes_per_s > 0 and not skip_client and not sweep:
+        paths.append("client_capped")
+        caps = (cap_bytes_per_s,)
+    return ExperimentConfig(
+        name="compare", kind="sweep" if sweep else "headline", paths=tuple(paths), rounds=rounds,
+        seconds=seconds, omit_seconds=omit_seconds, backend=backend, offered_mbps=tuple(offered_mbps),
+        caps_bytes_per_s=caps, base_port=base_port,
+        description="portunus-bench compare (the spec's perf_compare flags)",
+    )
+
+
+def _median(values: Iterable[float | int | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return float(statistics.median(vs)) if vs else None
+
+
+def _round(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def build_compare_json(records: Iterable[Record], cap_bytes_per_s: int) -> dict[str, Any]:
+    """The spec's headline JSON from compare records (pure)."""
+    recs = [r for r in records if r.ok and r.offered_mbps is None]
+    medians: dict[str, float | None] = {}
+    out: dict[str, Any] = {}
+    for path, key in SPEC_PATH_KEYS.items():
+        mine = [r for r in recs if r.path == path and r.cap_bytes_per_s is None]
+        mbps = _median(r.throughput_mbps for r in mine)
+        medians[path] = mbps
+        retr = _median(r.retransmits for r in mine)
+        out[key] = None if mbps is None else {"mbps": _round(mbps, 3),
+                                             "retransmits": None if retr is None else int(round(retr))}
+    ratios = {k: _round(ratio_pct(medians[a], medians[b]), 2) for k, a, b in SPEC_RATIO_KEYS}
+    ordered: dict[str, Any] = {}
+    # Interleave exactly as the spec's example lists them.
+    for key in ("direct", "iptables_redirect", "iptables_vs_direct_pct", "standalone_uncapped",
+                "standalone_vs_direct_pct", "standalone_vs_iptables_pct", "client_uncapped",
+                "client_vs_direct_pct", "client_vs_iptables_pct", "standalone_vs_client_pct"):
+        ordered[key] = out[key] if key in out else ratios[key]
+    capped = [r for r in recs if r.path == "client_capped" and r.cap_bytes_per_s == cap_bytes_per_s]
+    delivered = _median(r.receiver_mbps for r in capped)
+    ordered["client_capped"] = None if cap_bytes_per_s <= 0 or delivered is None else {
+        "cap_bytes_per_sec": cap_bytes_per_s,
+        "mbps": _round(delivered, 3),
+        "target_mbps": _round(target_mbps(cap_bytes_per_s), 3),
+        "within_plus_10pct": within_bound(delivered, cap_bytes_per_s, SPEC_BOUND_PCT),
+    }
+    return ordered
+
+
+def build_sweep_json(records: Iterable[Record]) -> dict[str, Any]:
+    """Sweep mode: one entry per path, offered rate and round (pure)."""
+    recs = [r for r in records if r.offered_mbps is not None]
+    return {
+        "offered_mbps": sorted({r.offered_mbps for r in recs if r.offered_mbps is not None}),
+        "records": [
+            {
+                "path": r.path,
+                "offered_mbps": r.offered_mbps,
+                "round": r.round,
+                "status": r.status,
+                "mbps": _round(r.throughput_mbps, 3),
+                "receiver_mbps": _round(r.receiver_mbps, 3),
+                "retransmits": r.retransmits,
+                "error": r.error,
+            }
+            for r in sorted(recs, key=lambda r: (r.path, r.offered_mbps or 0.0, r.round))
+        ],
+    }

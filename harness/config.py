@@ -1,0 +1,243 @@
+"""Experiment definitions: YAML -> validated, frozen ExperimentConfig.
+
+An experiment is data. Every key below is accepted, nothing else (a typo is
+an error, not a silently ignored setting); every problem is reported at
+once, each line naming the file and the key.
+
+    schema_version: 1          # of this file format
+    name: headline             # result file is <out>/<name>.jsonl
+    kind: headline             # headline | ab | capped | sweep: selects the summary/report
+    description: "..."         # optional
+    paths: [direct, iptables, reference, standalone, client]
+    rounds: 5                  # repeats; every round runs every combination once
+    seconds: 30                # iperf3 -t (measured seconds)
+    omit_seconds: 5            # iperf3 -O (warm-up, excluded from the throughput)
+    backend: cli               # cli | python (iperf3 driver)
+    protocol: tcp              # tcp (udp: later)
+    streams: 1                 # iperf3 -P
+    offered_mbps: []           # iperf3 -b rates; empty = one uncapped (unpaced) run
+    caps_bytes_per_s: []       # caps for the capped paths (client_capped, standalone_capped); others run uncapped
+    shuffle_seed: 1            # order within each round is shuffled reproducibly
+    base_port: null            # null = kernel-chosen free ports; N = fixed ports N, N+1, ...
+    cap_bound_pct: 10          # capped: the spec's acceptance bound (delivered <= cap + 10%)
+    cap_goal_pct: 2            # capped: the tighter goal (|delivered - cap| <= 2%)
+    pair: [standalone, client] # ab: the two paths compared (A / B); default: the first two paths
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.iperf import BACKENDS, PROTOCOLS
+from harness.paths import PATHS
+
+# Format history of experiment YAML files:
+#   1  first version (keys listed in the module docstring).
+CONFIG_SCHEMA_VERSION = 1
+
+KINDS = ("headline", "ab", "capped", "sweep")
+MAX_PORT = 65535
+
+
+class ConfigError(HarnessError):
+    """An experiment file that does not validate; one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment definition."""
+
+    name: str
+    kind: str
+    paths: tuple[str, ...]
+    rounds: int
+    seconds: int
+    omit_seconds: int
+    backend: str = "cli"
+    protocol: str = "tcp"
+    streams: int = 1
+    offered_mbps: tuple[float, ...] = ()
+    caps_bytes_per_s: tuple[int, ...] = ()
+    shuffle_seed: int = 1
+    base_port: int | None = None
+    cap_bound_pct: float = 10.0
+    cap_goal_pct: float = 2.0
+    pair: tuple[str, str] | None = None
+    description: str = ""
+    schema_version: int = CONFIG_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("paths", "offered_mbps", "caps_bytes_per_s", "pair"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    @property
+    def ab_pair(self) -> tuple[str, str]:
+        """The (A, B) paths an ab experiment compares."""
+        return self.pair if self.pair is not None else (self.paths[0], self.paths[1])
+
+
+_REQUIRED = ("name", "kind", "paths", "rounds", "seconds", "omit_seconds")
+_KEYS = tuple(ExperimentConfig.__dataclass_fields__)
+
+
+class _Problems:
+    def __init__(self, where: str):
+        self.where = where
+        self.items: list[str] = []
+
+    def add(self, key: str, msg: str) -> None:
+        self.items.append(f"{self.where}: {key}: {msg}")
+
+
+def _int(p: _Problems, d: Mapping[str, Any], key: str, lo: int, hi: int | None = None) -> int | None:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        p.add(key, f"must be an integer, got {v!r}")
+        return None
+    if v < lo or (hi is not None and v > hi):
+        p.add(key, f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
+        return None
+    return v
+
+
+def _number(p: _Problems, d: Mapping[str, Any], key: str, lo_exclusive: float) -> float | None:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        p.add(key, f"must be a number, got {v!r}")
+        return None
+    if v <= lo_exclusive:
+        p.add(key, f"must be > {lo_exclusive}, got {v}")
+        return None
+    return float(v)
+
+
+def _choice(p: _Problems, d: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
+    v = d.get(key)
+    if v not in choices:
+        p.add(key, f"must be one of {', '.join(choices)}, got {v!r}")
+        return None
+    return str(v)
+
+
+def _list(p: _Problems, d: Mapping[str, Any], key: str) -> list[Any]:
+    v = d.get(key, [])
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        p.add(key, f"must be a list, got {v!r}")
+        return []
+    return v
+
+
+def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
+    """Validate a parsed YAML document into an ExperimentConfig (ConfigError lists every problem)."""
+    p = _Problems(where)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{where}: the file must be a YAML mapping of keys, got {type(data).__name__}"])
+    for k in sorted(set(data) - set(_KEYS)):
+        p.add(k, f"unknown key (known: {', '.join(_KEYS)})")
+    for k in _REQUIRED:
+        if k not in data:
+            p.add(k, "required")
+    if p.items:
+        raise ConfigError(p.items)
+
+    version = data.get("schema_version", CONFIG_SCHEMA_VERSION)
+    if version != CONFIG_SCHEMA_VERSION:
+        p.add("schema_version", f"this harness reads version {CONFIG_SCHEMA_VERSION}, got {version!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        p.add("name", f"must be a non-empty name of letters, digits, '-', '_', '.', got {name!r}")
+    kind = _choice(p, data, "kind", KINDS)
+    paths = _list(p, data, "paths")
+    for path in paths:
+        if path not in PATHS:
+            p.add("paths", f"unknown path {path!r} (known: {', '.join(PATHS)})")
+    if not paths:
+        p.add("paths", "must list at least one path")
+    if len(set(paths)) != len(paths):
+        p.add("paths", "lists a path twice")
+    rounds = _int(p, data, "rounds", 1)
+    seconds = _int(p, data, "seconds", 1)
+    omit = _int(p, data, "omit_seconds", 0)
+    backend = _choice(p, {"backend": data.get("backend", "cli")}, "backend", BACKENDS)
+    protocol = _choice(p, {"protocol": data.get("protocol", "tcp")}, "protocol", PROTOCOLS)
+    streams = _int(p, {"streams": data.get("streams", 1)}, "streams", 1, 128)
+    offered = []
+    for v in _list(p, data, "offered_mbps"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            p.add("offered_mbps", f"each rate must be a number > 0 (Mbit/s), got {v!r}")
+        else:
+            offered.append(float(v))
+    caps = []
+    for v in _list(p, data, "caps_bytes_per_s"):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            p.add("caps_bytes_per_s", f"each cap must be an integer > 0 (bytes/s), got {v!r}")
+        else:
+            caps.append(v)
+    capped_paths = [x for x in paths if x in PATHS and PATHS[x].capped]
+    for path in capped_paths:
+        if not caps:
+            p.add("caps_bytes_per_s", f"path {path!r} is a capped path: list at least one cap")
+    if caps and not capped_paths:
+        p.add("caps_bytes_per_s", "caps are set but no capped path is listed "
+              f"(capped paths: {', '.join(n for n, c in PATHS.items() if c.capped)})")
+    seed = _int(p, {"shuffle_seed": data.get("shuffle_seed", 1)}, "shuffle_seed", 0)
+    base_port = None
+    if data.get("base_port") is not None:
+        base_port = _int(p, data, "base_port", 1024, MAX_PORT - 16)
+    bound = _number(p, {"cap_bound_pct": data.get("cap_bound_pct", 10.0)}, "cap_bound_pct", 0.0)
+    goal = _number(p, {"cap_goal_pct": data.get("cap_goal_pct", 2.0)}, "cap_goal_pct", 0.0)
+    pair = None
+    if data.get("pair") is not None:
+        raw_pair = _list(p, data, "pair")
+        if len(raw_pair) != 2 or any(x not in paths for x in raw_pair):
+            p.add("pair", f"must name two of the listed paths, got {raw_pair!r}")
+        else:
+            pair = (str(raw_pair[0]), str(raw_pair[1]))
+    if kind == "ab" and pair is None and len(paths) < 2:
+        p.add("paths", "an ab experiment needs two paths (or a pair)")
+    if kind == "capped" and not caps:
+        p.add("caps_bytes_per_s", "a capped experiment needs at least one cap")
+    if kind == "sweep" and not offered:
+        p.add("offered_mbps", "a sweep experiment needs at least one offered rate")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        p.add("description", "must be a string")
+    if p.items:
+        raise ConfigError(p.items)
+    assert kind and rounds and seconds and omit is not None and backend and protocol and streams
+    assert seed is not None and bound is not None and goal is not None
+    return ExperimentConfig(
+        name=name, kind=kind, paths=tuple(paths), rounds=rounds, seconds=seconds, omit_seconds=omit,
+        backend=backend, protocol=protocol, streams=streams, offered_mbps=tuple(offered),
+        caps_bytes_per_s=tuple(caps), shuffle_seed=seed, base_port=base_port, cap_bound_pct=bound,
+        cap_goal_pct=goal, pair=pair, description=description,
+    )
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
+    return parse_config(data, str(path))

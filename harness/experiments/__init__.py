@@ -1,0 +1,17 @@
+"""Per-kind summaries of an experiment's records (pure functions, no I/O).
+
+headline  per path: throughput median [min-max], CPU s/GB, ratios vs baselines
+ab        paired rounds of two paths: per-round ratio, median ratio
+capped    delivered rate vs cap: the spec's +10% bound and the +-2% goal
+sweep     per path and offered rate: delivered vs offered
+"""
+
+from harness.experiments.ab import AbSummary, summarise_ab
+from harness.experiments.capped import CappedSummary, summarise_capped, target_mbps
+from harness.experiments.headline import HeadlineSummary, summarise_headline
+from harness.experiments.sweep import SweepSummary, summarise_sweep
+
+__all__ = [
+    "AbSummary", "CappedSummary", "HeadlineSummary", "SweepSummary",
+    "summarise_ab", "summarise_capped", "summarise_headline", "summarise_sweep", "target_mbps",
+]

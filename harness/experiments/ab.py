@@ -1,0 +1,49 @@
+"""A/B: two paths measured back to back in every round; per-round ratio and its median."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from harness.results import Record
+from harness.stats import Summary, ratio_pct, summarise
+
+
+@dataclass(frozen=True)
+class AbRow:
+    round: int
+    a_mbps: float | None
+    b_mbps: float | None
+    ratio_pct: float | None  # a / b * 100
+
+
+@dataclass(frozen=True)
+class AbSummary:
+    a: str
+    b: str
+    rows: tuple[AbRow, ...]
+    a_mbps: Summary
+    b_mbps: Summary
+    ratio_pct: Summary  # of the per-round ratios (median ratio, min-max swing)
+    ratio_of_medians_pct: float | None
+
+
+def summarise_ab(records: Iterable[Record], a: str, b: str) -> AbSummary:
+    """Pairs the ok, uncapped runs of a and b by round."""
+    ok = [r for r in records if r.ok and r.cap_bytes_per_s is None and r.offered_mbps is None]
+    rounds = sorted({r.round for r in ok if r.path in (a, b)})
+    rows = []
+    for rnd in rounds:
+        va = _median(r.throughput_mbps for r in ok if r.path == a and r.round == rnd)
+        vb = _median(r.throughput_mbps for r in ok if r.path == b and r.round == rnd)
+        rows.append(AbRow(rnd, va, vb, ratio_pct(va, vb)))
+    sa = summarise(row.a_mbps for row in rows)
+    sb = summarise(row.b_mbps for row in rows)
+    return AbSummary(a, b, tuple(rows), sa, sb, summarise(row.ratio_pct for row in rows),
+                     ratio_pct(sa.median, sb.median))
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return statistics.median(vs) if vs else None

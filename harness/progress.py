@@ -1,0 +1,74 @@
+"""Progress of a long run: a live line on a terminal, plain lines otherwise (CI logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from harness.plan import Measurement
+from harness.results import Record
+
+# Per-measurement overhead beyond iperf3's own seconds (path start/stop,
+# server start, report exchange), used for the ETA until real timings exist.
+OVERHEAD_GUESS_S = 3.0
+
+
+def format_duration(seconds: float) -> str:
+    """'1h02m', '3m05s', '42s'."""
+    s = int(round(max(seconds, 0)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def describe(m: Measurement) -> str:
+    parts = [m.path, f"round {m.round}"]
+    if m.offered_mbps is not None:
+        parts.append(f"offered {m.offered_mbps:g} Mbit/s")
+    if m.cap_bytes_per_s is not None:
+        parts.append(f"cap {m.cap_bytes_per_s} B/s")
+    return ", ".join(parts)
+
+
+class Progress:
+    def __init__(self, total: int, per_run_s: float, stream: TextIO | None = None, live: bool | None = None):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.guess_s = per_run_s + OVERHEAD_GUESS_S
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def _eta(self) -> float:
+        elapsed = time.monotonic() - self.t0
+        per = elapsed / self.done if self.done else self.guess_s
+        return per * (self.total - self.done)
+
+    def _prefix(self) -> str:
+        return f"[{self.done + 1}/{self.total}]"
+
+    def start(self, m: Measurement) -> None:
+        elapsed = format_duration(time.monotonic() - self.t0)
+        line = f"{self._prefix()} {describe(m)} | elapsed {elapsed}, ETA {format_duration(self._eta())}"
+        if self.live:
+            self.stream.write("\r\x1b[2K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self, m: Measurement, r: Record) -> None:
+        result = f"{r.throughput_mbps:,.1f} Mbit/s" if r.ok and r.throughput_mbps is not None else f"FAILED: {r.error}"
+        line = f"[{self.done + 1}/{self.total}] {describe(m)} -> {result}"
+        self.done += 1
+        if self.live:
+            self.stream.write("\r\x1b[2K" + line + "\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        self.stream.write(("\r\x1b[2K" if self.live else "") + text + "\n")
+        self.stream.flush()

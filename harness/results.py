@@ -1,0 +1,287 @@
+"""Result files: one JSONL file per experiment run, appended as each measurement ends.
+
+Layout (one JSON object per line, each with a "type"):
+  header       first line, once: schema_version, experiment, kind, config, sysinfo, argv, ...
+  measurement  one per measurement (a Record), written + flushed + fsynced as it ends
+  run_end      when a run stops: status complete | interrupted | failed
+  run_resumed  when `run --resume` continues the file
+An interrupted run therefore keeps every measurement it finished, and the
+file stays valid (every line is whole: each is one write() of a full line).
+
+The raw iperf3 JSON of every run is kept verbatim (`iperf_raw`), so every
+derived number can be recomputed with harness.iperf.parse_iperf_json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+# Format history (bump SCHEMA_VERSION and add an upgrader to UPGRADES for
+# every change that an older reader could misread):
+#   1  first version: header / measurement / run_end / run_resumed lines.
+SCHEMA_VERSION = 1
+
+# UPGRADES[v] turns one line (dict) of a version-v file into version v+1.
+# Loading applies them step by step up to SCHEMA_VERSION.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+FORMAT_NAME = "portunus-bench-results"
+SUFFIX = ".jsonl"
+BYTES_PER_GB = 1e9  # cpu_s_per_gb uses decimal GB, like Mbit/s uses 1e6
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+class ResultsError(HarnessError):
+    """A result file that cannot be read (corrupt, newer, or not a result file)."""
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC timestamp with milliseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measurement: one path, one round, one offered rate / cap."""
+
+    experiment: str
+    path: str
+    round: int
+    index: int  # position in the run's plan (execution order)
+    offered_mbps: float | None  # iperf3 -b pacing; None = uncapped sender
+    cap_bytes_per_s: int | None  # forwarder bandwidth cap; None = no cap
+    seconds: int  # iperf3 -t (measured seconds, after the omitted ones)
+    omit_seconds: int  # iperf3 -O
+    protocol: str
+    backend: str  # iperf3 backend: "cli" | "python"
+    status: str  # "ok" | "failed"
+    error: str | None
+    started_at: str
+    ended_at: str
+    # "The" throughput: sender side over the non-omitted interval (same for every path).
+    throughput_mbps: float | None = None
+    sender_mbps: float | None = None
+    receiver_mbps: float | None = None
+    retransmits: int | None = None
+    sender_bytes: int | None = None  # non-omitted interval
+    receiver_bytes: int | None = None  # non-omitted interval
+    total_bytes: int | None = None  # all intervals incl. omitted: what the forwarder carried
+    iperf_host_cpu_pct: float | None = None
+    iperf_remote_cpu_pct: float | None = None
+    forwarder_pids: tuple[int, ...] = ()
+    # utime+stime of forwarder_pids (all threads) from client start to client end; None for kernel paths.
+    forwarder_cpu_s: float | None = None
+    cpu_s_per_gb: float | None = None  # forwarder_cpu_s / (total_bytes / 1e9)
+    path_info: dict[str, Any] = field(default_factory=dict)
+    iperf_raw: str | None = None  # iperf3's JSON report, verbatim
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["forwarder_pids"] = list(self.forwarder_pids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown record field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        d["forwarder_pids"] = tuple(d.get("forwarder_pids") or ())
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the whole file shares: the experiment, its config, the host."""
+
+    experiment: str
+    kind: str
+    created_at: str
+    config: dict[str, Any]
+    sysinfo: dict[str, Any]
+    argv: list[str] = field(default_factory=list)
+    unavailable_paths: dict[str, str] = field(default_factory=dict)  # path -> reason it was skipped
+    schema_version: int = SCHEMA_VERSION
+    format: str = FORMAT_NAME
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Header:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown header field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    """A loaded result file."""
+
+    path: Path
+    header: Header
+    records: tuple[Record, ...]
+    events: tuple[dict[str, Any], ...]  # run_end / run_resumed lines, in order
+
+    @property
+    def complete(self) -> bool:
+        """True if the last run over this file ended normally."""
+        ends = [e for e in self.events if e["type"] == "run_end"]
+        return bool(ends) and ends[-1].get("status") == "complete"
+
+
+# ---------------------------------------------------------------- writing
+
+
+class ResultWriter:
+    """Appends lines to a result file, each flushed and fsynced before the call returns."""
+
+    def __init__(self, path: Path, fh: Any) -> None:
+        self.path = path
+        self._fh = fh
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def append(self, record: Record) -> None:
+        self._write({"type": "measurement", **record.to_dict()})
+
+    def end(self, status: str, **extra: Any) -> None:
+        self._write({"type": "run_end", "at": utc_now(), "status": status, **extra})
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def create_results(path: Path, header: Header) -> ResultWriter:
+    """Start a new result file (refuses to overwrite one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fh = open(path, "x", encoding="utf-8")  # noqa: SIM115 - owned by the returned writer
+    except FileExistsError:
+        raise ResultsError(f"{path} already exists: pass --resume to continue it, or choose another --out") from None
+    w = ResultWriter(path, fh)
+    w._write({"type": "header", **header.to_dict()})
+    return w
+
+
+def resume_results(path: Path) -> tuple[ResultWriter, ResultSet]:
+    """Reopen an existing result file for appending; returns the writer and what it holds."""
+    existing = load_results(path)
+    if existing.header.schema_version != SCHEMA_VERSION:  # pragma: no cover - only once v2 exists
+        raise ResultsError(f"{path} uses schema {existing.header.schema_version}; resume needs {SCHEMA_VERSION}")
+    fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - owned by the returned writer
+    w = ResultWriter(path, fh)
+    w._write({"type": "run_resumed", "at": utc_now()})
+    return w, existing
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_results(path: str | Path) -> ResultSet:
+    """Load and validate one result file, upgrading older schema versions in memory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path} is not a portunus-bench result file (not UTF-8 text)") from None
+    lines = text.splitlines()
+    if not lines:
+        raise ResultsError(f"{path} is empty: not a portunus-bench result file")
+    objs = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            last = n == len(lines) and not text.endswith("\n")
+            hint = " (the last line is cut short: the run was killed mid-write; delete that line to keep the rest)" if last else ""
+            raise ResultsError(f"{path}:{n}: corrupt line, not JSON ({e.msg}){hint}") from None
+        if not isinstance(obj, dict) or "type" not in obj:
+            raise ResultsError(f"{path}:{n}: corrupt line, not a result object")
+        objs.append((n, obj))
+    n0, first = objs[0]
+    if first.get("type") != "header" or first.get("format") != FORMAT_NAME:
+        raise ResultsError(f"{path}:{n0}: no portunus-bench header: not a result file")
+    version = first.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise ResultsError(f"{path}:{n0}: bad schema_version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise ResultsError(
+            f"{path} has schema_version {version}, newer than this portunus-bench reads "
+            f"({SCHEMA_VERSION}): update the harness (git pull && pip install -e .) to read it")
+    header: Header | None = None
+    records: list[Record] = []
+    events: list[dict[str, Any]] = []
+    for n, obj in objs:
+        obj = upgrade_line(obj, version)
+        kind = obj.pop("type")
+        try:
+            if kind == "header":
+                if header is not None:
+                    raise ValueError("second header")
+                header = Header.from_dict(obj)
+            elif kind == "measurement":
+                records.append(Record.from_dict(obj))
+            elif kind in ("run_end", "run_resumed"):
+                events.append({"type": kind, **obj})
+            else:
+                raise ValueError(f"unknown line type {kind!r}")
+        except (TypeError, ValueError) as e:
+            raise ResultsError(f"{path}:{n}: corrupt {kind} line: {e}") from None
+    assert header is not None
+    return ResultSet(path, header, tuple(records), tuple(events))
+
+
+def upgrade_line(obj: dict[str, Any], version: int) -> dict[str, Any]:
+    """Bring one line from `version` to SCHEMA_VERSION, one step at a time."""
+    for v in range(version, SCHEMA_VERSION):
+        obj = UPGRADES[v](obj)
+    if obj.get("type") == "header":
+        obj["schema_version"] = SCHEMA_VERSION
+    return obj
+
+
+def load_results_dir(directory: str | Path) -> list[ResultSet]:
+    """Every result file in a directory, by name."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ResultsError(f"{d} is not a directory")
+    return [load_results(p) for p in sorted(d.glob(f"*{SUFFIX}"))]
+
+
+def to_dataframe(records: Iterable[Record], include_raw: bool = False) -> Any:
+    """Records as a pandas DataFrame, one row per measurement (iperf_raw left out unless asked)."""
+    import pandas as pd  # the harness core does not need pandas; analysis does
+
+    rows = []
+    for r in records:
+        d = r.to_dict()
+        if not include_raw:
+            d.pop("iperf_raw")
+        rows.append(d)
+    columns: Sequence[str] = [f.name for f in fields(Record) if include_raw or f.name != "iperf_raw"]
+    return pd.DataFrame(rows, columns=list(columns))

@@ -1,0 +1,221 @@
+"""Executes a plan: for each measurement, path up -> iperf3 server -> client -> CPU -> record.
+
+Process plumbing and cleanup live here once; paths only start and stop
+themselves. Each record is appended (flushed + fsynced) the moment its
+measurement ends, so an interrupted run keeps everything it measured.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from harness import procs
+from harness.config import ExperimentConfig
+from harness.errors import HarnessError, IperfError, PathError
+from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
+from harness.netutil import free_port
+from harness.paths import PATHS, PathSetup
+from harness.paths import iptables as ipt
+from harness.paths.base import ForwardPath
+from harness.plan import Measurement, build_plan
+from harness.preflight import check_paths, check_ports, check_tools
+from harness.progress import Progress
+from harness.results import (
+    BYTES_PER_GB,
+    STATUS_FAILED,
+    STATUS_OK,
+    Header,
+    Record,
+    ResultsError,
+    create_results,
+    resume_results,
+    utc_now,
+)
+from harness.signals import Interrupted, SignalGuard
+from harness.sysinfo import collect_sysinfo
+
+# How long a path may take to become ready. The client path starts a server,
+# enrolls and pushes a rule before this starts counting; 30 s covers a
+# loaded 2-core host with Python start-up times of several seconds.
+READY_TIMEOUT_S = 30.0
+WORKDIR_PREFIX = "portunus-bench-"
+
+
+class PortAllocator:
+    """Ports for one measurement: kernel-chosen free ones, or base_port, base_port+1, ..."""
+
+    def __init__(self, base_port: int | None) -> None:
+        self.base_port = base_port
+        self._given: list[int] = []
+
+    def reset(self) -> None:
+        self._given = []
+
+    def alloc(self) -> int:
+        if self.base_port is not None:
+            port = self.base_port + len(self._given)
+        else:
+            port = free_port()
+            while port in self._given:  # bind(0) may hand the same just-released port back
+                port = free_port()
+        self._given.append(port)
+        return port
+
+
+def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdir: Path,
+                ports: PortAllocator, guard: SignalGuard) -> Record:
+    """Run one measurement end to end; failures become a failed Record, never an exception.
+
+    Interrupted (a signal) and programming errors propagate, after cleanup.
+    """
+    started = utc_now()
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports.reset()
+    target_port = ports.alloc()
+    setup = PathSetup(target_port=target_port, workdir=workdir, alloc_port=ports.alloc,
+                      cap_bytes_per_s=m.cap_bytes_per_s, protocol=cfg.protocol)
+    raw: str | None = None
+    pids: tuple[int, ...] = ()
+    cpu_s: float | None = None
+    info: dict = {}
+    error: str | None = None
+    result = None
+    try:
+        try:
+            endpoint = path.start(setup)
+            path.ready(READY_TIMEOUT_S)
+            info = path.describe()
+            with open_iperf_server(target_port, workdir / "iperf3-server.log"):
+                pids = tuple(path.forwarder_pids())
+                if path.has_forwarder_process and not pids:
+                    raise PathError(f"{m.path}: forwarder process exited before the run")
+                before = [procs.cpu_seconds(p) for p in pids]
+                params = IperfParams(endpoint.host, endpoint.port, cfg.seconds, cfg.omit_seconds,
+                                     cfg.protocol, m.offered_mbps, cfg.streams)
+                raw = run_client(params, cfg.backend)
+                after = [procs.cpu_seconds(p) for p in pids]
+            if pids:
+                if any(v is None for v in before + after):
+                    raise PathError(f"{m.path}: forwarder process exited during the run")
+                cpu_s = sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+            result = parse_iperf_json(raw)
+        finally:
+            with guard.deferred():  # a signal here waits until the path is fully down
+                path.stop()
+    except (PathError, IperfError, TimeoutError, OSError, subprocess.SubprocessError) as e:
+        error = f"{type(e).__name__}: {e}" if not isinstance(e, (PathError, IperfError)) else str(e)
+    base = dict(
+        experiment=cfg.name, path=m.path, round=m.round, index=m.index, offered_mbps=m.offered_mbps,
+        cap_bytes_per_s=m.cap_bytes_per_s, seconds=cfg.seconds, omit_seconds=cfg.omit_seconds,
+        protocol=cfg.protocol, backend=cfg.backend, started_at=started, ended_at=utc_now(),
+        forwarder_pids=pids, path_info=info, iperf_raw=raw,
+    )
+    if result is None:
+        return Record(status=STATUS_FAILED, error=error or "unknown failure", **base)  # type: ignore[arg-type]
+    per_gb = cpu_s / (result.total_bytes / BYTES_PER_GB) if cpu_s is not None and result.total_bytes > 0 else None
+    return Record(
+        status=STATUS_OK, error=None,
+        throughput_mbps=result.throughput_mbps, sender_mbps=result.sender_mbps,
+        receiver_mbps=result.receiver_mbps, retransmits=result.retransmits,
+        sender_bytes=result.sender_bytes, receiver_bytes=result.receiver_bytes, total_bytes=result.total_bytes,
+        iperf_host_cpu_pct=result.host_cpu_pct, iperf_remote_cpu_pct=result.remote_cpu_pct,
+        forwarder_cpu_s=cpu_s, cpu_s_per_gb=per_gb, **base,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class RunOutcome:
+    """What a run did: the file, the records it wrote this time, and whether a signal stopped it."""
+
+    results_path: Path
+    records: list[Record] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    interrupted: Interrupted | None = None
+    skipped_done: int = 0  # measurements already in the file (--resume)
+
+    @property
+    def exit_code(self) -> int:
+        return self.interrupted.exit_code if self.interrupted else 0
+
+
+def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = False,
+                   skip_unavailable: bool = False, argv: Sequence[str] = (),
+                   workdir_root: Path | None = None, keep_workdir: bool = False,
+                   progress_stream: TextIO | None = None) -> RunOutcome:
+    """Preflight, then run every planned measurement, appending records to results_path.
+
+    Raises HarnessError (PreflightError, ResultsError) before measuring anything.
+    """
+    check_tools(cfg.backend)
+    paths, unavailable = check_paths(cfg.paths, skip_unavailable)
+    if not paths:
+        raise HarnessError("no path of this experiment can run here; see the reasons above")
+    check_ports(cfg.base_port, paths)
+    plan = build_plan(cfg, exclude_paths=frozenset(unavailable))
+
+    done: set = set()
+    if resume and results_path.exists():
+        writer, existing = resume_results(results_path)
+        if existing.header.config != cfg.to_dict():
+            writer.close()
+            raise ResultsError(f"{results_path} was started with a different config; "
+                               "resume needs the same experiment file (or choose another --out)")
+        done = {(r.round, r.path, r.offered_mbps, r.cap_bytes_per_s) for r in existing.records if r.ok}
+    else:
+        header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg.to_dict(),
+                        sysinfo=collect_sysinfo(), argv=list(argv), unavailable_paths=unavailable)
+        writer = create_results(results_path, header)
+
+    todo = [m for m in plan if m.key not in done]
+    outcome = RunOutcome(results_path, unavailable=unavailable, skipped_done=len(plan) - len(todo))
+    progress = Progress(len(todo), cfg.seconds + cfg.omit_seconds, progress_stream or sys.stderr)
+    for name, why in unavailable.items():
+        progress.message(f"skipping path {name}: {why}")
+    root = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=workdir_root))
+    ports = PortAllocator(cfg.base_port)
+    guard = SignalGuard()
+    guard.install()
+    status = "failed"
+    try:
+        for m in todo:
+            progress.start(m)
+            # A fresh instance per measurement: paths keep per-run state (processes, chain).
+            rec = measure_one(m, cfg, PATHS[m.path](), root / f"{m.index:04d}-{m.path}", ports, guard)
+            writer.append(rec)
+            outcome.records.append(rec)
+            progress.finish(m, rec)
+        status = "complete"
+    except Interrupted as e:
+        outcome.interrupted = e
+        status = "interrupted"
+        progress.message(f"{e}: stopped cleanly; {len(outcome.records)} measurement(s) kept in {results_path}")
+    finally:
+        with guard.deferred():
+            _safety_net(paths)
+            try:
+                writer.end(status, measurements=len(outcome.records))
+            finally:
+                writer.close()
+                guard.restore()
+                if not keep_workdir:
+                    shutil.rmtree(root, ignore_errors=True)
+    return outcome
+
+
+def _safety_net(paths: dict[str, ForwardPath]) -> None:
+    """After the loop, whatever happened: no child process and no iptables chain of ours remains."""
+    procs.stop_all()
+    if "iptables" in paths:
+        try:
+            ipt.remove_chain(ipt.chain_name())
+        except PathError:
+            pass
+
