@@ -399,7 +399,11 @@ class OperatorApi:
         row = self._rule_row(request)
         request["audit_target"] = f'rule {row.id} "{row.name}" on client {row.client}'
         version = self.hub.delete_rule(row)
-        ack = await self.hub.wait_ack(row.client_id, version, self.settings.ack_timeout_secs)
+        self._parsed.pop(row.id, None)
+        # An offline client drops the rule when it syncs; only an online one is worth waiting for.
+        ack = None
+        if self.hub.is_online(row.client_id):
+            ack = await self.hub.wait_ack(row.client_id, version, self.settings.ack_timeout_secs)
         return web.json_response({"id": row.id, "status": "deleted", "client_acked": ack is not None})
 
     async def list_audit(self, request: web.Request) -> web.Response:

@@ -81,11 +81,13 @@ def _client(args: argparse.Namespace) -> Any:
 
     token = _token(args)
     if not token:
-        raise SystemExit(f"error: no operator token: pass --token or set {TOKEN_ENV}") from None
+        print(f"error: no operator token: pass --token or set {TOKEN_ENV}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         return OperatorClient(args.http_endpoint, token)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _call(fn: Any) -> Any:

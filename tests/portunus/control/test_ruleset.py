@@ -1,0 +1,91 @@
+"""Rules on the wire and the client's RuleBook: what it accepts, what it refuses."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from portunus.config import parse_config, parse_rule
+from portunus.control.ruleset import (
+    BundleRejected,
+    NeedResync,
+    RuleBook,
+    delta_payload,
+    full_payload,
+    rule_to_dict,
+)
+
+RULES_TOML = """
+[[owner]]
+name = "team"
+rate_limit = { bandwidth_in_bps = 1000 }
+
+[[rule]]
+name = "plain"
+listen_port = 8080
+target = "127.0.0.1:80"
+
+[[rule]]
+name = "v6-range"
+listen_addr = "::1"
+listen_ports = "9000-9009"
+target = "[::1]:19000-19009"
+owner = "team"
+rate_limit = { bandwidth_in_bps = 5000, bandwidth_out_bps = 7000, concurrent_connections = 3, new_connections_per_sec = 2.5 }
+
+[[rule]]
+name = "failover"
+protocol = "udp"
+listen_port = 5353
+targets = [{ host = "a.example", port = 53, priority = 1, proxy_protocol = "v2" }, { host = "[2001:db8::1]", port = 53 }]
+udp_max_flows = 10
+udp_flow_idle_secs = 2.5
+"""
+
+
+def test_rule_to_dict_round_trips() -> None:
+    cfg = parse_config(tomllib.loads(RULES_TOML))
+    for rule in cfg.rules:
+        assert parse_rule(rule_to_dict(rule)) == rule
+
+
+def spec(name: str, port: int, target: str = "127.0.0.1:80") -> dict:
+    return {"name": name, "listen_port": port, "target": target}
+
+
+def test_full_then_deltas() -> None:
+    book = RuleBook("edge")
+    book, changed = book.advance(full_payload("edge", 3, [spec("a", 1000), spec("b", 1001)], {"t": {"bandwidth_in_bps": 9}}))
+    assert (book.version, sorted(book.rules), changed) == (3, ["a", "b"], ["a", "b"])
+    assert book.owners["t"].rate_limit.bandwidth_in_bps == 9
+    book, changed = book.advance(delta_payload("edge", 4, upsert=[spec("c", 1002)], remove=["a"]))
+    assert (book.version, sorted(book.rules), changed) == (4, ["b", "c"], ["c"])
+    book, _ = book.advance(delta_payload("edge", 5, owners={"u": {"concurrent_connections": 1}}))
+    assert sorted(book.owners) == ["t", "u"]
+    # A re-sync at the same version is accepted (the server restarted, nothing changed).
+    same, _ = book.advance(full_payload("edge", 5, [spec("b", 1001)], {}))
+    assert same.version == 5 and sorted(same.rules) == ["b"]
+
+
+@pytest.mark.parametrize("payload, message", [
+    (full_payload("edge", 1, [], {}), "stale rule set: version 1 is older than the running 2"),
+    (delta_payload("edge", 2, upsert=[spec("x", 1)]), "stale delta"),
+    (full_payload("other", 9, [], {}), "rule set is for client 'other', not 'edge'"),
+    ({**full_payload("edge", 9, [], {}), "format": 2}, "payload format 2 not supported"),
+    (full_payload("edge", 9, [spec("x", 70000)], {}), "listen_port: port 70000 out of range"),
+    (full_payload("edge", 9, [spec("x", 5), spec("y", 5)], {}), "overlaps"),
+    (full_payload("edge", 9, [], {"t": {"bandwidth_in_bps": 0}}), "must be > 0"),
+    ({**full_payload("edge", 9, [], {}), "kind": "weird"}, "unknown rule-set kind"),
+])
+def test_refused_payloads_leave_the_book_alone(payload: dict, message: str) -> None:
+    book, _ = RuleBook("edge").advance(full_payload("edge", 2, [spec("a", 1000)], {}))
+    with pytest.raises(BundleRejected, match=message):
+        book.advance(payload)
+    assert book.version == 2 and list(book.rules) == ["a"]
+
+
+def test_delta_gap_asks_for_resync() -> None:
+    book, _ = RuleBook("edge").advance(full_payload("edge", 2, [], {}))
+    with pytest.raises(NeedResync):
+        book.advance(delta_payload("edge", 4, upsert=[spec("x", 1)]))
