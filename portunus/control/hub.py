@@ -51,6 +51,7 @@ class Hub:
         self.sessions: dict[int, Session] = {}
         self._waiters: dict[int, list[tuple[int, asyncio.Future[AckResult]]]] = {}
         self._reports: dict[str, dict[str, Any]] = {}
+        self._acked: dict[int, int] = {}  # client id -> last version acked on the current stream
 
     # ------------------------------------------------------------ sessions
 
@@ -62,6 +63,7 @@ class Hub:
             old.queue.put_nowait(None)
         session = Session(client.id, client.name)
         self.sessions[client.id] = session
+        self._acked.pop(client.id, None)
         self.metrics.clients_connected.set(len(self.sessions))
         self.store.touch_client(client.id)
         session.queue.put_nowait(self.full_message(client.id))
@@ -70,11 +72,16 @@ class Hub:
     def detach(self, session: Session) -> None:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            self._acked.pop(session.client_id, None)
             self.metrics.clients_connected.set(len(self.sessions))
             self.store.touch_client(session.client_id)
 
     def is_online(self, client_id: int) -> bool:
         return client_id in self.sessions
+
+    def acked_version(self, client_id: int) -> int | None:
+        """The last rule-set version the client acked on its current stream (None: none yet)."""
+        return self._acked.get(client_id)
 
     def resync(self, session: Session) -> None:
         session.queue.put_nowait(self.full_message(session.client_id))
@@ -150,6 +157,8 @@ class Hub:
                 fut.set_result(result)
 
     def on_ack(self, session: Session, ack: wire.Ack) -> None:
+        if self.sessions.get(session.client_id) is session:
+            self._acked[session.client_id] = ack.version
         self.store.set_rule_statuses(session.client_id, ack.results)
         for name, reason in ack.results.items():
             self.metrics.rule_acks.labels("active" if reason is None else "failed").inc()

@@ -32,11 +32,11 @@ from typing import Any
 
 from aiohttp import web
 
-from portunus.config import ConfigError, Rule, check_rule_set, parse_owner_rate_limit, parse_rule
+from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule
 from portunus.control import rbac
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.hub import AckResult, Hub
-from portunus.control.ruleset import rate_limit_to_dict
+from portunus.control.ruleset import conflicts_with, rate_limit_to_dict
 from portunus.control.settings import ServerSettings
 from portunus.control.store import AuditEntry, ClientRow, RuleRow, TokenRow
 
@@ -247,7 +247,7 @@ class OperatorApi:
                 cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
                 self._parsed[other.id] = cached
             other_rule = cached[1]
-            if check_rule_set([other_rule, rule], None, "rule set"):
+            if conflicts_with([rule], [other_rule]):
                 raise ApiError(409, "port_in_use", f"{rule.protocol} {rule.listen_addr}:{rule.listen_port}"
                                f"{'-' + str(rule.listen_port_end) if rule.listen_port_end != rule.listen_port else ''}"
                                f' overlaps rule "{other.name}" (id {other.id}) on client "{client.name}"',
@@ -311,7 +311,8 @@ class OperatorApi:
         report = self.hub.report(c.name)
         status = "pending_enrollment" if c.public_key is None else ("online" if self.hub.is_online(c.id) else "offline")
         return {"name": c.name, "address": c.address, "status": status, "enrolled_at": _iso(c.enrolled_at),
-                "last_seen_at": _iso(c.last_seen_at), "ruleset_version": c.ruleset_version, "rules": counts,
+                "last_seen_at": _iso(c.last_seen_at), "ruleset_version": c.ruleset_version,
+                "acked_version": self.hub.acked_version(c.id), "rules": counts,
                 "owners": self.store.owners_for_client(c.id),
                 "active_connections": report.get("active_connections") if report else None}
 

@@ -116,6 +116,38 @@ def _owners(data: Any) -> dict[str, Owner]:
     return out
 
 
+def _may_overlap(a: Rule, b: Rule) -> bool:
+    """Cheap pre-filter: same protocol and intersecting port ranges."""
+    return a.protocol == b.protocol and a.listen_port <= b.listen_port_end and b.listen_port <= a.listen_port_end
+
+
+def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
+    """Overlaps between each rule of `new` and the other rules, in O(len(new) * len(rules)).
+
+    The exact verdict is `check_rule_set`'s (the TOML's rules); only pairs whose
+    port ranges intersect get that far.
+    """
+    problems: list[str] = []
+    for a in new:
+        for b in rules:
+            if b.name != a.name and _may_overlap(a, b):
+                problems.extend(check_rule_set([b, a], None, "rule set"))
+    return problems
+
+
+def conflicts(rules: list[Rule]) -> list[str]:
+    """All overlapping pairs of a whole rule set: sort by port, sweep, O(n log n) for disjoint sets."""
+    problems: list[str] = []
+    ordered = sorted(rules, key=lambda r: r.listen_port)
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if b.listen_port > a.listen_port_end:
+                break
+            if _may_overlap(a, b):
+                problems.extend(check_rule_set([a, b], None, "rule set"))
+    return problems
+
+
 @dataclass(frozen=True)
 class RuleBook:
     """The client's verified desired state: version, rules by name, owners by name."""
@@ -142,7 +174,10 @@ class RuleBook:
         if kind == "full":
             if version < self.version:
                 raise BundleRejected(f"stale rule set: version {version} is older than the running {self.version}")
-            rules = {r.name: r for r in _rules(payload.get("rules"), "rules")}
+            parsed = _rules(payload.get("rules"), "rules")
+            rules = {r.name: r for r in parsed}
+            if len(rules) != len(parsed):
+                raise BundleRejected("duplicate rule names in the rule set")
             owners = _owners(payload.get("owners", {}))
             changed = list(rules)
         elif kind == "delta":
@@ -163,7 +198,10 @@ class RuleBook:
             changed = [r.name for r in upserts]
         else:
             raise BundleRejected(f"unknown rule-set kind {kind!r}")
-        problems = check_rule_set(list(rules.values()), None, "rule set")
+        if kind == "full":
+            problems = conflicts(list(rules.values()))
+        else:
+            problems = conflicts_with([rules[n] for n in changed], list(rules.values()))
         if problems:
             raise BundleRejected("; ".join(problems))
         return RuleBook(self.client, version, rules, owners), changed

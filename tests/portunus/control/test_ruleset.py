@@ -11,6 +11,8 @@ from portunus.control.ruleset import (
     BundleRejected,
     NeedResync,
     RuleBook,
+    conflicts,
+    conflicts_with,
     delta_payload,
     full_payload,
     rule_to_dict,
@@ -89,3 +91,17 @@ def test_delta_gap_asks_for_resync() -> None:
     book, _ = RuleBook("edge").advance(full_payload("edge", 2, [], {}))
     with pytest.raises(NeedResync):
         book.advance(delta_payload("edge", 4, upsert=[spec("x", 1)]))
+
+
+def test_conflict_checks_match_the_toml_rules() -> None:
+    wild = parse_rule({"name": "wild", "listen_addr": "0.0.0.0", "listen_ports": "100-200", "target": "h:1"})
+    specific = parse_rule({"name": "one", "listen_addr": "127.0.0.1", "listen_port": 150, "target": "h:1"})
+    other_addr = parse_rule({"name": "two", "listen_addr": "127.0.0.2", "listen_port": 300, "target": "h:1"})
+    udp = parse_rule({"name": "udp", "protocol": "udp", "listen_port": 150, "target": "h:1"})
+    v6 = parse_rule({"name": "v6", "listen_addr": "::", "listen_port": 150, "target": "h:1"})
+    assert len(conflicts([wild, specific, other_addr, udp, v6])) == 1
+    assert conflicts_with([specific], [wild, other_addr, udp, v6, specific]) != []
+    assert conflicts_with([other_addr], [wild, specific, udp, v6, other_addr]) == []
+    many = [parse_rule({"name": f"r{i}", "listen_port": 1000 + i, "target": "h:1"}) for i in range(500)]
+    assert conflicts(many) == []
+    assert len(conflicts([*many, parse_rule({"name": "x", "listen_ports": "1100-1102", "target": "h:1"})])) == 3
