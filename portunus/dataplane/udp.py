@@ -13,6 +13,15 @@ dropped and counted, never queued). A flow ends when idle for
 udp_flow_idle_secs, when the target answers with ICMP port unreachable
 (ECONNREFUSED on the connected upstream socket), or when its listener goes.
 
+Counting (RuleStats): a flow is a "connection" (connections_total/active,
+bytes in/out). rejected{max_flows|concurrency|connection_rate} counts refused
+new-flow datagrams (each datagram from an unknown client is a new-flow
+attempt); udp_max_flows is per rule, over all of its ports. connect_failures
+counts flows ended by an ICMP error or by no usable target. dropped{reason}
+counts datagrams: bandwidth_in / bandwidth_out (over the cap), resolving
+(queue full while DNS resolves), no_target, upstream_buffer_full /
+client_buffer_full (EAGAIN on send), send_error, upstream_error.
+
 Concurrency model: ONE engine thread multiplexes every UDP listener and
 upstream socket with a selector (epoll). UDP needs no per-flow blocking
 pumps (unlike TCP there is no stream to splice) and a datagram is handled in
