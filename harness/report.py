@@ -177,11 +177,19 @@ def render_result_set(rs: ResultSet) -> str:
     return "\n".join(out)
 
 
+KIND_ORDER = ("headline", "ab", "capped", "sweep")
+
+
+def _section_order(rs: ResultSet) -> tuple[int, str]:
+    kind = rs.header.kind
+    return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), rs.path.name)
+
+
 def render_report(result_sets: Sequence[ResultSet], title: str = "Portunus benchmark results") -> str:
     """The whole report over every result file of a directory."""
     out = [f"# {title}", ""]
     if not result_sets:
         out += ["No result files found.", ""]
-    for rs in result_sets:
+    for rs in sorted(result_sets, key=_section_order):
         out.append(render_result_set(rs))
     return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,92 @@
+"""Child processes and /proc readings, on real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from harness import procs
+from harness.netutil import (
+    free_port,
+    listeners,
+    parse_proc_net_tcp_listeners,
+    port_bindable,
+    socket_inodes,
+    wait_listening,
+)
+
+# /proc/net/tcp as the kernel prints it: one LISTEN socket on 127.0.0.1:5201, one established.
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1451 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:D2F0 0100007F:1451 01 00000000:00000000 00:00000000 00000000     0        0 123457 1 0000000000000000 20 4 30 10 -1
+"""
+
+
+def test_parse_proc_net_tcp() -> None:
+    assert parse_proc_net_tcp_listeners(PROC_NET_TCP) == {5201: {123456}}
+
+
+def test_parse_proc_stat_handles_odd_process_names() -> None:
+    # comm may hold spaces and parentheses; utime=7 (field 14), stime=5 (field 15).
+    text = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 100 1000 10"
+    assert procs.parse_proc_stat_cpu_ticks(text) == 12
+    assert procs.parse_ppid(text) == 1
+
+
+def test_cpu_seconds_counts_all_threads_of_a_busy_child() -> None:
+    code = ("import threading,time\n"
+            "def spin():\n  t=time.time()\n  while time.time()-t<0.6: pass\n"
+            "ts=[threading.Thread(target=spin) for _ in range(2)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+            "time.sleep(30)\n")
+    p = procs.spawn([sys.executable, "-c", code])
+    try:
+        time.sleep(1.5)
+        used = procs.cpu_seconds(p.pid)
+        # The spinning threads have exited; their time stays with the process. The GIL
+        # serialises them, so at least ~0.5 s of one core, wall time permitting.
+        assert used is not None and used > 0.3
+    finally:
+        procs.stop(p)
+    assert procs.cpu_seconds(p.pid) is None  # gone
+
+
+def test_stop_escalates_and_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    code = (f"import subprocess,signal,time,sys\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"c=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)'])\n"
+            f"open({str(pidfile)!r},'w').write(str(c.pid))\ntime.sleep(60)\n")
+    p = procs.spawn([sys.executable, "-c", code])
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    assert grandchild in procs.descendants(p.pid)
+    t0 = time.monotonic()
+    rc = procs.stop(p, grace_s=1.0)
+    assert rc == -signal.SIGKILL and time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{grandchild}") and "Z" not in Path(f"/proc/{grandchild}/stat").read_text().split(")")[-1][:3]:
+        assert time.monotonic() < deadline, "grandchild survived"
+        time.sleep(0.05)
+    assert p not in procs.live_children()
+
+
+def test_wait_listening_sees_the_owner_without_connecting() -> None:
+    port = free_port()
+    code = ("import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            f"time.sleep(0.3)\ns.bind(('127.0.0.1',{port}))\ns.listen()\n"
+            "c,_=s.accept()\nprint('CONNECTED', flush=True)\ntime.sleep(30)\n")
+    p = procs.spawn([sys.executable, "-c", code], capture=True)
+    try:
+        wait_listening(port, 10, alive=lambda: p.poll() is None, pid=p.pid)
+        assert port in listeners() and listeners()[port] & socket_inodes(p.pid)
+        assert not port_bindable(port)
+    finally:
+        procs.stop(p)
+    out = p.stdout.read().decode() if p.stdout else ""
+    assert "CONNECTED" not in out  # readiness never opened a connection
