@@ -30,6 +30,7 @@ lint: setup
 
 headline: setup
 	$(BIN)/portunus-bench run configs/headline.yaml --out $(RESULTS)
+	$(BIN)/portunus-bench report $(RESULTS)
 
 sweep: setup
 	$(BIN)/portunus-bench run configs/headline.yaml --out $(RESULTS)

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parent of the scratch directory (configs, logs, server data); default: $TMPDIR. "
                      "Must not be tmpfs for the client path (portunus-server refuses a tmpfs state.db)")
     run.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory (forwarder logs)")
+    run.add_argument("--base-port", type=int, default=None, metavar="PORT",
+                     help="override the config's base_port: fixed ports PORT, PORT+1, ... (checked free first)")
 
     cmp_ = sub.add_parser("compare", help="the spec's perf_compare: headline JSON (or a sweep) in one command",
                           description="Measure direct, [iptables], standalone, client and a capped client "
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--skip-client", action="store_true", help="do not measure the client paths (client keys null)")
     cmp_.add_argument("--skip-standalone", action="store_true",
                       help="do not measure standalone (standalone keys null)")
+    cmp_.add_argument("--skip-unavailable", action="store_true",
+                      help="measure what can run here and leave unavailable paths' keys null (instead of exit 2)")
     cmp_.add_argument("--backend", choices=("cli", "python"), default="cli",
                       help="iperf3 driver: the iperf3 CLI (-J) or the PyPI wrapper in a child process (default cli)")
     cmp_.add_argument("--base-port", type=int, default=None, metavar="PORT",
@@ -149,12 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from harness.config import load_config
+    from harness.config import load_config, parse_config
     from harness.report import render_result_set
     from harness.results import SUFFIX, load_results
     from harness.runner import run_experiment
 
     cfg = load_config(args.config)
+    if args.base_port is not None:
+        cfg = parse_config({**cfg.to_dict(), "base_port": args.base_port}, f"--base-port with {args.config}")
     out_dir: Path = args.out or default_out_dir()
     results_path = out_dir / f"{cfg.name}{SUFFIX}"
     if results_path.exists() and not args.resume:
@@ -184,7 +190,8 @@ def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
         records_path = args.json_out.with_name(args.json_out.stem + ".records.jsonl")
     else:
         records_path = Path(tempfile.mkdtemp(prefix="portunus-compare-")) / "compare.records.jsonl"
-    outcome = run_experiment(cfg, records_path, argv=["portunus-bench", *argv])
+    outcome = run_experiment(cfg, records_path, argv=["portunus-bench", *argv],
+                             skip_unavailable=args.skip_unavailable)
     if outcome.interrupted:
         print(f"records so far: {records_path}", file=sys.stderr)
         return outcome.exit_code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -41,6 +42,11 @@ class Progress:
         self.guess_s = per_run_s + OVERHEAD_GUESS_S
         self.done = 0
         self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self._current: Measurement | None = None
+        self._m_t0 = 0.0
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def _eta(self) -> float:
         elapsed = time.monotonic() - self.t0
@@ -50,25 +56,48 @@ class Progress:
     def _prefix(self) -> str:
         return f"[{self.done + 1}/{self.total}]"
 
+    def _line(self, m: Measurement) -> str:
+        now = time.monotonic()
+        elapsed = format_duration(now - self.t0)
+        this = format_duration(now - self._m_t0)
+        return f"{self._prefix()} {describe(m)} ({this}) | elapsed {elapsed}, ETA {format_duration(self._eta())}"
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _tick(self) -> None:
+        # Terminal only: redraw the live line every second so a 35-s run visibly moves.
+        while not self._stop.wait(1.0):
+            m = self._current
+            if m is not None:
+                self._write("\r\x1b[2K" + self._line(m))
+
     def start(self, m: Measurement) -> None:
-        elapsed = format_duration(time.monotonic() - self.t0)
-        line = f"{self._prefix()} {describe(m)} | elapsed {elapsed}, ETA {format_duration(self._eta())}"
+        self._current = m
+        self._m_t0 = time.monotonic()
         if self.live:
-            self.stream.write("\r\x1b[2K" + line)
+            self._write("\r\x1b[2K" + self._line(m))
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+                self._ticker.start()
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self._write(self._line(m) + "\n")
 
     def finish(self, m: Measurement, r: Record) -> None:
+        self._current = None
         result = f"{r.throughput_mbps:,.1f} Mbit/s" if r.ok and r.throughput_mbps is not None else f"FAILED: {r.error}"
         line = f"[{self.done + 1}/{self.total}] {describe(m)} -> {result}"
         self.done += 1
-        if self.live:
-            self.stream.write("\r\x1b[2K" + line + "\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self._write(("\r\x1b[2K" if self.live else "") + line + "\n")
+
+    def close(self) -> None:
+        """Stop the terminal ticker."""
+        self._current = None
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2)
 
     def message(self, text: str) -> None:
-        self.stream.write(("\r\x1b[2K" if self.live else "") + text + "\n")
-        self.stream.flush()
+        self._write(("\r\x1b[2K" if self.live else "") + text + "\n")

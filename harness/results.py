@@ -139,6 +139,7 @@ class ResultSet:
     header: Header
     records: tuple[Record, ...]
     events: tuple[dict[str, Any], ...]  # run_end / run_resumed lines, in order
+    file_schema_version: int = SCHEMA_VERSION  # as written on disk, before in-memory upgrades
 
     @property
     def complete(self) -> bool:
@@ -187,8 +188,11 @@ def create_results(path: Path, header: Header) -> ResultWriter:
 def resume_results(path: Path) -> tuple[ResultWriter, ResultSet]:
     """Reopen an existing result file for appending; returns the writer and what it holds."""
     existing = load_results(path)
-    if existing.header.schema_version != SCHEMA_VERSION:  # pragma: no cover - only once v2 exists
-        raise ResultsError(f"{path} uses schema {existing.header.schema_version}; resume needs {SCHEMA_VERSION}")
+    if existing.file_schema_version != SCHEMA_VERSION:
+        # Appending current-version lines under an older header would mix two formats in one file.
+        raise ResultsError(f"{path} was written with result schema {existing.file_schema_version} and this "
+                           f"harness writes {SCHEMA_VERSION}: it can be read and reported, not resumed; "
+                           "start a new --out")
     fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - owned by the returned writer
     w = ResultWriter(path, fh)
     w._write({"type": "run_resumed", "at": utc_now()})
@@ -253,7 +257,7 @@ def load_results(path: str | Path) -> ResultSet:
         except (TypeError, ValueError) as e:
             raise ResultsError(f"{path}:{n}: corrupt {kind} line: {e}") from None
     assert header is not None
-    return ResultSet(path, header, tuple(records), tuple(events))
+    return ResultSet(path, header, tuple(records), tuple(events), file_schema_version=version)
 
 
 def upgrade_line(obj: dict[str, Any], version: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ measurement ends, so an interrupted run keeps everything it measured.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -41,6 +42,8 @@ from harness.results import (
 )
 from harness.signals import Interrupted, SignalGuard
 from harness.sysinfo import collect_sysinfo
+
+log = logging.getLogger("harness.runner")
 
 # How long a path may take to become ready. The client path starts a server,
 # enrolls and pushes a rule before this starts counting; 30 s covers a
@@ -110,8 +113,10 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
         finally:
             with guard.deferred():  # a signal here waits until the path is fully down
                 path.stop()
-    except (PathError, IperfError, TimeoutError, OSError, subprocess.SubprocessError) as e:
-        error = f"{type(e).__name__}: {e}" if not isinstance(e, (PathError, IperfError)) else str(e)
+    except Exception as e:  # any failure of this measurement is recorded; the run goes on
+        error = str(e) if isinstance(e, (PathError, IperfError)) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, (PathError, IperfError, TimeoutError, OSError, subprocess.SubprocessError)):
+            log.exception("measurement %d (%s) failed unexpectedly", m.index, m.path)
     base = dict(
         experiment=cfg.name, path=m.path, round=m.round, index=m.index, offered_mbps=m.offered_mbps,
         cap_bytes_per_s=m.cap_bytes_per_s, seconds=cfg.seconds, omit_seconds=cfg.omit_seconds,
@@ -198,6 +203,7 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
         status = "interrupted"
         progress.message(f"{e}: stopped cleanly; {len(outcome.records)} measurement(s) kept in {results_path}")
     finally:
+        progress.close()
         with guard.deferred():
             _safety_net(paths)
             try:

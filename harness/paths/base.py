@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,7 +66,6 @@ class PathSetup:
     alloc_port: Callable[[], int]  # more ports (listen port, control ports, ...)
     cap_bytes_per_s: int | None = None  # bandwidth cap for paths that support one
     protocol: str = "tcp"
-    extra: dict[str, Any] = field(default_factory=dict)  # path-specific knobs from the config
 
 
 class ForwardPath(abc.ABC):

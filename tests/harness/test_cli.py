@@ -135,15 +135,20 @@ def test_preflight_busy_port(tmp_path: Path) -> None:
 
 
 def test_fixed_base_ports_work(tmp_path: Path) -> None:
-    from harness.netutil import free_port
+    from harness.netutil import port_bindable
 
-    base = free_port()
-    while base > 60000:
-        base = free_port()
+    # Below the ephemeral range (32768+), where no outgoing connection can be holding the port.
+    base = next(p for p in range(20000, 32000, 7) if port_bindable(p) and port_bindable(p + 1))
     cfg = parse_config({"name": "t", "kind": "headline", "paths": ["standalone"], "rounds": 1, "seconds": 1,
                         "omit_seconds": 0, "base_port": base})
     outcome = run_experiment(cfg, tmp_path / "t.jsonl")
     assert [r.ok for r in outcome.records] == [True], outcome.records[0].error
+    assert outcome.records[0].path_info and base + 1 in _ports_in(tmp_path / "t.jsonl")
+
+
+def _ports_in(results: Path) -> set[int]:
+    raw = load_results(results).records[0].iperf_raw or ""
+    return {c["remote_port"] for c in json.loads(raw)["start"]["connected"]}
 
 
 class _Unavailable(ForwardPath):

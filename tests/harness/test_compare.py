@@ -86,7 +86,7 @@ def test_compare_cli_writes_every_spec_key(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "harness", "compare", "--seconds", "1", "--omit-seconds", "0",
                            "--with-iptables", "--cap-bytes-per-sec", "1048576", "--json-out", str(out)],
                           capture_output=True, text=True, timeout=170)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stderr}"
     doc = json.loads(out.read_text())
     assert json.loads(proc.stdout) == doc
     assert_same_shape(doc)

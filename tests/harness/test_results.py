@@ -142,3 +142,15 @@ def test_dataframe(tmp_path: Path) -> None:
     assert "iperf_raw" not in df.columns
     assert df.groupby("path")["throughput_mbps"].median()["iptables"] == 90.0
     assert "iperf_raw" in to_dataframe([record()], include_raw=True).columns
+
+
+def test_an_older_file_is_readable_but_not_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "old.jsonl"
+    _write(p, [_header_line(schema_version=1), json.dumps({"type": "measurement", **record().to_dict()})])
+    monkeypatch.setattr(results, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(results, "UPGRADES", {1: lambda line: line})
+    rs = load_results(p)
+    assert rs.file_schema_version == 1 and rs.header.schema_version == 2 and len(rs.records) == 1
+    with pytest.raises(ResultsError, match="not resumed"):
+        resume_results(p)
+    assert p.read_text().count("\n") == 2  # nothing was appended
