@@ -59,8 +59,9 @@ class Progress:
     def _line(self, m: Measurement) -> str:
         now = time.monotonic()
         elapsed = format_duration(now - self.t0)
-        this = format_duration(now - self._m_t0)
-        return f"{self._prefix()} {describe(m)} ({this}) | elapsed {elapsed}, ETA {format_duration(self._eta())}"
+        # The time into this measurement only means something on a redrawn (live) line.
+        this = f" ({format_duration(now - self._m_t0)})" if self.live else ""
+        return f"{self._prefix()} {describe(m)}{this} | elapsed {elapsed}, ETA {format_duration(self._eta())}"
 
     def _write(self, text: str) -> None:
         with self._lock:

@@ -106,9 +106,10 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
                 raw = run_client(params, cfg.backend)
                 after = [procs.cpu_seconds(p) for p in pids]
             if pids:
-                if any(v is None for v in before + after):
+                deltas = [a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None]
+                if len(deltas) != len(pids):
                     raise PathError(f"{m.path}: forwarder process exited during the run")
-                cpu_s = sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+                cpu_s = sum(deltas)
             result = parse_iperf_json(raw)
         finally:
             with guard.deferred():  # a signal here waits until the path is fully down

@@ -21,7 +21,7 @@ def test_plain_lines_for_logs() -> None:
     p.finish(m2, record("client", 1, None))
     p.close()
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("[1/2] standalone, round 1, offered 500 Mbit/s (0s) | elapsed 0s, ETA ")
+    assert lines[0].startswith("[1/2] standalone, round 1, offered 500 Mbit/s | elapsed 0s, ETA ")
     assert lines[1] == "[1/2] standalone, round 1, offered 500 Mbit/s -> 1,234.5 Mbit/s"
     assert lines[3] == "[2/2] client, round 1, cap 65536 B/s -> FAILED: boom"
     assert "\r" not in out.getvalue()
