@@ -6,14 +6,18 @@ once, each line naming the file and the key.
 
     schema_version: 1          # of this file format
     name: headline             # result file is <out>/<name>.jsonl
-    kind: headline             # headline | ab | capped | sweep: selects the summary/report
+    kind: headline             # headline | ab | capped | sweep | peers | latency | connrate | udp:
+                               # selects the measurement driver and the summary/report
     description: "..."         # optional
     paths: [direct, iptables, reference, standalone, client]
     rounds: 5                  # repeats; every round runs every combination once
-    seconds: 30                # iperf3 -t (measured seconds)
-    omit_seconds: 5            # iperf3 -O (warm-up, excluded from the throughput)
+    seconds: 30                # iperf3 -t (measured seconds); connrate: the measured window;
+                               # latency: the time limit of one measurement (it stops when its samples are in)
+    omit_seconds: 5            # iperf3 -O (warm-up, excluded from the throughput); connrate: warm-up window
     backend: cli               # cli | python (iperf3 driver)
-    protocol: tcp              # tcp only for now (iperf3 -u also needs its TCP control connection forwarded)
+    protocol: tcp              # tcp | udp (iperf3 -u: every path forwards UDP and TCP on its port, for iperf3's
+                               # control connection; only paths with "udp" in their protocols)
+    datagram_bytes: null       # udp: iperf3 -l (datagram payload size); null = iperf3's default
     streams: 1                 # iperf3 -P
     offered_mbps: []           # iperf3 -b rates; empty = one uncapped (unpaced) run
     caps_bytes_per_s: []       # caps for the capped paths (client_capped, standalone_capped); others run uncapped
@@ -22,6 +26,19 @@ once, each line naming the file and the key.
     cap_bound_pct: 10          # capped: the spec's acceptance bound (delivered <= cap + 10%)
     cap_goal_pct: 2            # capped: the tighter goal (|delivered - cap| <= 2%)
     pair: [standalone, client] # ab: the two paths compared (A / B); default: the first two paths
+    probe:                     # latency / connrate only (harness.probe.ProbeSettings; defaults shown)
+      setup_connections: 2000  #   latency: short connections, one connect->first-byte sample each
+      rtt_connections: 10      #   latency: long connections for the 1-byte RTT samples
+      rtt_per_connection: 1000 #   latency: round trips per long connection
+      warmup: 20               #   latency: samples dropped at the start of each series
+      processes: 2             #   connrate: client processes
+      concurrency: 16          #   connrate: connections in flight per client process
+      server_workers: 1        #   echo server processes
+
+Kinds: headline / ab / capped / sweep / peers / udp measure with iperf3
+(peers is the headline run over the comparable forwarders; udp is a sweep
+with protocol udp, reporting loss and jitter); latency and connrate measure
+with the harness's own probe (harness.probe) against an echo server.
 """
 
 from __future__ import annotations
@@ -36,13 +53,18 @@ import yaml
 from harness.errors import HarnessError
 from harness.iperf import BACKENDS
 from harness.paths import PATHS
+from harness.probe import PROBE_LIMITS, ProbeSettings
 
 # Format history of experiment YAML files:
-#   1  first version (keys listed in the module docstring).
+#   1  first version (keys listed in the module docstring). Later additions are
+#      optional keys whose absence reads as before: datagram_bytes, probe, and
+#      the kinds peers / latency / connrate / udp, protocol udp.
 CONFIG_SCHEMA_VERSION = 1
 
-KINDS = ("headline", "ab", "capped", "sweep")
-EXPERIMENT_PROTOCOLS = ("tcp",)
+KINDS = ("headline", "ab", "capped", "sweep", "peers", "latency", "connrate", "udp")
+# Kinds measured by the probe client (harness.probe) instead of iperf3.
+PROBE_KINDS = ("latency", "connrate")
+EXPERIMENT_PROTOCOLS = ("tcp", "udp")
 MAX_PORT = 65535
 
 
@@ -75,13 +97,21 @@ class ExperimentConfig:
     cap_goal_pct: float = 2.0
     pair: tuple[str, str] | None = None
     description: str = ""
+    datagram_bytes: int | None = None
+    probe: ProbeSettings = ProbeSettings()
     schema_version: int = CONFIG_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(self)  # probe becomes a plain mapping, as in the YAML
         for k in ("paths", "offered_mbps", "caps_bytes_per_s", "pair"):
             if d[k] is not None:
                 d[k] = list(d[k])
+        # Keys added after the first version appear only where they mean something, so a
+        # config without them round-trips to the same mapping as before (resume compares them).
+        if self.datagram_bytes is None:
+            del d["datagram_bytes"]
+        if self.kind not in PROBE_KINDS:
+            del d["probe"]
         return d
 
     @property
@@ -220,6 +250,26 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     description = data.get("description", "")
     if not isinstance(description, str):
         p.add("description", "must be a string")
+    datagram_bytes = None
+    if data.get("datagram_bytes") is not None:
+        datagram_bytes = _int(p, data, "datagram_bytes", 16, 65507)
+        if protocol != "udp":
+            p.add("datagram_bytes", "only for protocol: udp")
+    if protocol == "udp":
+        for path in paths:
+            if path in PATHS and "udp" not in PATHS[path].protocols:
+                p.add("paths", f"path {path!r} does not forward UDP (UDP paths: "
+                      f"{', '.join(n for n, c in PATHS.items() if 'udp' in c.protocols)})")
+    if kind == "udp" and (protocol != "udp" or not offered):
+        p.add("kind", "a udp experiment needs protocol: udp and at least one offered rate (offered_mbps)")
+    probe = _probe(p, data.get("probe"))
+    if kind in PROBE_KINDS:
+        if protocol != "tcp":
+            p.add("protocol", f"a {kind} experiment measures TCP connections: protocol must be tcp")
+        if offered or caps:
+            p.add("offered_mbps" if offered else "caps_bytes_per_s", f"not used by a {kind} experiment")
+    elif data.get("probe") is not None:
+        p.add("probe", f"only for the kinds {', '.join(PROBE_KINDS)}")
     if p.items:
         raise ConfigError(p.items)
     assert kind and rounds and seconds and omit is not None and backend and protocol and streams
@@ -228,8 +278,26 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
         name=name, kind=kind, paths=tuple(paths), rounds=rounds, seconds=seconds, omit_seconds=omit,
         backend=backend, protocol=protocol, streams=streams, offered_mbps=tuple(offered),
         caps_bytes_per_s=tuple(caps), shuffle_seed=seed, base_port=base_port, cap_bound_pct=bound,
-        cap_goal_pct=goal, pair=pair, description=description,
+        cap_goal_pct=goal, pair=pair, description=description, datagram_bytes=datagram_bytes, probe=probe,
     )
+
+
+def _probe(p: _Problems, raw: Any) -> ProbeSettings:
+    """The optional `probe:` mapping -> ProbeSettings (unknown keys and bad values reported)."""
+    if raw is None:
+        return ProbeSettings()
+    if not isinstance(raw, dict):
+        p.add("probe", f"must be a mapping of {', '.join(PROBE_LIMITS)}, got {raw!r}")
+        return ProbeSettings()
+    for k in sorted(set(raw) - set(PROBE_LIMITS)):
+        p.add(f"probe.{k}", f"unknown key (known: {', '.join(PROBE_LIMITS)})")
+    values = {}
+    for k, (lo, hi) in PROBE_LIMITS.items():
+        if k in raw:
+            v = _int(p, {f"probe.{k}": raw[k]}, f"probe.{k}", lo, hi)
+            if v is not None:
+                values[k] = v
+    return ProbeSettings(**values)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

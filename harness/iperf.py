@@ -57,6 +57,7 @@ class IperfParams:
     protocol: str = "tcp"
     offered_mbps: float | None = None  # None = unpaced (TCP), iperf3's -b otherwise
     streams: int = 1
+    length_bytes: int | None = None  # iperf3 -l: read/write size (UDP: datagram payload); None = iperf3's
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -182,6 +183,8 @@ def cli_argv(params: IperfParams) -> list[str]:
         argv.append("-u")
     if params.offered_bps is not None:
         argv += ["-b", str(params.offered_bps)]
+    if params.length_bytes is not None:
+        argv += ["-l", str(params.length_bytes)]
     return argv
 
 

@@ -37,6 +37,8 @@ def main(argv: list[str]) -> int:
     client.num_streams = int(params["streams"])
     if params.get("offered_mbps") is not None:
         client.bandwidth = int(round(float(params["offered_mbps"]) * 1e6))
+    if params.get("length_bytes") is not None:
+        client.blksize = int(params["length_bytes"])
     client.json_output = True
     try:
         fcntl.fcntl(client._pipe_in, _F_SETPIPE_SZ, _WRAPPER_PIPE_BYTES)

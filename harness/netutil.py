@@ -43,6 +43,50 @@ def parse_proc_net_tcp_listeners(text: str) -> dict[int, set[int]]:
     return ports
 
 
+def parse_proc_net_udp_bound(text: str) -> dict[int, set[int]]:
+    """{port: socket inodes} of UDP sockets bound to a local port, from /proc/net/udp or udp6.
+
+    Every UDP socket there has a local port; a listener is one with no remote
+    peer (remote address all zeros, state 07 = TCP_CLOSE reused by UDP).
+    """
+    ports: dict[int, set[int]] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or set(fields[2].rsplit(":", 1)[1]) != {"0"}:
+            continue
+        port = int(fields[1].rsplit(":", 1)[1], 16)
+        ports.setdefault(port, set()).add(int(fields[9]))
+    return ports
+
+
+def udp_listeners() -> dict[int, set[int]]:
+    """{port: socket inodes} of unconnected (listening) UDP sockets in this network namespace."""
+    out: dict[int, set[int]] = {}
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            for port, inodes in parse_proc_net_udp_bound(Path(name).read_text()).items():
+                out.setdefault(port, set()).update(inodes)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def wait_udp_bound(port: int, timeout_s: float, alive: Callable[[], bool] | None = None,
+                   pids: Iterable[int] = ()) -> None:
+    """Block until an unconnected UDP socket is bound to port (held by one of pids, if given)."""
+    deadline = time.monotonic() + timeout_s
+    owners = list(pids)
+    while True:
+        inodes = udp_listeners().get(port, set())
+        if inodes and (not owners or any(inodes & socket_inodes(p) for p in owners)):
+            return
+        if alive is not None and not alive():
+            raise TimeoutError(f"the process that should receive UDP on port {port} exited")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no UDP socket bound to port {port} after {timeout_s:.0f} s")
+        time.sleep(0.02)
+
+
 def listeners() -> dict[int, set[int]]:
     """{port: socket inodes} of TCP listeners in this network namespace (IPv4 and IPv6)."""
     out: dict[int, set[int]] = {}

@@ -131,6 +131,39 @@ def cpu_seconds(pid: int) -> float | None:
     return parse_proc_stat_cpu_ticks(text) / _CLK_TCK
 
 
+def parse_proc_stat_tree_ticks(text: str) -> int:
+    """utime + stime + cutime + cstime (clock ticks) from the text of /proc/PID/stat.
+
+    cutime/cstime hold the CPU of children this process has already reaped
+    (waited for): a fork-per-connection forwarder (socat, sshd) moves its
+    finished connections' CPU there.
+    """
+    rest = text[text.rindex(")") + 2:].split()
+    # Fields 14-17 (utime, stime, cutime, cstime) are rest[11:15].
+    return sum(int(x) for x in rest[11:15])
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of pid and every descendant, live or already reaped; None if pid is gone.
+
+    Each process is counted once: live ones by their own utime+stime, reaped
+    ones through their reaper's cutime+cstime. A child reaped exactly between
+    the two /proc reads can count twice or not at all (a window of
+    microseconds, against runs of seconds). For a process without children
+    this equals cpu_seconds(pid).
+    """
+    try:
+        ticks = parse_proc_stat_tree_ticks(Path(f"/proc/{pid}/stat").read_text())
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for child in descendants(pid):
+        try:
+            ticks += parse_proc_stat_tree_ticks(Path(f"/proc/{child}/stat").read_text())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited and reaped since the scan: its CPU is in its reaper's cutime now
+    return ticks / _CLK_TCK
+
+
 def parse_ppid(text: str) -> int:
     """Parent pid (field 4) from the text of /proc/PID/stat."""
     return int(text[text.rindex(")") + 2:].split()[1])

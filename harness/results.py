@@ -27,11 +27,25 @@ from harness.errors import HarnessError
 # Format history (bump SCHEMA_VERSION and add an upgrader to UPGRADES for
 # every change that an older reader could misread):
 #   1  first version: header / measurement / run_end / run_resumed lines.
-SCHEMA_VERSION = 1
+#   2  measurements name their `driver` ("iperf3" | "latency" | "connrate"); new
+#      fields: UDP `lost_pct` / `jitter_ms` (iperf3 -u), latency `setup_*_us` /
+#      `rtt_*_us` percentiles, connrate `conn_per_s` / `conns_ok` / `conn_errors`,
+#      and `probe_raw` (the probe client's JSON report, verbatim). Version-1
+#      measurements were all iperf3 TCP runs: driver "iperf3", the rest None.
+SCHEMA_VERSION = 2
+
+
+def _upgrade_1_to_2(line: dict[str, Any]) -> dict[str, Any]:
+    if line.get("type") == "measurement":
+        line = {**line, "driver": "iperf3"}
+    return line
+
 
 # UPGRADES[v] turns one line (dict) of a version-v file into version v+1.
 # Loading applies them step by step up to SCHEMA_VERSION.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
+
+DRIVER_IPERF3 = "iperf3"
 
 FORMAT_NAME = "portunus-bench-results"
 SUFFIX = ".jsonl"
@@ -84,6 +98,24 @@ class Record:
     cpu_s_per_gb: float | None = None  # forwarder_cpu_s / (total_bytes / 1e9)
     path_info: dict[str, Any] = field(default_factory=dict)
     iperf_raw: str | None = None  # iperf3's JSON report, verbatim
+    # --- since schema 2
+    driver: str = DRIVER_IPERF3  # what measured: "iperf3" | "latency" | "connrate" (harness.drivers)
+    lost_pct: float | None = None  # UDP: datagrams lost, receiver side, non-omitted interval
+    jitter_ms: float | None = None  # UDP: iperf3's receiver-side jitter
+    # latency: connect() -> first byte of the reply, and 1-byte RTT; percentiles over the samples
+    setup_p50_us: float | None = None
+    setup_p90_us: float | None = None
+    setup_p99_us: float | None = None
+    setup_samples: int | None = None
+    rtt_p50_us: float | None = None
+    rtt_p90_us: float | None = None
+    rtt_p99_us: float | None = None
+    rtt_samples: int | None = None
+    # connrate: completed short connections per second over the measured window
+    conn_per_s: float | None = None
+    conns_ok: int | None = None
+    conn_errors: int | None = None  # latency and connrate: connections / requests that failed
+    probe_raw: str | None = None  # the latency / connrate probe's JSON report, verbatim
 
     @property
     def ok(self) -> bool:
@@ -281,11 +313,13 @@ def to_dataframe(records: Iterable[Record], include_raw: bool = False) -> Any:
     """Records as a pandas DataFrame, one row per measurement (iperf_raw left out unless asked)."""
     import pandas as pd  # the harness core does not need pandas; analysis does
 
+    raw = ("iperf_raw", "probe_raw")
     rows = []
     for r in records:
         d = r.to_dict()
         if not include_raw:
-            d.pop("iperf_raw")
+            for k in raw:
+                d.pop(k)
         rows.append(d)
-    columns: Sequence[str] = [f.name for f in fields(Record) if include_raw or f.name != "iperf_raw"]
+    columns: Sequence[str] = [f.name for f in fields(Record) if include_raw or f.name not in raw]
     return pd.DataFrame(rows, columns=list(columns))

@@ -20,17 +20,18 @@ from typing import TextIO
 
 from harness import procs
 from harness.config import ExperimentConfig
+from harness.drivers import driver_for
 from harness.errors import HarnessError, IperfError, PathError
-from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
 from harness.netutil import free_port
 from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
+from harness.paths import nftables as nft
 from harness.paths.base import ForwardPath
 from harness.plan import Measurement, build_plan
 from harness.preflight import check_paths, check_ports, check_tools
+from harness.probe import ProbeError
 from harness.progress import Progress
 from harness.results import (
-    BYTES_PER_GB,
     STATUS_FAILED,
     STATUS_OK,
     Header,
@@ -77,7 +78,9 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
                 ports: PortAllocator, guard: SignalGuard) -> Record:
     """Run one measurement end to end; failures become a failed Record, never an exception.
 
-    Interrupted (a signal) and programming errors propagate, after cleanup.
+    What runs through the path (iperf3, or the latency / connrate probe) is
+    the experiment kind's driver (harness.drivers). Interrupted (a signal)
+    and programming errors propagate, after cleanup.
     """
     started = utc_now()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -85,56 +88,49 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     target_port = ports.alloc()
     setup = PathSetup(target_port=target_port, workdir=workdir, alloc_port=ports.alloc,
                       cap_bytes_per_s=m.cap_bytes_per_s, protocol=cfg.protocol)
+    driver = driver_for(cfg.kind)
     raw: str | None = None
     pids: tuple[int, ...] = ()
     cpu_s: float | None = None
     info: dict = {}
     error: str | None = None
-    result = None
+    fields: dict | None = None
     try:
         try:
             endpoint = path.start(setup)
             path.ready(READY_TIMEOUT_S)
             info = path.describe()
-            with open_iperf_server(target_port, workdir / "iperf3-server.log"):
+            with driver.open_target(target_port, workdir, cfg):
                 pids = tuple(path.forwarder_pids())
                 if path.has_forwarder_process and not pids:
                     raise PathError(f"{m.path}: forwarder process exited before the run")
-                before = [procs.cpu_seconds(p) for p in pids]
-                params = IperfParams(endpoint.host, endpoint.port, cfg.seconds, cfg.omit_seconds,
-                                     cfg.protocol, m.offered_mbps, cfg.streams)
-                raw = run_client(params, cfg.backend)
-                after = [procs.cpu_seconds(p) for p in pids]
+                # Each pid's whole process tree: workers and per-connection forks count too.
+                before = [procs.tree_cpu_seconds(p) for p in pids]
+                raw = driver.run_client(endpoint, cfg, m)
+                after = [procs.tree_cpu_seconds(p) for p in pids]
+                info = path.describe()  # again, after the traffic: e.g. whether HAProxy really spliced
             if pids:
                 deltas = [a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None]
                 if len(deltas) != len(pids):
                     raise PathError(f"{m.path}: forwarder process exited during the run")
                 cpu_s = sum(deltas)
-            result = parse_iperf_json(raw)
+            fields = driver.record_fields(raw, cpu_s)
         finally:
             with guard.deferred():  # a signal here waits until the path is fully down
                 path.stop()
     except Exception as e:  # any failure of this measurement is recorded; the run goes on
-        error = str(e) if isinstance(e, (PathError, IperfError)) else f"{type(e).__name__}: {e}"
-        if not isinstance(e, (PathError, IperfError, TimeoutError, OSError, subprocess.SubprocessError)):
+        error = str(e) if isinstance(e, (PathError, IperfError, ProbeError)) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, (PathError, IperfError, ProbeError, TimeoutError, OSError, subprocess.SubprocessError)):
             log.exception("measurement %d (%s) failed unexpectedly", m.index, m.path)
     base = dict(
         experiment=cfg.name, path=m.path, round=m.round, index=m.index, offered_mbps=m.offered_mbps,
         cap_bytes_per_s=m.cap_bytes_per_s, seconds=cfg.seconds, omit_seconds=cfg.omit_seconds,
         protocol=cfg.protocol, backend=cfg.backend, started_at=started, ended_at=utc_now(),
-        forwarder_pids=pids, path_info=info, iperf_raw=raw,
+        forwarder_pids=pids, path_info=info, driver=driver.name, **{driver.raw_field: raw},
     )
-    if result is None:
+    if fields is None:
         return Record(status=STATUS_FAILED, error=error or "unknown failure", **base)  # type: ignore[arg-type]
-    per_gb = cpu_s / (result.total_bytes / BYTES_PER_GB) if cpu_s is not None and result.total_bytes > 0 else None
-    return Record(
-        status=STATUS_OK, error=None,
-        throughput_mbps=result.throughput_mbps, sender_mbps=result.sender_mbps,
-        receiver_mbps=result.receiver_mbps, retransmits=result.retransmits,
-        sender_bytes=result.sender_bytes, receiver_bytes=result.receiver_bytes, total_bytes=result.total_bytes,
-        iperf_host_cpu_pct=result.host_cpu_pct, iperf_remote_cpu_pct=result.remote_cpu_pct,
-        forwarder_cpu_s=cpu_s, cpu_s_per_gb=per_gb, **base,  # type: ignore[arg-type]
-    )
+    return Record(status=STATUS_OK, error=None, forwarder_cpu_s=cpu_s, **fields, **base)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -225,4 +221,6 @@ def _safety_net(paths: dict[str, ForwardPath]) -> None:
             ipt.remove_chain(ipt.chain_name())
         except PathError:
             pass
+    if "nftables" in paths:
+        nft.remove_table(nft.table_name())
 

@@ -9,7 +9,7 @@ PACKAGES=(
     iperf3 libiperf0          # traffic generator (CLI and the library the PyPI wrapper loads)
     iptables nftables         # kernel baselines
     iproute2 procps           # ip netns / veth / tc; ps
-    haproxy nginx socat rinetd openssh-server openssh-client  # comparable forwarders
+    haproxy nginx libnginx-mod-stream socat rinetd openssh-server openssh-client  # comparable forwarders
     gcc libc6-dev make        # builds the C splice reference forwarder
     python3-venv
 )

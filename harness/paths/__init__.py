@@ -10,8 +10,14 @@ from __future__ import annotations
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
 from harness.paths.client import ClientCappedPath, ClientPath
 from harness.paths.direct import DirectPath
+from harness.paths.haproxy import HaproxyBigbufPath, HaproxyPath, HaproxySplicePath
 from harness.paths.iptables import IptablesPath
+from harness.paths.nftables import NftablesPath
+from harness.paths.nginx import NginxBigbufPath, NginxPath
 from harness.paths.reference import ReferencePath
+from harness.paths.rinetd import RinetdPath
+from harness.paths.socat import SocatBigbufPath, SocatPath
+from harness.paths.ssh import SshPath
 from harness.paths.standalone import StandaloneCappedPath, StandaloneCopyPath, StandalonePath
 
 PATHS: dict[str, type[ForwardPath]] = {
@@ -23,6 +29,17 @@ PATHS: dict[str, type[ForwardPath]] = {
     "standalone_capped": StandaloneCappedPath,
     "client": ClientPath,
     "client_capped": ClientCappedPath,
+    # Comparable forwarders (peers): defaults, and buffers comparable to Portunus's.
+    "nftables": NftablesPath,
+    "haproxy": HaproxyPath,
+    "haproxy_bigbuf": HaproxyBigbufPath,
+    "haproxy_splice": HaproxySplicePath,
+    "nginx": NginxPath,
+    "nginx_bigbuf": NginxBigbufPath,
+    "socat": SocatPath,
+    "socat_bigbuf": SocatBigbufPath,
+    "rinetd": RinetdPath,
+    "ssh": SshPath,
 }
 
 __all__ = ["PATHS", "Availability", "Endpoint", "ForwardPath", "PathSetup"]

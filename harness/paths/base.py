@@ -81,6 +81,9 @@ class ForwardPath(abc.ABC):
     needs_root: ClassVar[bool] = False
     # How many ports from setup.alloc_port() one measurement uses (preflight checks them).
     ports_needed: ClassVar[int] = 1
+    # Values of setup.protocol the path can carry. "udp" means UDP datagrams AND TCP on
+    # the same listen port: `iperf3 -u` keeps its control connection on TCP.
+    protocols: ClassVar[tuple[str, ...]] = ("tcp",)
 
     def available(self) -> Availability:
         """Whether this path can run here; cheap, no side effects."""

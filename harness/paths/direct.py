@@ -11,6 +11,7 @@ class DirectPath(ForwardPath):
     description = "iperf3 -> iperf3 server, no forwarder"
     has_forwarder_process = False
     ports_needed = 0
+    protocols = ("tcp", "udp")
 
     def start(self, setup: PathSetup) -> Endpoint:
         return Endpoint(LOOPBACK, setup.target_port)

@@ -122,10 +122,11 @@ class IptablesPath(ForwardPath):
     has_forwarder_process = False
     needs_root = True
     ports_needed = 1
+    protocols = ("tcp", "udp")  # udp: a UDP and a TCP rule (iperf3 -u keeps TCP for control)
 
     def __init__(self) -> None:
         self._chain: str | None = None
-        self._rule: list[str] | None = None
+        self._rules: list[list[str]] = []
 
     def available(self) -> Availability:
         return iptables_available()
@@ -135,14 +136,17 @@ class IptablesPath(ForwardPath):
         chain = chain_name()
         self._chain = chain  # set first: stop() must clean up even if the next call fails
         ensure_chain(chain)
-        self._rule = redirect_rule(listen_port, setup.target_port, setup.protocol)
-        _ipt("-A", chain, *self._rule)
+        l4 = ["tcp", "udp"] if setup.protocol == "udp" else [setup.protocol]
+        self._rules = [redirect_rule(listen_port, setup.target_port, proto) for proto in l4]
+        for rule in self._rules:
+            _ipt("-A", chain, *rule)
         return Endpoint(LOOPBACK, listen_port)
 
     def ready(self, timeout_s: float) -> None:
-        assert self._chain is not None and self._rule is not None
-        if _ipt("-C", self._chain, *self._rule, check=False).returncode != 0:
-            raise PathError(f"REDIRECT rule missing from chain {self._chain} right after adding it")
+        assert self._chain is not None and self._rules
+        for rule in self._rules:
+            if _ipt("-C", self._chain, *rule, check=False).returncode != 0:
+                raise PathError(f"REDIRECT rule missing from chain {self._chain} right after adding it")
 
     def stop(self) -> None:
         if self._chain is not None:
@@ -150,4 +154,4 @@ class IptablesPath(ForwardPath):
             self._chain = None
 
     def describe(self) -> dict:
-        return {"chain": self._chain, "rule": " ".join(self._rule or [])}
+        return {"chain": self._chain, "rule": "; ".join(" ".join(r) for r in self._rules)}

@@ -12,10 +12,11 @@ from typing import Any, ClassVar
 
 from harness import procs
 from harness.errors import PathError
-from harness.netutil import LOOPBACK
+from harness.netutil import LOOPBACK, wait_udp_bound
 from harness.paths._proc_path import (
     READY_TIMEOUT_S,
     find_executable,
+    log_tail,
     stop_all,
     wait_process_accepts,
 )
@@ -26,8 +27,19 @@ BINARY = "portunus-standalone"
 
 def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "tcp",
                            cap_bytes_per_s: int | None = None) -> str:
-    """The rule file for one measurement. Drain 0 s: the harness stops it after the run."""
+    """The rule file for one measurement. Drain 0 s: the harness stops it after the run.
+
+    protocol "udp" adds a TCP rule on the same port for iperf3's control connection.
+    """
     rate = f"\nrate_limit = {{ bandwidth_in_bps = {cap_bytes_per_s} }}" if cap_bytes_per_s else ""
+    control = ""
+    if protocol == "udp":
+        control = ("\n[[rule]]\n"
+                   'name = "bench_control"\n'
+                   'protocol = "tcp"\n'
+                   f'listen_addr = "{LOOPBACK}"\n'
+                   f"listen_port = {listen_port}\n"
+                   f'target = "{LOOPBACK}:{target_port}"\n')
     return (
         "[global]\n"
         'label = "bench"\n'
@@ -41,6 +53,7 @@ def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "
         f"listen_port = {listen_port}\n"
         f'target = "{LOOPBACK}:{target_port}"'
         f"{rate}\n"
+        f"{control}"
     )
 
 
@@ -48,12 +61,14 @@ class StandalonePath(ForwardPath):
     name = "standalone"
     description = "portunus-standalone, TOML rule, splice fast path (default)"
     ports_needed = 1
+    protocols = ("tcp", "udp")
     env_overrides: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
         self._port: int | None = None
         self._log: Path | None = None
+        self._protocol = "tcp"
         self._binary = find_executable(BINARY)
 
     def available(self) -> Availability:
@@ -65,6 +80,7 @@ class StandalonePath(ForwardPath):
         if self._binary is None:
             raise PathError(f"{BINARY} not found")
         self._port = setup.alloc_port()
+        self._protocol = setup.protocol
         cfg = setup.workdir / "standalone.toml"
         cfg.write_text(render_standalone_toml(self._port, setup.target_port, setup.protocol, setup.cap_bytes_per_s))
         self._log = setup.workdir / "standalone.log"
@@ -77,6 +93,12 @@ class StandalonePath(ForwardPath):
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         assert self._proc is not None and self._port is not None and self._log is not None
         wait_process_accepts(self._proc, self._port, timeout_s, BINARY, self._log)
+        if self._protocol == "udp":
+            proc = self._proc
+            try:
+                wait_udp_bound(self._port, timeout_s, alive=lambda: proc.poll() is None, pids=[proc.pid])
+            except TimeoutError as e:
+                raise PathError(f"{BINARY}: {e}. Log {self._log}:\n{log_tail(self._log)}") from None
 
     def stop(self) -> None:
         stop_all(self._proc)
