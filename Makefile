@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint headline sweep report gate bench baseline clean cleanup
+.PHONY: setup test lint headline sweep report gate bench baseline gate-proof clean cleanup
 
 setup: $(STAMP)
 
@@ -21,8 +21,66 @@ $(STAMP): pyproject.toml scripts/setup-system.sh
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The suite, then the performance gate (below) with the 50% threshold: CI runs exactly this.
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory gate MAX_REGRESSION_PCT=50
+
+# ---- Regression gate: harness/gate.py, microbenchmarks in tests/benchmarks/ ----
+# make bench       microbenchmarks (~30 s): each operation through portunus-standalone and directly
+#                  (its twin), interleaved round by round; writes $(BENCH_OUT), prints a summary.
+# make gate        bench + the quick end-to-end run (configs/quick.yaml), both gated: proxy/direct
+#                  ratios vs $(BASELINE) (exit 1 = more than MAX_REGRESSION_PCT slower AND outside
+#                  the run-to-run spread), standalone vs iptables vs the floor in $(FLOORS).
+# make baseline    refresh $(BASELINE) on purpose: BASELINE_RUNS runs pooled; review and commit it.
+# make gate-proof  the gate against real regressions: splice forced off (PORTUNUS_DISABLE_SPLICE=1)
+#                  and a 4 KiB-buffer copy forwarder (tests/benchmarks/slow_forwarder.py); prints
+#                  both verdicts, succeeds if the gate caught the slow forwarder.
+BASELINE ?= results/baselines/microbench.json
+FLOORS ?= results/baselines/quick-floors.json
+MAX_REGRESSION_PCT ?= 50
+BASELINE_RUNS ?= 3
+BENCH_OUT ?= /tmp/portunus-microbench.json
+BENCH_PYTEST = $(BIN)/pytest -q -p no:cacheprovider tests/benchmarks/test_microbench.py \
+	--benchmark-columns=min,median,max,rounds --benchmark-sort=name
+GATE_ARGS = --baseline $(BASELINE) --max-regression-pct $(MAX_REGRESSION_PCT)
+
+bench: setup
+	PORTUNUS_BENCH_OUT=$(BENCH_OUT) $(BENCH_PYTEST)
+	$(BIN)/portunus-bench gate --current $(BENCH_OUT)
+
+# Benchmark failure = no data: stop. Otherwise gate both; files are kept when something failed.
+gate: setup
+	@d=$$(mktemp -d /tmp/portunus-gate-XXXXXX); \
+	PORTUNUS_BENCH_OUT=$$d/microbench.json $(BENCH_PYTEST) > $$d/bench.log 2>&1 \
+	  || { cat $$d/bench.log; echo "gate: microbenchmarks failed; files in $$d"; exit 2; }; \
+	$(BIN)/portunus-bench run configs/quick.yaml --out $$d/quick > $$d/quick.log 2>&1; q=$$?; \
+	[ $$q -eq 0 ] || { cat $$d/quick.log; echo "gate: quick run exited $$q"; }; \
+	$(BIN)/portunus-bench gate $(GATE_ARGS) --current $$d/microbench.json \
+	  --floors $(FLOORS) --results $$d/quick/quick.jsonl; g=$$?; \
+	rc=$$g; [ $$rc -ne 0 ] || rc=$$q; \
+	if [ $$rc -eq 0 ]; then rm -rf $$d; else echo "gate: exit $$rc; files kept in $$d"; fi; exit $$rc
+
+baseline: setup
+	@d=$$(mktemp -d /tmp/portunus-baseline-XXXXXX); runs=; \
+	for i in $$(seq $(BASELINE_RUNS)); do \
+	  echo "baseline: run $$i of $(BASELINE_RUNS)"; \
+	  PORTUNUS_BENCH_OUT=$$d/run$$i.json $(BENCH_PYTEST) > $$d/run$$i.log 2>&1 \
+	    || { cat $$d/run$$i.log; exit 2; }; runs="$$runs $$d/run$$i.json"; \
+	done; \
+	$(BIN)/portunus-bench baseline --out $(BASELINE) $$runs && rm -rf $$d
+
+gate-proof: setup
+	@d=$$(mktemp -d /tmp/portunus-gate-proof-XXXXXX); \
+	echo "== 1/2: splice forced off (PORTUNUS_DISABLE_SPLICE=1) against the splice baseline"; \
+	PORTUNUS_DISABLE_SPLICE=1 PORTUNUS_BENCH_OUT=$$d/nosplice.json $(BENCH_PYTEST) > $$d/nosplice.log 2>&1 \
+	  || { cat $$d/nosplice.log; exit 2; }; \
+	$(BIN)/portunus-bench gate $(GATE_ARGS) --current $$d/nosplice.json; echo "gate exit: $$?"; \
+	echo "== 2/2: 4 KiB-buffer copy forwarder (tests/benchmarks/slow_forwarder.py) against the baseline"; \
+	PORTUNUS_BENCH_FORWARDER=small-buffer-copy PORTUNUS_BENCH_OUT=$$d/slow.json $(BENCH_PYTEST) \
+	  > $$d/slow.log 2>&1 || { cat $$d/slow.log; exit 2; }; \
+	$(BIN)/portunus-bench gate $(GATE_ARGS) --current $$d/slow.json; g=$$?; \
+	echo "gate exit: $$g (1 = regression caught)"; rm -rf $$d; [ $$g -eq 1 ]
 
 lint: setup
 	$(BIN)/ruff check portunus harness tests

@@ -146,6 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="validate experiment files and show their plans' size",
                          description="Load and validate each CONFIG (exit 2 with one line per problem).")
     val.add_argument("configs", nargs="+", metavar="CONFIG")
+
+    gat = sub.add_parser("gate", help="regression gate: microbenchmark ratios vs a baseline, quick-run floors",
+                         description="Compare a microbenchmark run (make bench) with a baseline: per benchmark "
+                         "the median ratio proxy/direct (time per operation), a REGRESSION only if it grew more "
+                         "than --max-regression-pct AND the runs' interquartile ranges do not overlap; and/or "
+                         "check a headline-kind result file (the quick run) against committed floors.",
+                         epilog="Exit codes: 0 ok (improvements never fail), 1 regression or below a floor, "
+                         "2 missing, failed or incompatible data.")
+    gat.add_argument("--baseline", type=Path, metavar="FILE", help="baseline microbenchmark JSON "
+                     "(results/baselines/microbench.json)")
+    gat.add_argument("--current", type=Path, metavar="FILE", help="microbenchmark JSON of this run "
+                     "(alone: print what it measured)")
+    gat.add_argument("--max-regression-pct", type=float, default=50.0, metavar="N",
+                     help="slowdown of the proxy/direct ratio that counts as a regression (default 50)")
+    gat.add_argument("--floors", type=Path, metavar="FILE", help="floors JSON (results/baselines/quick-floors.json)")
+    gat.add_argument("--results", type=Path, metavar="FILE", help="result file (.jsonl) of a headline-kind run, "
+                     "e.g. portunus-bench run configs/quick.yaml")
+
+    bas = sub.add_parser("baseline", help="pool microbenchmark runs into a gate baseline file",
+                         description="Pool the rounds of several microbenchmark runs (same benchmarks, parameters "
+                         "and settings) into one baseline, so its spread shows run-to-run noise. "
+                         "`make baseline` runs the benchmarks BASELINE_RUNS times and calls this.")
+    bas.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="microbenchmark JSON files")
+    bas.add_argument("--out", type=Path, required=True, metavar="FILE",
+                     help="baseline to write (results/baselines/microbench.json)")
     return p
 
 
@@ -278,6 +303,60 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from harness import gate
+
+    if (args.baseline is not None and args.current is None) or (args.floors is None) != (args.results is None):
+        raise HarnessError("gate: give --baseline with --current, and/or --floors with --results")
+    if args.current is None and args.floors is None:
+        raise HarnessError("gate: nothing to check: give --current [--baseline] and/or --floors/--results")
+    if args.max_regression_pct < 0:
+        raise HarnessError(f"--max-regression-pct must be >= 0, got {args.max_regression_pct:g}")
+    codes = []
+    if args.current is not None:
+        try:
+            current = gate.load_bench_file(args.current)
+            baseline = gate.load_bench_file(args.baseline) if args.baseline is not None else None
+        except gate.GateDataError as e:
+            print(f"gate: incompatible data: {e}", file=sys.stderr)
+            codes.append(gate.EXIT_DATA)
+        else:
+            print(f"Microbenchmarks ({args.current}): median of rounds; proxy/direct time median [IQR]")
+            print(gate.render_bench_summary(current))
+            if baseline is not None:
+                report = gate.compare(baseline, current, args.max_regression_pct)
+                print(gate.render_gate(report))
+                codes.append(report.exit_code)
+            else:
+                codes.append(gate.EXIT_OK)
+    if args.floors is not None:
+        from harness.results import load_results
+
+        try:
+            floors = gate.load_floors(args.floors)
+            records = load_results(args.results).records
+        except HarnessError as e:
+            print(f"gate: incompatible data: {e}", file=sys.stderr)
+            codes.append(gate.EXIT_DATA)
+        else:
+            checks = gate.check_floors(floors, records)
+            print(gate.render_floors(checks))
+            codes.append(gate.floors_exit_code(checks))
+    # A regression is a finding and wins over missing data elsewhere (as in GateReport.exit_code).
+    return gate.EXIT_REGRESSION if gate.EXIT_REGRESSION in codes else max(codes)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from harness import gate
+
+    pooled = gate.pool_bench_files([gate.load_bench_file(p) for p in args.runs])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(gate.dump_bench_file(pooled), indent=1) + "\n")
+    print(gate.render_bench_summary(pooled))
+    print(f"wrote {args.out} ({len(args.runs)} run(s) pooled)", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -298,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_paths(args)
         if args.verb == "validate":
             return cmd_validate(args)
+        if args.verb == "gate":
+            return cmd_gate(args)
+        if args.verb == "baseline":
+            return cmd_baseline(args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,12 +1,19 @@
-"""Markdown rendering of loaded results: pure render_* functions, no I/O.
+"""Markdown report over the result files of a directory: pure render_* functions, no I/O.
 
-Tables follow the spec's layout (paths as columns for the headline). Other
-stages (plots, gate, a richer report) build on the same summaries.
+    render_report(result_sets)   # title, how to read, the host block once, one section per file
+    render_readme_results(...)   # the same sections for the README (between its results markers)
+
+Sections are chosen by experiment kind through SECTIONS: adding a kind is one
+`render_<kind>_section(rs, ctx) -> list[str]` (markdown blocks) plus one
+entry there. Sections appear in SECTIONS order. Tables follow the spec's
+layout (paths as columns for the headline; offered rate as rows for the
+sweep); every number comes from the summaries in harness.experiments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from harness.experiments import (
     AbSummary,
@@ -19,12 +26,24 @@ from harness.experiments import (
     summarise_sweep,
 )
 from harness.experiments.headline import BASELINES
-from harness.results import Header, ResultSet
+from harness.experiments.sweep import CAPACITY_PATH, KEEPS_UP_PCT
+from harness.results import Header, Record, ResultSet
 from harness.stats import Summary
 
 DASH = "–"
 # What the CPU row says for paths with no forwarder process to measure.
 NO_FORWARDER_CPU = {"direct": "none (no forwarder)", "iptables": "kernel (not attributable)"}
+ABOVE_CAPACITY_MARK = "‡"
+
+HOW_TO_READ = (
+    "How to read: throughput is iperf3's sender-side rate over the non-omitted seconds, taken the same "
+    "way for every path (cap accuracy uses the receiver side: the bytes that actually crossed the cap). "
+    "Paths are measured one at a time in interleaved, shuffled rounds, so compare them as ratios within "
+    "one run, not as absolute numbers across hosts or days. Uncapped maxima are median [min–max] over the "
+    "rounds: where ranges overlap, the run does not rank the paths (see the notes under each table).")
+
+
+# ---------------------------------------------------------------- number formats
 
 
 def fmt_mbps(v: float | None) -> str:
@@ -38,11 +57,16 @@ def fmt_mbps(v: float | None) -> str:
     return f"{v:.3f}"
 
 
+def fmt_rate(v: float) -> str:
+    """An offered rate as configured: '100', '12,500', '0.5'."""
+    return f"{v:,.0f}" if v == int(v) else f"{v:,g}"
+
+
 def fmt_pct(v: float | None, digits: int = 1) -> str:
     return DASH if v is None else f"{v:.{digits}f}%"
 
 
-def fmt_range(s: Summary, fmt=fmt_mbps) -> str:
+def fmt_range(s: Summary, fmt: Callable[[float | None], str] = fmt_mbps) -> str:
     """'median [min–max]', or the single value when n == 1."""
     if s.n == 0:
         return DASH
@@ -51,11 +75,22 @@ def fmt_range(s: Summary, fmt=fmt_mbps) -> str:
     return f"{fmt(s.median)} [{fmt(s.min)}{DASH}{fmt(s.max)}]"
 
 
+def fmt_cpu(s: Summary) -> str:
+    return DASH if s.median is None else f"{s.median:.3f}"
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align_first_left: bool = True) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "| " + " | ".join(("---" if i == 0 and align_first_left else "---:") for i in range(len(header))) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _notes_block(notes: Sequence[str]) -> list[str]:
+    return ["Notes:\n\n" + "\n".join(f"- {n}" for n in notes)] if notes else []
+
+
+# ---------------------------------------------------------------- tables
 
 
 def render_headline_table(summary: HeadlineSummary) -> str:
@@ -78,13 +113,9 @@ def render_headline_table(summary: HeadlineSummary) -> str:
     return _table(header, rows)
 
 
-def fmt_cpu(s: Summary) -> str:
-    return DASH if s.median is None else f"{s.median:.3f}"
-
-
 def render_ab_table(s: AbSummary) -> str:
     """The spec's pairs table: one row per round, then the medians."""
-    header = ["Round", f"`{s.a}`", f"`{s.b}`", f"{s.a} / {s.b}"]
+    header = ["Round", f"`{s.a}`, Mbit/s", f"`{s.b}`, Mbit/s", f"{s.a} / {s.b}"]
     rows = [[f"{r.round}", fmt_mbps(r.a_mbps), fmt_mbps(r.b_mbps), fmt_pct(r.ratio_pct)] for r in s.rows]
     rows.append(["**median**", f"**{fmt_mbps(s.a_mbps.median)}**", f"**{fmt_mbps(s.b_mbps.median)}**",
                  f"**{fmt_pct(s.ratio_pct.median)}**"])
@@ -97,30 +128,77 @@ def render_ab_table(s: AbSummary) -> str:
 
 
 def render_capped_table(s: CappedSummary) -> str:
-    """Delivered vs cap per (path, cap), with the spec's bound and the tighter goal."""
+    """Delivered (receiver side) vs cap per (path, cap), with the spec's bound and the tighter goal."""
     header = ["Path", "Cap, B/s", "Target, Mbit/s", "Delivered, Mbit/s: median [min–max]", "Error",
-              f"≤ +{s.bound_pct:g}%", f"within ±{s.goal_pct:g}%"]
+              f"≤ +{s.bound_pct:g}%", f"within ±{s.goal_pct:g}%", "Sender side, Mbit/s (not used)"]
     rows = []
     for r in s.rows:
         n = r.delivered_mbps.n
         rows.append([f"`{r.path}`", f"{r.cap_bytes_per_s:,}", fmt_mbps(r.target_mbps), fmt_range(r.delivered_mbps),
                      DASH if r.error_pct is None else f"{r.error_pct:+.2f}%",
                      f"{'yes' if r.within_bound else 'NO'} ({r.n_within_bound}/{n} runs)",
-                     f"{'yes' if r.within_goal else 'no'} ({r.n_within_goal}/{n} runs)"])
+                     f"{'yes' if r.within_goal else 'no'} ({r.n_within_goal}/{n} runs)",
+                     fmt_mbps(r.sender_mbps.median)])
     return _table(header, rows)
 
 
 def render_sweep_table(s: SweepSummary) -> str:
-    """Offered rate as rows, paths as columns, delivered median Mbit/s in the cells."""
-    header = ["Offered, Mbit/s"] + [f"`{p}`" for p in s.paths]
+    """Offered rate as rows; per path the delivered median (Mbit/s) and delivered / offered."""
+    header = ["Offered, Mbit/s"]
+    for p in s.paths:
+        header += [f"`{p}`", "%"]
     rows = []
     for rate in s.rates_mbps:
-        cells = []
+        label = fmt_rate(rate) + (f" {ABOVE_CAPACITY_MARK}" if s.above_capacity(rate) else "")
+        cells = [label]
         for p in s.paths:
             c = s.cell(p, rate)
-            cells.append(DASH if c is None else fmt_mbps(c.delivered_mbps.median))
-        rows.append([fmt_mbps(rate)] + cells)
+            if c is None:
+                cells += [DASH, DASH]
+            else:
+                cells += [fmt_mbps(c.delivered_mbps.median), fmt_pct(c.pct_of_offered)]
+        rows.append(cells)
     return _table(header, rows, align_first_left=False)
+
+
+def render_sweep_findings(s: SweepSummary) -> list[str]:
+    """The host's capacity and where each path stops delivering the offered rate."""
+    out = []
+    c = s.capacity
+    if c is not None and c.throughput_mbps.n:
+        if c.lower_bound:
+            out.append(f"Capacity of this host: the `{c.path}` path (iperf3 to iperf3, no forwarder) delivered every "
+                       f"offered rate, up to {fmt_mbps(c.throughput_mbps.median)} Mbit/s; its ceiling is higher "
+                       "(run the headline experiment into the same directory to measure it).")
+        else:
+            out.append(f"Capacity of this host: the `{c.path}` path (iperf3 to iperf3, no forwarder) carries "
+                       f"{fmt_range(c.throughput_mbps)} Mbit/s ({c.source}). Rows marked {ABOVE_CAPACITY_MARK} "
+                       "offer more than its median: no path can deliver them here, so those rows show the "
+                       "host's limit, not the forwarders'.")
+    lines = []
+    for p in s.paths:
+        short = s.shortfalls(p)
+        if not short:
+            kept = [r for r in s.rows if r.path == p and r.keeps_up]
+            if kept:
+                lines.append(f"`{p}` delivers ≥ {KEEPS_UP_PCT:g}% of the offered rate at every rate measured.")
+            continue
+        first = short[0]
+        at = ", ".join(fmt_rate(r.offered_mbps) for r in short)
+        where = ""
+        if s.above_capacity(first.offered_mbps):
+            where = ", above the host's capacity"
+        elif c is not None and not c.lower_bound:
+            where = ", below the host's capacity: the path itself, or its share of the CPU, is the limit there"
+        base = s.cell(CAPACITY_PATH, first.offered_mbps) if p != CAPACITY_PATH else None
+        if base is not None:
+            where += f"; `{CAPACITY_PATH}` at that rate: {fmt_pct(base.pct_of_offered)}"
+        lines.append(f"`{p}` falls below {KEEPS_UP_PCT:g}% of the offered rate at {at} Mbit/s; first at "
+                     f"{fmt_rate(first.offered_mbps)}: {fmt_mbps(first.delivered_mbps.median)} Mbit/s delivered "
+                     f"({fmt_pct(first.pct_of_offered)}{where}).")
+    if lines:
+        out.append("Where the paths diverge from the offered rate:\n\n" + "\n".join(f"- {x}" for x in lines))
+    return out
 
 
 def render_sysinfo(h: Header) -> str:
@@ -138,58 +216,157 @@ def render_sysinfo(h: Header) -> str:
     ])
 
 
-def render_result_set(rs: ResultSet) -> str:
-    """One section per result file: what ran, on what, the tables, and the caveats."""
-    h = rs.header
-    cfg = h.config
-    out = [f"## {h.experiment} ({h.kind})", ""]
-    if cfg.get("description"):
-        out += [cfg["description"], ""]
-    out += [f"`{rs.path.name}`: {len(rs.records)} measurement(s), {cfg.get('rounds')} round(s) of "
+# ---------------------------------------------------------------- sections by kind
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What a section may use beyond its own file: the other files of the directory, the plot files."""
+
+    result_sets: tuple[ResultSet, ...] = ()
+    plots: Mapping[str, Sequence[str]] = field(default_factory=dict)  # result file name -> plot paths
+
+    def unpaced_records(self) -> list[Record]:
+        """Uncapped, unpaced records of every file (headline-style runs): the host's capacity."""
+        return [r for rs in self.result_sets for r in rs.records
+                if r.offered_mbps is None and r.cap_bytes_per_s is None]
+
+    def plot_links(self, rs: ResultSet) -> list[str]:
+        return [f"![{p.rsplit('/', 1)[-1]}]({p})" for p in self.plots.get(rs.path.name, ()) if p.endswith(".png")]
+
+
+SectionRenderer = Callable[[ResultSet, ReportContext], list[str]]
+
+
+def render_headline_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    s = summarise_headline(rs.records, rs.header.config.get("paths", ()))
+    return [render_headline_table(s), *_notes_block(s.notes)]
+
+
+def render_ab_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    cfg = rs.header.config
+    a, b = cfg.get("pair") or cfg["paths"][:2]
+    s = summarise_ab(rs.records, a, b)
+    return [render_ab_table(s), *_notes_block(s.notes)]
+
+
+def render_capped_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    cfg = rs.header.config
+    s = summarise_capped(rs.records, cfg.get("cap_bound_pct", 10.0), cfg.get("cap_goal_pct", 2.0))
+    return ["Delivered = iperf3's receiver-side rate over the non-omitted seconds: the bytes that crossed the "
+            "capped forwarder. The sender side is shown but not used: at low caps it measures what the socket "
+            "buffers absorbed, not the cap.", render_capped_table(s)]
+
+
+def render_sweep_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    s = summarise_sweep(rs.records, rs.header.config.get("paths", ()), ctx.unpaced_records())
+    return ["Delivered = iperf3's sender-side rate (median over the rounds) at each offered rate (`iperf3 -b`); "
+            "% = delivered / offered.", render_sweep_table(s), *render_sweep_findings(s), *_notes_block(s.notes)]
+
+
+def render_unknown_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    """A kind this report has no section for: say so, and show the per-path throughput anyway."""
+    out = [f"This version of the report has no section for kind `{rs.header.kind}`; per-path throughput of "
+           "its unpaced, uncapped runs follows."]
+    s = summarise_headline(rs.records, rs.header.config.get("paths", ()))
+    if s.paths:
+        out.append(render_headline_table(s))
+    return out
+
+
+SECTIONS: dict[str, SectionRenderer] = {
+    "headline": render_headline_section,
+    "ab": render_ab_section,
+    "capped": render_capped_section,
+    "sweep": render_sweep_section,
+}
+
+
+def _run_line(rs: ResultSet) -> str:
+    h, cfg = rs.header, rs.header.config
+    return (f"`{rs.path.name}`: {len(rs.records)} measurement(s), {cfg.get('rounds')} round(s) of "
             f"{cfg.get('seconds')} s (+{cfg.get('omit_seconds')} s omitted), iperf3 backend {cfg.get('backend')}, "
-            f"started {h.created_at}." + ("" if rs.complete else " **The run did not complete.**"), ""]
-    out += [render_sysinfo(h), ""]
+            f"started {h.created_at}." + ("" if rs.complete else " **The run did not complete.**"))
+
+
+def render_result_set(rs: ResultSet, ctx: ReportContext | None = None, host: Header | None = None,
+                      level: int = 2) -> str:
+    """One file's section: what ran, the tables and notes of its kind, and its plots.
+
+    Its host block is shown unless it matches `host` (the report's, shown once at the top).
+    """
+    ctx = ctx if ctx is not None else ReportContext((rs,))
+    h = rs.header
+    out = [f"{'#' * level} {h.experiment} ({h.kind})"]
+    if h.config.get("description"):
+        out.append(h.config["description"].strip())
+    out.append(_run_line(rs))
+    if host is None or render_sysinfo(h) != render_sysinfo(host):
+        if host is not None:
+            out.append("Recorded on a different host or commit than the block at the top:")
+        out.append(render_sysinfo(h))
     if h.unavailable_paths:
-        out += ["Paths skipped (unavailable on this host):", ""]
-        out += [f"- `{p}`: {why}" for p, why in h.unavailable_paths.items()] + [""]
-    records = rs.records
-    notes: list[str] = []
-    if h.kind == "ab":
-        a, b = (cfg.get("pair") or cfg["paths"][:2])
-        out += [render_ab_table(summarise_ab(records, a, b)), ""]
-    else:
-        if any(r.cap_bytes_per_s is None and r.offered_mbps is None for r in records):
-            hs = summarise_headline(records, cfg.get("paths", ()))
-            out += ["Throughput is iperf3's sender-side rate over the non-omitted seconds, the same for every path.",
-                    "", render_headline_table(hs), ""]
-            notes += hs.notes
-        if any(r.cap_bytes_per_s is not None for r in records):
-            out += [render_capped_table(summarise_capped(records, cfg.get("cap_bound_pct", 10.0),
-                                                         cfg.get("cap_goal_pct", 2.0))), ""]
-        if any(r.offered_mbps is not None and r.cap_bytes_per_s is None for r in records):
-            out += [render_sweep_table(summarise_sweep(records)), ""]
-    failed = [r for r in records if not r.ok]
+        out.append("Paths skipped (unavailable on this host):\n\n"
+                   + "\n".join(f"- `{p}`: {why}" for p, why in h.unavailable_paths.items()))
+    out += SECTIONS.get(h.kind, render_unknown_section)(rs, ctx)
+    failed = [r for r in rs.records if not r.ok]
     if failed:
-        notes.append(f"{len(failed)} measurement(s) failed; first error: {failed[0].path} round "
-                     f"{failed[0].round}: {(failed[0].error or '').splitlines()[0][:200]}")
-    if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(out)
-
-
-KIND_ORDER = ("headline", "ab", "capped", "sweep")
+        out += _notes_block([f"{len(failed)} measurement(s) failed; first error: {failed[0].path} round "
+                             f"{failed[0].round}: {(failed[0].error or '').splitlines()[0][:200]}"])
+    out += ctx.plot_links(rs)
+    return "\n\n".join(out) + "\n"
 
 
 def _section_order(rs: ResultSet) -> tuple[int, str]:
+    kinds = list(SECTIONS)
     kind = rs.header.kind
-    return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), rs.path.name)
+    return (kinds.index(kind) if kind in kinds else len(kinds), rs.path.name)
 
 
-def render_report(result_sets: Sequence[ResultSet], title: str = "Portunus benchmark results") -> str:
-    """The whole report over every result file of a directory."""
-    out = [f"# {title}", ""]
+def ordered(result_sets: Iterable[ResultSet]) -> list[ResultSet]:
+    """Result files in report order: by kind (SECTIONS order), then file name."""
+    return sorted(result_sets, key=_section_order)
+
+
+def report_host(result_sets: Sequence[ResultSet]) -> Header | None:
+    """The header whose host block heads the report: the earliest file's."""
+    return min((rs.header for rs in result_sets), key=lambda h: h.created_at, default=None)
+
+
+def _sections(result_sets: Sequence[ResultSet], plots: Mapping[str, Sequence[str]], level: int) -> list[str]:
+    ctx = ReportContext(tuple(result_sets), plots)
+    host = report_host(result_sets)
+    out = []
+    if host is not None:
+        si = host.sysinfo
+        out += [f"{'#' * level} Host", f"`{si.get('hostname')}`, {si.get('cpu_cores')} cores, "
+                f"{(si.get('memory_kib') or 0) / 2**20:.1f} GiB RAM.", render_sysinfo(host)]
+    out += [render_result_set(rs, ctx, host, level).rstrip("\n") for rs in ordered(result_sets)]
+    return out
+
+
+def render_report(result_sets: Sequence[ResultSet], title: str = "Portunus benchmark results",
+                  plots: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The whole report over every result file of a directory (plots: file name -> plot paths)."""
+    out = [f"# {title}"]
     if not result_sets:
-        out += ["No result files found.", ""]
-    for rs in sorted(result_sets, key=_section_order):
-        out.append(render_result_set(rs))
-    return "\n".join(out).rstrip() + "\n"
+        out.append("No result files found.")
+    else:
+        out.append(HOW_TO_READ)
+        out += _sections(result_sets, plots or {}, level=2)
+    return "\n\n".join(out).rstrip() + "\n"
+
+
+def render_readme_results(result_sets: Sequence[ResultSet], results_dir: str,
+                          plots: Mapping[str, Sequence[str]] | None = None, level: int = 3) -> str:
+    """The report's sections for the README; results_dir and plot paths relative to the README."""
+    host = report_host(result_sets)
+    if host is None:
+        return f"No result files in `{results_dir}`.\n"
+    commit = (host.sysinfo.get("commit") or "?")[:12]
+    files = ", ".join(f"`{rs.path.name}`" for rs in ordered(result_sets))
+    out = [f"Generated from `{results_dir}` ({files}; commit {commit}, started {host.created_at}) by "
+           f"`portunus-bench readme {results_dir} README.md`; the full report with every note is "
+           f"[`{results_dir}/report.md`]({results_dir}/report.md).", HOW_TO_READ]
+    out += _sections(result_sets, plots or {}, level)
+    return "\n\n".join(out).rstrip() + "\n"

@@ -17,12 +17,14 @@ class Standalone:
 
     def __init__(self, tmp: Path, toml: str, *, env: dict[str, str] | None = None,
                  metrics_addr: str | None = None, wait_ports: list[int] | None = None,
-                 name: str = "rules.toml") -> None:
+                 name: str = "rules.toml", program: list[str] | None = None) -> None:
+        """`program`: argv prefix to run instead of portunus-standalone (a benchmark
+        variant taking the same flags); `--config FILE` is appended."""
         self.path = tmp / name
         self.path.write_text(toml)
         self.log_path = tmp / (name + ".log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        cmd = [str(BIN / "portunus-standalone"), "--config", str(self.path)]
+        cmd = [*(program or [str(BIN / "portunus-standalone")]), "--config", str(self.path)]
         if metrics_addr:
             cmd += ["--metrics-addr", metrics_addr]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,

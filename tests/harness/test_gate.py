@@ -1,0 +1,365 @@
+"""Regression gate logic on synthetic result files: regression, improvement, noise, missing,
+failed, incompatible (schema, format, parameters, too few rounds), new, pooling, floors, and the
+CLI's exit codes and tables (golden file)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import cli, gate
+from harness.gate import (
+    BenchFile,
+    BenchResult,
+    Floor,
+    GateDataError,
+    Round,
+    check_floors,
+    compare,
+    dump_bench_file,
+    parse_bench_file,
+    pool_bench_files,
+    summarise_ratios,
+)
+from harness.results import create_results
+from tests.harness.conftest import FIXTURES
+from tests.harness.test_results import header, record
+
+GATE_FIXTURES = FIXTURES / "gate"
+REPO = Path(__file__).resolve().parents[2]
+
+# Ratios of a steady benchmark: median 2.0, IQR [1.95, 2.05].
+STEADY = [1.9, 1.95, 1.95, 2.0, 2.0, 2.0, 2.05, 2.05, 2.1]
+
+
+def bench(name: str, ratios: list[float], *, warmup: list[float] = (), kind: str = "latency",
+          params: dict | None = None, error: str | None = None, direct_s: float = 0.1) -> BenchResult:
+    """A benchmark whose rounds have exactly these proxy/direct ratios (direct time fixed)."""
+    rounds = [Round(direct_s, direct_s * r, 1000, warmup=True) for r in warmup]
+    rounds += [Round(direct_s, direct_s * r, 1000) for r in ratios]
+    return BenchResult(name, f"synthetic {name}", kind, params or {"payload_bytes": 64}, tuple(rounds), error)
+
+
+def bfile(*benches: BenchResult, settings: dict | None = None, host: str = "h1") -> BenchFile:
+    return BenchFile(created_at="2026-01-01T00:00:00+00:00", sysinfo={"hostname": host, "cpu_cores": 2},
+                     settings=settings or {"forwarder": "standalone"}, benchmarks=tuple(benches))
+
+
+def write(path: Path, bf: BenchFile) -> Path:
+    path.write_text(json.dumps(dump_bench_file(bf)))
+    return path
+
+
+def only_row(report: gate.GateReport) -> gate.Comparison:
+    assert len(report.rows) == 1
+    return report.rows[0]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_quartiles_and_median_of_ratios() -> None:
+    s = summarise_ratios([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert s is not None
+    assert (s.n, s.median, s.q1, s.q3, s.min, s.max) == (5, 3.0, 2.0, 4.0, 1.0, 5.0)
+    one = summarise_ratios([2.5])
+    assert one is not None and one.q1 == one.q3 == one.median == 2.5
+    assert summarise_ratios([]) is None
+
+
+def test_warmup_rounds_are_kept_but_not_counted() -> None:
+    b = bench("x", STEADY, warmup=[50.0])
+    assert len(b.rounds) == len(STEADY) + 1
+    assert b.ratios() == pytest.approx(STEADY)
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def test_regression_needs_threshold_and_spread() -> None:
+    cur = [r * 1.8 for r in STEADY]  # +80%, tight: IQRs far apart
+    row = only_row(compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 50))
+    assert row.verdict == gate.VERDICT_REGRESSION
+    assert row.beyond_threshold and row.outside_spread
+    assert row.delta_pct == pytest.approx(80.0)
+
+
+def test_improvement_never_fails() -> None:
+    cur = [r / 3 for r in STEADY]
+    report = compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 50)
+    assert only_row(report).verdict == gate.VERDICT_IMPROVED
+    assert report.exit_code == gate.EXIT_OK
+    # Also with a zero threshold: faster is never a regression.
+    assert compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 0).exit_code == gate.EXIT_OK
+
+
+def test_noise_beyond_threshold_inside_spread_is_not_a_regression() -> None:
+    # Median +60%, but this run is all over the place: its IQR reaches into the baseline's.
+    noisy = [1.0, 1.5, 2.0, 3.2, 3.2, 3.2, 3.3, 5.0, 6.0]
+    row = only_row(compare(bfile(bench("rtt", STEADY)), bfile(bench("rtt", noisy)), 50))
+    assert row.delta_pct == pytest.approx(60.0)
+    assert row.beyond_threshold and not row.outside_spread
+    assert row.verdict == gate.VERDICT_NOISE
+
+
+def test_significant_but_within_threshold_is_ok() -> None:
+    cur = [r * 1.3 for r in STEADY]  # +30%: real, but under the 50% the gate allows
+    row = only_row(compare(bfile(bench("rtt", STEADY)), bfile(bench("rtt", cur)), 50))
+    assert row.outside_spread and not row.beyond_threshold
+    assert row.verdict == gate.VERDICT_OK and "within threshold" in row.note
+
+
+def test_small_significant_speedup_is_ok_not_improved() -> None:
+    cur = [r * 0.8 for r in STEADY]  # -20%: real, but not the mirror of a 50% regression (-33%)
+    assert only_row(compare(bfile(bench("a", STEADY)), bfile(bench("a", cur)), 50)).verdict == gate.VERDICT_OK
+
+
+def test_threshold_is_a_parameter() -> None:
+    cur = [r * 1.3 for r in STEADY]
+    assert only_row(compare(bfile(bench("a", STEADY)), bfile(bench("a", cur)), 20)).verdict == "REGRESSION"
+
+
+def test_missing_benchmark_is_exit_2() -> None:
+    report = compare(bfile(bench("a", STEADY), bench("b", STEADY)), bfile(bench("a", STEADY)), 50)
+    assert [r.verdict for r in report.rows] == [gate.VERDICT_OK, gate.VERDICT_MISSING]
+    assert report.exit_code == gate.EXIT_DATA
+
+
+def test_a_regression_outranks_missing_data() -> None:
+    report = compare(bfile(bench("a", STEADY), bench("b", STEADY)), bfile(bench("a", [r * 2 for r in STEADY])), 50)
+    assert report.exit_code == gate.EXIT_REGRESSION
+
+
+def test_failed_benchmark_is_exit_2() -> None:
+    report = compare(bfile(bench("a", STEADY)), bfile(bench("a", STEADY[:3], error="BenchIOError: closed")), 50)
+    row = only_row(report)
+    assert row.verdict == gate.VERDICT_FAILED and "closed" in row.note
+    assert report.exit_code == gate.EXIT_DATA
+
+
+def test_other_parameters_are_incompatible() -> None:
+    cur = bench("a", STEADY, params={"payload_bytes": 1024})
+    row = only_row(compare(bfile(bench("a", STEADY)), bfile(cur), 50))
+    assert row.verdict == gate.VERDICT_INCOMPATIBLE and "payload_bytes: 64 -> 1024" in row.note
+
+
+def test_too_few_rounds_cannot_be_gated() -> None:
+    row = only_row(compare(bfile(bench("a", STEADY)), bfile(bench("a", [9.0, 9.0])), 50))
+    assert row.verdict == gate.VERDICT_INCOMPATIBLE and f">= {gate.MIN_ROUNDS}" in row.note
+
+
+def test_new_benchmark_is_listed_not_gated() -> None:
+    report = compare(bfile(bench("a", STEADY)), bfile(bench("a", STEADY), bench("z", [99.0] * 9)), 50)
+    assert [r.verdict for r in report.rows] == [gate.VERDICT_OK, gate.VERDICT_NEW]
+    assert report.exit_code == gate.EXIT_OK
+
+
+def test_host_and_setting_differences_are_noted() -> None:
+    report = compare(bfile(bench("a", STEADY)),
+                     bfile(bench("a", STEADY), host="h2", settings={"forwarder": "small-buffer-copy"}), 50)
+    text = "\n".join(report.notes)
+    assert "hostname differs" in text and "forwarder: baseline 'standalone', current 'small-buffer-copy'" in text
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_dump_and_parse_round_trip() -> None:
+    bf = bfile(bench("a", STEADY, warmup=[3.0], kind="throughput", params={"payload_bytes": 65536}))
+    again = parse_bench_file(json.loads(json.dumps(dump_bench_file(bf))))
+    assert again == bf
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d.update(schema_version=99), "newer than this harness reads"),
+    (lambda d: d.update(schema_version="1"), "bad schema_version"),
+    (lambda d: d.update(format="portunus-bench-results"), "expected 'portunus-microbench'"),
+    (lambda d: d["benchmarks"][0].update(kind="speed"), "kind must be one of"),
+    (lambda d: d["benchmarks"][0]["rounds"][0].update(direct_s=0), "must be positive"),
+    (lambda d: d["benchmarks"].append(d["benchmarks"][0]), "duplicate benchmark names"),
+])
+def test_incompatible_or_malformed_files_are_refused(mutate, message: str) -> None:
+    doc = dump_bench_file(bfile(bench("a", STEADY)))
+    mutate(doc)
+    with pytest.raises(GateDataError, match=message):
+        parse_bench_file(doc, "x.json")
+
+
+def test_pooling_keeps_every_round_and_refuses_mixed_runs() -> None:
+    a = bfile(bench("a", STEADY, warmup=[5.0]))
+    b = bfile(bench("a", [r * 1.1 for r in STEADY], warmup=[5.0]))
+    pooled = pool_bench_files([a, b])
+    assert len(pooled.benchmarks[0].rounds) == 2 * (len(STEADY) + 1)
+    assert len(pooled.benchmarks[0].ratios()) == 2 * len(STEADY)
+    assert pooled.settings["pooled_runs"] == 2
+    with pytest.raises(GateDataError, match="other settings"):
+        pool_bench_files([a, bfile(bench("a", STEADY), settings={"forwarder": "small-buffer-copy"})])
+    with pytest.raises(GateDataError, match="parameters"):
+        pool_bench_files([a, bfile(bench("a", STEADY, params={"payload_bytes": 1}))])
+    with pytest.raises(GateDataError, match="other benchmarks"):
+        pool_bench_files([a, bfile(bench("b", STEADY))])
+
+
+# ---------------------------------------------------------------- CLI and tables
+
+
+def run_gate(*args: str, capsys) -> tuple[int, str, str]:
+    code = cli.main(["gate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_exit_codes_and_table(tmp_path: Path, capsys) -> None:
+    base = write(tmp_path / "base.json", bfile(bench("a", STEADY), bench("b", STEADY)))
+    same = write(tmp_path / "same.json", bfile(bench("a", STEADY), bench("b", STEADY)))
+    worse = write(tmp_path / "worse.json", bfile(bench("a", STEADY), bench("b", [r * 2 for r in STEADY])))
+    code, out, _ = run_gate("--baseline", str(base), "--current", str(same), capsys=capsys)
+    assert code == 0 and "result: 2 ok -> exit 0" in out
+    code, out, _ = run_gate("--baseline", str(base), "--current", str(worse), "--max-regression-pct", "50",
+                            capsys=capsys)
+    assert code == 1
+    gate_table = out[out.index("Microbenchmark gate:"):]
+    row = next(line for line in gate_table.splitlines() if line.startswith("| b "))
+    assert re.search(r"\| \+100\.0% \| yes\s+\| yes\s+\| REGRESSION \|", row), row
+    # Same files, a threshold the slowdown stays under.
+    code, _, _ = run_gate("--baseline", str(base), "--current", str(worse), "--max-regression-pct", "150",
+                          capsys=capsys)
+    assert code == 0
+
+
+def test_cli_incompatible_schema_is_exit_2(tmp_path: Path, capsys) -> None:
+    base = write(tmp_path / "base.json", bfile(bench("a", STEADY)))
+    doc = dump_bench_file(bfile(bench("a", STEADY)))
+    doc["schema_version"] = gate.BENCH_SCHEMA_VERSION + 1
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(doc))
+    code, _, err = run_gate("--baseline", str(base), "--current", str(newer), capsys=capsys)
+    assert code == 2 and "newer than this harness reads" in err
+    code, _, err = run_gate("--baseline", str(base), "--current", str(tmp_path / "absent.json"), capsys=capsys)
+    assert code == 2 and "no such file" in err
+    (tmp_path / "garbage.json").write_text("{not json")
+    code, _, err = run_gate("--baseline", str(tmp_path / "garbage.json"), "--current", str(base), capsys=capsys)
+    assert code == 2 and "not JSON" in err
+
+
+def test_cli_usage_errors(tmp_path: Path, capsys) -> None:
+    code, _, err = run_gate(capsys=capsys)
+    assert code == 2 and "nothing to check" in err
+    code, _, err = run_gate("--baseline", "x.json", capsys=capsys)
+    assert code == 2 and "--baseline with --current" in err
+    base = write(tmp_path / "base.json", bfile(bench("a", STEADY)))
+    code, _, err = run_gate("--baseline", str(base), "--current", str(base), "--max-regression-pct", "-1",
+                            capsys=capsys)
+    assert code == 2 and ">= 0" in err
+
+
+def test_cli_current_alone_prints_what_was_measured(tmp_path: Path, capsys) -> None:
+    cur = write(tmp_path / "cur.json", bfile(bench("tcp_echo_64k.splice", STEADY, kind="throughput",
+                                                   params={"payload_bytes": 65536}, direct_s=0.01)))
+    code, out, _ = run_gate("--current", str(cur), capsys=capsys)
+    # 1000 x 64 KiB in 0.01 s direct = 6250 MiB/s; the proxy takes twice as long.
+    assert code == 0 and "6,250.0 MiB/s" in out and "3,125.0 MiB/s" in out and "2.00x [1.95-2.05]" in out
+
+
+def test_baseline_verb_pools_runs(tmp_path: Path, capsys) -> None:
+    runs = [write(tmp_path / f"r{i}.json", bfile(bench("a", STEADY))) for i in range(3)]
+    out = tmp_path / "baselines" / "microbench.json"
+    assert cli.main(["baseline", "--out", str(out), *map(str, runs)]) == 0
+    pooled = gate.load_bench_file(out)
+    assert len(pooled.benchmarks[0].ratios()) == 3 * len(STEADY)
+
+
+def golden_pair() -> tuple[BenchFile, BenchFile]:
+    """A baseline and a current run with every verdict once."""
+    noisy = [1.0, 1.5, 2.0, 3.2, 3.2, 3.2, 3.3, 5.0, 6.0]
+    base = bfile(bench("ok", STEADY), bench("improved", STEADY), bench("noise", STEADY),
+                 bench("regression", STEADY), bench("missing", STEADY), bench("failed", STEADY),
+                 bench("incompatible", STEADY))
+    cur = bfile(bench("ok", [r * 1.02 for r in STEADY]), bench("improved", [r * 0.5 for r in STEADY]),
+                bench("noise", noisy), bench("regression", [r * 1.8 for r in STEADY]),
+                bench("failed", [], error="BenchIOError: connection closed after 0 of 65536 echoed bytes"),
+                bench("incompatible", STEADY, params={"payload_bytes": 128}), bench("new", STEADY))
+    return base, cur
+
+
+def test_gate_table_golden(tmp_path: Path, capsys) -> None:
+    """The synthetic pair renders exactly the committed table (tests/fixtures/gate/gate-table.txt;
+    after an intended change of the table, rewrite it with PORTUNUS_UPDATE_GOLDEN=1)."""
+    import os
+
+    base, cur = golden_pair()
+    code, out, _ = run_gate("--baseline", str(write(tmp_path / "b.json", base)),
+                            "--current", str(write(tmp_path / "c.json", cur)), capsys=capsys)
+    table = out[out.index("Microbenchmark gate:"):]
+    golden = GATE_FIXTURES / "gate-table.txt"
+    if os.environ.get("PORTUNUS_UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(table)
+    assert table == golden.read_text()
+    assert code == 1
+
+
+# ---------------------------------------------------------------- floors
+
+
+def floors_file(tmp_path: Path, min_pct: float = 40.0) -> Path:
+    p = tmp_path / "floors.json"
+    p.write_text(json.dumps({"schema_version": 1, "format": gate.FLOORS_FORMAT,
+                             "floors": [{"path": "standalone", "vs": "iptables", "min_pct": min_pct}]}))
+    return p
+
+
+def quick_results(tmp_path: Path, standalone_mbps: float | None, with_iptables: bool = True) -> Path:
+    p = tmp_path / "quick.jsonl"
+    w = create_results(p, header())
+    if with_iptables:
+        w.append(record("iptables", mbps=20000.0))
+    w.append(record("standalone", mbps=standalone_mbps))
+    w.close()
+    return p
+
+
+def test_floor_checks() -> None:
+    fl = (Floor("standalone", "iptables", 40.0),)
+    ok = check_floors(fl, [record("iptables", mbps=20000.0), record("standalone", mbps=14000.0)])
+    assert ok[0].verdict == gate.VERDICT_OK and ok[0].value_pct == pytest.approx(70.0)
+    low = check_floors(fl, [record("iptables", mbps=20000.0), record("standalone", mbps=6000.0)])
+    assert low[0].verdict == gate.VERDICT_BELOW_FLOOR and gate.floors_exit_code(low) == 1
+    failed = check_floors(fl, [record("iptables", mbps=20000.0), record("standalone", mbps=None)])
+    assert failed[0].verdict == gate.VERDICT_MISSING and gate.floors_exit_code(failed) == 2
+
+
+@pytest.mark.parametrize(("standalone_mbps", "with_iptables", "expected"), [
+    (15000.0, True, 0), (5000.0, True, 1), (15000.0, False, 2), (None, True, 2)])
+def test_cli_floors(tmp_path: Path, capsys, standalone_mbps, with_iptables: bool, expected: int) -> None:
+    res = quick_results(tmp_path, standalone_mbps, with_iptables)
+    code, out, _ = run_gate("--floors", str(floors_file(tmp_path)), "--results", str(res), capsys=capsys)
+    assert code == expected
+    assert "Quick-run floors" in out
+
+
+def test_cli_floors_and_benchmarks_together_report_the_worst(tmp_path: Path, capsys) -> None:
+    base = write(tmp_path / "base.json", bfile(bench("a", STEADY)))
+    res = quick_results(tmp_path, 5000.0)
+    code, out, _ = run_gate("--baseline", str(base), "--current", str(base), "--floors",
+                            str(floors_file(tmp_path)), "--results", str(res), capsys=capsys)
+    assert code == 1 and "BELOW FLOOR" in out and "result: 1 ok -> exit 0" in out
+
+
+def test_committed_floors_and_baseline_are_usable() -> None:
+    """The files `make gate` reads parse, and the baseline covers every microbenchmark with
+    enough rounds and the benchmark module's current parameters (else: make baseline)."""
+    from tests.benchmarks import test_microbench as mb
+
+    floors = gate.load_floors(REPO / "results" / "baselines" / "quick-floors.json")
+    assert any(f.path == "standalone" and f.vs == "iptables" for f in floors)
+    baseline = gate.load_bench_file(REPO / "results" / "baselines" / "microbench.json")
+    ops = {"tcp_echo_64k.splice": mb.ECHO_64K_OPS, "tcp_echo_64k.copy": mb.ECHO_64K_OPS,
+           "tcp_echo_1m.splice": mb.ECHO_1M_OPS, "tcp_echo_1m.copy": mb.ECHO_1M_OPS,
+           "tcp_rtt_1b.splice": mb.RTT_OPS, "tcp_connect.splice": mb.CONNECT_OPS, "udp_rtt_64b": mb.UDP_OPS}
+    assert {b.name: b.params["ops_per_round"] for b in baseline.benchmarks} == ops
+    for b in baseline.benchmarks:
+        assert b.error is None and len(b.ratios()) >= gate.MIN_ROUNDS, b.name
