@@ -90,13 +90,20 @@ headline: setup
 	$(BIN)/portunus-bench run configs/headline.yaml --out $(RESULTS)
 	$(BIN)/portunus-bench report $(RESULTS)
 
-sweep: setup
-	$(BIN)/portunus-bench run configs/headline.yaml --out $(RESULTS)
-	$(BIN)/portunus-bench run configs/ab.yaml --out $(RESULTS)
-	$(BIN)/portunus-bench run configs/capped.yaml --out $(RESULTS)
-	$(BIN)/portunus-bench run configs/sweep.yaml --out $(RESULTS)
-	$(BIN)/portunus-bench report $(RESULTS)
+# `make sweep`: every experiment below into $(RESULTS), then report.md and plots/ from the saved
+# files. Re-running with the same RUN/RESULTS continues an interrupted run (--resume measures only
+# what is missing); choose a new RUN=name for a fresh one. A failed measurement (exit 1) is recorded
+# and the next experiment still runs; a usage/preflight error or Ctrl-C stops here.
+SWEEP_CONFIGS ?= configs/headline.yaml configs/ab.yaml configs/capped.yaml configs/sweep.yaml
 
+sweep: setup
+	@rc=0; for c in $(SWEEP_CONFIGS); do \
+	  $(BIN)/portunus-bench run $$c --out $(RESULTS) --resume; s=$$?; \
+	  if [ $$s -eq 1 ]; then rc=1; elif [ $$s -ne 0 ]; then exit $$s; fi; \
+	done; \
+	$(BIN)/portunus-bench report $(RESULTS) && exit $$rc
+
+# Re-render report.md and plots/ of a saved run (measures nothing): make report RESULTS=results/<run>
 report: setup
 	$(BIN)/portunus-bench report $(RESULTS)
 

@@ -129,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
                          "writes DIR/report.md.")
     rep.add_argument("dir", type=Path, metavar="DIR")
     rep.add_argument("--out", type=Path, default=None, metavar="FILE", help="write here instead of DIR/report.md")
+    rep.add_argument("--no-plots", action="store_true",
+                     help="do not (re)draw DIR/plots/ (by default the report links the plots it draws)")
+
+    plt = sub.add_parser("plots", help="draw the figures of a result directory (PNG + SVG in DIR/plots/)",
+                         description="Load every *.jsonl result file in DIR and draw its figures (sweep: "
+                         "delivered vs offered and delivered/offered; headline bars; A/B ratio per round; "
+                         "cap accuracy) into DIR/plots/ as PNG and SVG. Measures nothing.")
+    plt.add_argument("dir", type=Path, metavar="DIR")
+
+    rdm = sub.add_parser("readme", help="put a result directory's tables into README.md between markers",
+                         description="Render the report's sections for RESULTS_DIR and replace the text "
+                         "between the lines '<!-- results:begin -->' and '<!-- results:end -->' of README. "
+                         "Measures nothing; draws RESULTS_DIR/plots/ first unless --no-plots.")
+    rdm.add_argument("dir", type=Path, metavar="RESULTS_DIR")
+    rdm.add_argument("readme", type=Path, metavar="README")
+    rdm.add_argument("--no-plots", action="store_true", help="do not draw or link plots")
 
     sub.add_parser("sysinfo", help="print the host metadata recorded in result files (JSON)",
                    description="Print commit, CPU, kernel, distro, tool versions and sysctls as JSON.")
@@ -233,16 +249,56 @@ def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_FAILED_MEASUREMENTS if any(not r.ok for r in outcome.records) else EXIT_OK
 
 
+def _draw_plots(sets: Sequence, results_dir: Path, link_base: Path) -> dict[str, list[str]]:
+    """Draw results_dir/plots/; returns result file name -> PNG/SVG paths relative to link_base."""
+    from harness.plots import PLOTS_DIRNAME, dump_plots
+
+    written = dump_plots(sets, results_dir / PLOTS_DIRNAME)
+    base = link_base.resolve()
+    return {name: [os.path.relpath(p.resolve(), base) for p in files] for name, files in written.items()}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import render_report
     from harness.results import load_results_dir
 
     sets = load_results_dir(args.dir)
-    text = render_report(sets)
     out = args.out or args.dir / "report.md"
+    plots = {} if args.no_plots else _draw_plots(sets, args.dir, out.parent)
+    text = render_report(sets, title=f"Portunus benchmark results: {args.dir.resolve().name}", plots=plots)
     out.write_text(text)
     print(text, end="")
     print(f"wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from harness.plots import PLOTS_DIRNAME
+    from harness.results import load_results_dir
+
+    sets = load_results_dir(args.dir)
+    written = _draw_plots(sets, args.dir, args.dir)
+    n = sum(len(v) for v in written.values())
+    print(f"wrote {n} file(s) into {args.dir / PLOTS_DIRNAME}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_readme(args: argparse.Namespace) -> int:
+    from harness.readme import replace_results
+    from harness.report import render_readme_results
+    from harness.results import load_results_dir
+
+    sets = load_results_dir(args.dir)
+    base = args.readme.resolve().parent
+    plots = {} if args.no_plots else _draw_plots(sets, args.dir, base)
+    rel_dir = os.path.relpath(args.dir.resolve(), base)
+    text = render_readme_results(sets, rel_dir, plots)
+    try:
+        old = args.readme.read_text()
+    except OSError as e:
+        raise HarnessError(f"cannot read {args.readme}: {e.strerror}") from None
+    args.readme.write_text(replace_results(old, text, str(args.readme)))
+    print(f"updated {args.readme} from {args.dir} ({len(sets)} result file(s))", file=sys.stderr)
     return EXIT_OK
 
 
@@ -369,6 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_compare(args, argv)
         if args.verb == "report":
             return cmd_report(args)
+        if args.verb == "plots":
+            return cmd_plots(args)
+        if args.verb == "readme":
+            return cmd_readme(args)
         if args.verb == "sysinfo":
             return cmd_sysinfo()
         if args.verb == "cleanup":
