@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sysinfo", help="print the host metadata recorded in result files (JSON)",
                    description="Print commit, CPU, kernel, distro, tool versions and sysctls as JSON.")
 
-    cln = sub.add_parser("cleanup", help="remove leftovers of killed runs (iptables chains, scratch dirs)",
+    cln = sub.add_parser("cleanup", help="remove leftovers of killed runs (iptables chains, nft tables, scratch dirs)",
                          description="Remove PORTUNUS-BENCH-<pid> chains from the nat table (and their jumps) "
+                         "and `ip PORTUNUS_BENCH_<pid>` nftables tables "
                          "whose harness process is gone, and scratch directories of dead runs. "
                          "Running harnesses are left alone unless --all.")
     cln.add_argument("--all", action="store_true", help="also remove chains of harness processes still running")
@@ -311,6 +312,7 @@ def cmd_sysinfo() -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from harness.paths import iptables as ipt
+    from harness.paths import nftables as nft
     from harness.runner import WORKDIR_PREFIX
 
     av = ipt.iptables_available()
@@ -319,6 +321,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         print(f"iptables: removed {len(removed)} chain(s){': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"iptables: not checked ({av.reason})")
+    av = nft.nftables_available()
+    if av.ok:
+        removed = nft.cleanup_leftovers(include_live=args.all)
+        print(f"nftables: removed {len(removed)} table(s){': ' + ', '.join(removed) if removed else ''}")
+    else:
+        print(f"nftables: not checked ({av.reason})")
     n = 0
     for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
         pid = d.name[len(WORKDIR_PREFIX):].split("-", 1)[0]

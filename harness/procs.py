@@ -86,6 +86,38 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: floa
     return proc.returncode
 
 
+def stop_pids(pids: Sequence[int], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM processes we know by pid only (descendants of a child of ours), SIGKILL after grace_s.
+
+    For grandchildren that left their parent's process group; pids come from a
+    scan of our own children's descendants moments before, not from a name.
+    """
+    alive = [p for p in pids if _signal_pid(p, signal.SIGTERM)]
+    deadline = time.monotonic() + grace_s
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if _pid_alive(p)]
+    for p in alive:
+        _signal_pid(p, signal.SIGKILL)
+
+
+def _signal_pid(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie (a zombie is someone else's to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rindex(")") + 2:][:1] != "Z"
+
+
 def live_children() -> list[subprocess.Popen]:
     """Children started by spawn() and not yet stopped."""
     return list(_LIVE.values())

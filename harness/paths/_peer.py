@@ -57,6 +57,8 @@ class PeerPath(ForwardPath):
     package: ClassVar[str]
     # `tool --version`-style argv tail, recorded in path_info.
     version_args: ClassVar[tuple[str, ...]] = ("-V",)
+    # Whether an EOF one way is passed on while the other way keeps flowing (TCP half-close).
+    half_close: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._binary = self.find_tool()
@@ -125,7 +127,11 @@ class PeerPath(ForwardPath):
         return [c for p in self._procs for c in procs.descendants(p.pid)]
 
     def stop(self) -> None:
-        stop_all(*reversed(self._procs))
+        # Descendants that left the process group (sshd's per-connection processes call
+        # setsid()) are not reached by stopping the group: note them first, end them after.
+        stray = self._descendants()
+        stop_all(*reversed(self._procs))  # last started first: the client side before its server
+        procs.stop_pids(stray)
 
     def forwarder_pids(self) -> list[int]:
         # Roots only: the runner charges each root's whole process tree (workers, forks).

@@ -84,8 +84,12 @@ class PipeSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.max_pipes = max(self.max_pipes, count_pipe_fds(self.pid))
-            self.samples += 1
+            self.sample()
+
+    def sample(self) -> None:
+        """Take one sample now (also called by describe(): a short exchange can fall between ticks)."""
+        self.max_pipes = max(self.max_pipes, count_pipe_fds(self.pid))
+        self.samples += 1
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,6 +138,8 @@ class HaproxyPath(PeerPath):
         info = super().describe()
         if self._sampler is not None:
             # Read after the traffic: the runner calls describe() again once the client is done.
+            # HAProxy keeps used pipes in a pool, so they are still open then.
+            self._sampler.sample()
             info.update(splice_pipes_max=self._sampler.max_pipes - self._sampler.baseline,
                         splice_pipe_samples=self._sampler.samples, spliced=self._sampler.spliced)
         return info

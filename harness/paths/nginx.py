@@ -7,7 +7,9 @@ module is a dynamic module on Debian (package libnginx-mod-stream), loaded by
 absolute path.
 
 - `nginx`: defaults of the stream proxy (proxy_buffer_size 16 KiB), with
-  `worker_processes auto` as Debian's shipped nginx.conf has it.
+  `worker_processes auto` as Debian's shipped nginx.conf has it, and one
+  correctness setting: `proxy_half_close on` (its default, off, ends the
+  whole session when the client half-closes and drops the rest of the reply).
 - `nginx_bigbuf`: `proxy_buffer_size 256k` (Portunus's copy buffer size).
 
 For a UDP measurement the same server block also listens on `P udp`
@@ -53,6 +55,9 @@ def render_nginx_conf(workdir: Path, listen_port: int, target_port: int, *, prot
         "    server {",
         *listen,
         *buf,
+        # Off by default (nginx >= 1.21.4): a client's half-close would then end the whole session
+        # and lose the rest of the reply. Bytes must arrive intact; no effect on bulk throughput.
+        "        proxy_half_close on;",
         f"        proxy_pass {LOOPBACK}:{target_port};",
         "    }",
         "}",
