@@ -226,3 +226,17 @@ def test_readme_command_needs_the_markers(tmp_path: Path) -> None:
     readme.write_text("# no markers here\n")
     assert cli.main(["readme", str(SMOKE), str(readme), "--no-plots"]) == 2
     assert readme.read_text() == "# no markers here\n"
+
+
+def test_the_project_readme_takes_the_generated_block(tmp_path: Path) -> None:
+    """README.md has the markers once, and `portunus-bench readme` fills them from a result set."""
+    original = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert original.count(BEGIN_MARKER) == 1 and original.count(END_MARKER) == 1
+    readme = tmp_path / "README.md"
+    readme.write_text(original)
+    results = copy_results(tmp_path / "results" / "smoke")
+    assert cli.main(["readme", str(results), str(readme)]) == 0
+    before, _, after = original.partition(BEGIN_MARKER)
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(after.split(END_MARKER, 1)[1])
+    assert "### sweep (sweep)" in text and "| Offered, Mbit/s |" in text
