@@ -31,7 +31,7 @@ test: setup
 #                  (its twin), interleaved round by round; writes $(BENCH_OUT), prints a summary.
 # make gate        bench + the quick end-to-end run (configs/quick.yaml), both gated: proxy/direct
 #                  ratios vs $(BASELINE) (exit 1 = more than MAX_REGRESSION_PCT slower AND outside
-#                  the run-to-run spread), standalone vs iptables vs the floor in $(FLOORS).
+#                  the run-to-run spread), standalone vs iptables against the floor in $(FLOORS).
 # make baseline    refresh $(BASELINE) on purpose: BASELINE_RUNS runs pooled; review and commit it.
 # make gate-proof  the gate against real regressions: splice forced off (PORTUNUS_DISABLE_SPLICE=1)
 #                  and a 4 KiB-buffer copy forwarder (tests/benchmarks/slow_forwarder.py); prints

@@ -22,7 +22,7 @@ its workers own the process model the twin interleaving needs. Neither tool
 compares ratios, so the statistics live in harness/gate.py.
 
 Run: `make bench` (prints a summary), `make gate`, `make baseline`; see
-tests/benchmarks/conftest.py for the environment knobs.
+tests/benchmarks/session.py for the environment knobs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pytest
 
 from harness.gate import BenchResult, Round
 from tests.benchmarks import clients
-from tests.benchmarks.conftest import Dataplane, Recorder
+from tests.benchmarks.session import Dataplane, Recorder
 
 # Operations per sample, chosen so one proxied sample takes ~0.2 s on the
 # 2-vCPU dev host (long enough that timer and scheduler granularity vanish,
