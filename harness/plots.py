@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from harness.experiments import (
     AbSummary,
@@ -29,7 +30,11 @@ from harness.experiments import (
     summarise_headline,
     summarise_sweep,
 )
+from harness.experiments.connrate import ConnrateSummary, summarise_connrate
+from harness.experiments.latency import LatencySummary, summarise_latency
+from harness.experiments.peers import PeersSummary, summarise_peers
 from harness.experiments.sweep import KEEPS_UP_PCT
+from harness.experiments.udp import UdpSummary, summarise_udp
 from harness.results import Header, Record, ResultSet
 from harness.stats import Summary
 
@@ -42,6 +47,10 @@ PATH_COLORS = {
     "direct": "tab:gray", "iptables": "tab:blue", "reference": "tab:purple",
     "standalone": "tab:orange", "standalone_copy": "tab:brown", "standalone_capped": "tab:orange",
     "client": "tab:green", "client_capped": "tab:green",
+    # Comparable forwarders: one hue per forwarder, lighter for its variants.
+    "nftables": "navy", "haproxy": "tab:olive", "haproxy_bigbuf": "olivedrab", "haproxy_splice": "yellowgreen",
+    "nginx": "tab:cyan", "nginx_bigbuf": "darkturquoise", "socat": "tab:pink", "socat_bigbuf": "hotpink",
+    "rinetd": "tab:red", "ssh": "black",
 }
 FALLBACK_COLORS = ("tab:red", "tab:pink", "tab:olive", "tab:cyan")
 # Paths that deliver the same rate sit on top of each other: distinct markers and line styles keep
@@ -239,6 +248,134 @@ def plots_sweep(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]
     return {"delivered": plot_sweep_delivered(s, cap), "ratio": plot_sweep_ratio(s, cap)}
 
 
+# ---------------------------------------------------------------- peers, latency, connrate, udp
+
+
+def _hbars(ax: Axes, labels: Sequence[str], values: Sequence[Summary], colors: Sequence[str],
+           scale: float = 1.0) -> None:
+    """Horizontal bars at each median (scaled), whiskers min-max, first label on top."""
+    ys = list(range(len(labels)))[::-1]
+    errs = [_whiskers(v, scale) for v in values]
+    ax.barh(ys, [(v.median or 0.0) * scale for v in values], color=list(colors),
+            xerr=([e[0] for e in errs], [e[1] for e in errs]), capsize=3)
+    ax.set_yticks(ys, list(labels), fontsize=8)
+
+
+def plot_peers(s: PeersSummary, cap: str) -> Figure:
+    """Throughput per forwarder (median, min-max) with the iptables line; label: path and % of iptables."""
+    fig, ax = _figure("Comparable forwarders: uncapped TCP throughput", cap)
+    fig.set_size_inches(FIG_SIZE_IN[0], max(FIG_SIZE_IN[1], 0.38 * len(s.rows) + 1.5))
+    rows = [r for r in s.rows if r.throughput_mbps.n]
+    labels = [f"{r.path}  ({r.pct_of_iptables:.0f}%)" if r.pct_of_iptables is not None else r.path for r in rows]
+    _hbars(ax, labels, [r.throughput_mbps for r in rows], [color(r.path, i) for i, r in enumerate(rows)])
+    base = s.get("iptables")
+    if base is not None and base.throughput_mbps.median is not None:
+        ax.axvline(base.throughput_mbps.median, color="tab:blue", linestyle="--", linewidth=1,
+                   label="iptables median (100%)")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("Throughput, Mbit/s (iperf3 sender side; median, whiskers min–max)")
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig)
+
+
+def plot_latency(s: LatencySummary, cap: str) -> Figure:
+    """Two panels: setup time and RTT per path; bar = p50 (median over rounds), dot = p99; the floor line."""
+    fig = Figure(figsize=(FIG_SIZE_IN[0] * 1.4, max(FIG_SIZE_IN[1], 0.38 * len(s.rows) + 1.5)))
+    fig.suptitle("Latency per path: p50 bars (whiskers min–max over rounds), p99 dots")
+    fig.text(0.01, 0.01, cap, fontsize=7, color="dimgray")
+    rows = list(s.rows)
+    colors = [color(r.path, i) for i, r in enumerate(rows)]
+    for k, (what, p50, p99, unit) in enumerate((("Connection setup (connect → first byte)", "setup_p50_us",
+                                                 "setup_p99_us", "µs"),
+                                                ("1-byte request/response RTT", "rtt_p50_us", "rtt_p99_us", "µs"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.set_title(what, fontsize=10)
+        _hbars(ax, [r.path for r in rows], [getattr(r, p50) for r in rows], colors)
+        ys = list(range(len(rows)))[::-1]
+        p99s = [(y, getattr(r, p99).median) for y, r in zip(ys, rows, strict=True) if getattr(r, p99).median]
+        if p99s:
+            ax.plot([v for _, v in p99s], [y for y, _ in p99s], "k.", label="p99 (median over rounds)")
+        if s.floor is not None and getattr(s.floor, p50).median is not None:
+            ax.axvline(getattr(s.floor, p50).median, color="tab:gray", linestyle="--", linewidth=1,
+                       label=f"floor ({s.floor.path}) p50")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{unit}, log scale")
+        ax.legend(loc="lower right", fontsize=7)
+        ax.grid(axis="x", which="both", alpha=0.3)
+    return _finish(fig)
+
+
+def plot_connrate(s: ConnrateSummary, cap: str) -> Figure:
+    """Completed connections per second per path (median, min-max), with the ceiling line."""
+    fig, ax = _figure("New connections per second (short request/response)", cap)
+    fig.set_size_inches(FIG_SIZE_IN[0], max(FIG_SIZE_IN[1], 0.38 * len(s.rows) + 1.5))
+    rows = [r for r in s.rows if r.conn_per_s.n]
+    _hbars(ax, [r.path for r in rows], [r.conn_per_s for r in rows], [color(r.path, i) for i, r in enumerate(rows)])
+    if s.ceiling is not None and s.ceiling.conn_per_s.median is not None:
+        ax.axvline(s.ceiling.conn_per_s.median, color="tab:gray", linestyle="--", linewidth=1,
+                   label=f"ceiling ({s.ceiling.path}: client + echo server alone)")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("Completed connections/s (median, whiskers min–max)")
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig)
+
+
+def plot_udp(s: UdpSummary, cap: str) -> Figure:
+    """Two panels over the offered rates: delivered (receiver side) and loss % per path."""
+    fig = Figure(figsize=(FIG_SIZE_IN[0] * 1.4, FIG_SIZE_IN[1]))
+    fig.suptitle("UDP (iperf3 -u): delivered and loss per offered rate")
+    fig.text(0.01, 0.01, cap, fontsize=7, color="dimgray")
+    delivered, loss = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    rates = list(s.rates_mbps)
+    if rates:
+        delivered.plot(rates, rates, color="black", linestyle="--", linewidth=1, label="offered")
+    for i, path in enumerate(s.paths):
+        rows = [r for r in s.rows if r.path == path and r.delivered_mbps.median is not None]
+        if not rows:
+            continue
+        style = _series_style(path, i)
+        d_err = [_whiskers(r.delivered_mbps) for r in rows]
+        delivered.errorbar([r.offered_mbps for r in rows], [r.delivered_mbps.median or 0.0 for r in rows],
+                           yerr=([e[0] for e in d_err], [e[1] for e in d_err]), label=path, **style)
+        l_err = [_whiskers(r.loss_pct) for r in rows]
+        loss.errorbar([r.offered_mbps for r in rows], [r.loss_pct.median or 0.0 for r in rows],
+                      yerr=([e[0] for e in l_err], [e[1] for e in l_err]), label=path, **style)
+    for ax in (delivered, loss):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+        ax.set_xticks(rates, [f"{r:,.0f}" for r in rates])
+        ax.set_xlabel("Offered, Mbit/s (iperf3 -u -b)")
+        ax.grid(which="both", alpha=0.3)
+    delivered.set_yscale("log")
+    delivered.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+    delivered.set_ylabel("Delivered, Mbit/s (receiver side)")
+    loss.set_ylabel("Datagrams lost, % (receiver side)")
+    delivered.legend(loc="upper left", fontsize=7)
+    return _finish(fig)
+
+
+def plots_peers(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
+    s = summarise_peers(rs.records, rs.header.config.get("paths", ()))
+    return {"throughput": plot_peers(s, caption(rs.header))} if s.rows else {}
+
+
+def plots_latency(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
+    s = summarise_latency(rs.records, rs.header.config.get("paths", ()))
+    return {"latency": plot_latency(s, caption(rs.header))} if s.rows else {}
+
+
+def plots_connrate(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
+    s = summarise_connrate(rs.records, rs.header.config.get("paths", ()))
+    return {"rate": plot_connrate(s, caption(rs.header))} if s.rows else {}
+
+
+def plots_udp(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
+    s = summarise_udp(rs.records, rs.header.config.get("paths", ()))
+    return {"udp": plot_udp(s, caption(rs.header))} if s.rows else {}
+
+
 Plotter = Callable[[ResultSet, Sequence[ResultSet]], dict[str, Figure]]
 
 PLOTTERS: dict[str, Plotter] = {
@@ -246,6 +383,10 @@ PLOTTERS: dict[str, Plotter] = {
     "ab": plots_ab,
     "capped": plots_capped,
     "sweep": plots_sweep,
+    "peers": plots_peers,
+    "latency": plots_latency,
+    "connrate": plots_connrate,
+    "udp": plots_udp,
 }
 
 

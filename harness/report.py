@@ -25,8 +25,14 @@ from harness.experiments import (
     summarise_headline,
     summarise_sweep,
 )
+from harness.experiments.connrate import ConnrateSummary, summarise_connrate
 from harness.experiments.headline import BASELINES
+from harness.experiments.latency import LatencySummary, summarise_latency
+from harness.experiments.peers import PORTUNUS, PeersSummary, summarise_peers
+from harness.experiments.peers import label as peer_label
 from harness.experiments.sweep import CAPACITY_PATH, KEEPS_UP_PCT
+from harness.experiments.udp import UdpSummary, summarise_udp
+from harness.paths import PATHS
 from harness.results import Header, Record, ResultSet
 from harness.stats import Summary
 
@@ -274,11 +280,199 @@ def render_unknown_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- peers, latency, connrate, udp
+
+
+def fmt_us(v: float | None) -> str:
+    """Microseconds: one decimal below 100 µs, whole µs above."""
+    if v is None:
+        return DASH
+    return f"{v:.1f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def fmt_signed_us(v: float | None) -> str:
+    return DASH if v is None else ("+" if v >= 0 else "−") + fmt_us(abs(v))
+
+
+def fmt_count(v: float | None) -> str:
+    return DASH if v is None else f"{v:,.0f}"
+
+
+def fmt_bytes(v: int | None) -> str:
+    if v is None:
+        return DASH
+    return f"{v // 1024} KiB" if v % 1024 == 0 else f"{v:,} B"
+
+
+def _no_cpu(path: str) -> str:
+    """What a CPU cell says for a path without a forwarder process of its own."""
+    if path in NO_FORWARDER_CPU:
+        return NO_FORWARDER_CPU[path]
+    cls = PATHS.get(path)
+    return "kernel (not attributable)" if cls is not None and not cls.has_forwarder_process else DASH
+
+
+def _latest(ctx: ReportContext, kind: str) -> ResultSet | None:
+    """The newest result file of a kind in this directory (for the peers overview)."""
+    sets = [rs for rs in ctx.result_sets if rs.header.kind == kind]
+    return max(sets, key=lambda rs: rs.header.created_at, default=None)
+
+
+def render_peers_table(s: PeersSummary) -> str:
+    """One row per path: throughput median [min-max], % of iptables, Portunus as % of it, CPU, buffer."""
+    header = ["Forwarder", "Variant", "Path", "Throughput, Mbit/s: median [min–max]", "% of iptables",
+              f"`{PORTUNUS}` ÷ this", "Forwarder CPU, s/GB", "Buffer", "Runs (n)"]
+    rows = []
+    for r in s.rows:
+        variant = r.variant + ("" if r.spliced is None else (" (spliced: pipes seen)" if r.spliced
+                                                              else " (no splice: no pipes seen)"))
+        rows.append([r.forwarder, variant, f"`{r.path}`", fmt_range(r.throughput_mbps), fmt_pct(r.pct_of_iptables, 0),
+                     fmt_pct(r.portunus_pct, 0),
+                     fmt_cpu(r.cpu_s_per_gb) if r.cpu_s_per_gb.n else _no_cpu(r.path),
+                     fmt_bytes(r.buffer_bytes), f"{r.throughput_mbps.n}" + (f" ({r.n_failed} failed)" if r.n_failed else "")])
+    return _table(header, rows)
+
+
+def render_peers_overview(peers: PeersSummary | None, lat: LatencySummary | None, cr: ConnrateSummary | None,
+                          udp: UdpSummary | None) -> str:
+    """Every forwarder across the experiments of this directory: the spec's comparison table, measured."""
+    order = list(dict.fromkeys([r.path for r in (peers.rows if peers else ())]
+                               + [r.path for r in (lat.rows if lat else ())]
+                               + [r.path for r in (cr.rows if cr else ())] + list(udp.paths if udp else ())))
+    top = max(udp.rates_mbps) if udp and udp.rates_mbps else None
+    header = ["Forwarder (variant)", "TCP throughput, % of iptables", "Setup p50, µs", "RTT p50, µs",
+              "Connections/s (% of ceiling)"]
+    if top is not None:
+        header.append(f"UDP at {fmt_rate(top)} Mbit/s: delivered, loss")
+    rows = []
+    for path in order:
+        forwarder, variant = peer_label(path)
+        p = peers.get(path) if peers else None
+        lr = lat.get(path) if lat else None
+        c = cr.get(path) if cr else None
+        row = [f"{forwarder}: {variant} `{path}`" if variant else f"`{path}`",
+               fmt_pct(p.pct_of_iptables, 0) if p else DASH,
+               fmt_us(lr.setup_p50_us.median) if lr else DASH,
+               fmt_us(lr.rtt_p50_us.median) if lr else DASH,
+               f"{fmt_count(c.conn_per_s.median)} ({fmt_pct(c.pct_of_ceiling, 0)})" if c and c.conn_per_s.n else DASH]
+        if top is not None and udp is not None:
+            u = udp.cell(path, top)
+            if u is None:
+                row.append(DASH if "udp" not in getattr(PATHS.get(path), "protocols", ("udp",)) else "not run")
+            elif not u.delivered_mbps.n:
+                row.append(f"failed ({u.n_failed} run(s))")
+            else:
+                row.append(f"{fmt_mbps(u.delivered_mbps.median)} Mbit/s, {fmt_pct(u.loss_pct.median)}")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def render_peers_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    s = summarise_peers(rs.records, rs.header.config.get("paths", ()))
+    out = ["Every forwarder on this host, one at a time, in the same interleaved rounds: same iperf3 target, "
+           "duration and warm-up. Each peer runs with its defaults (what users get) and, where it has a buffer "
+           "setting, again with buffers comparable to Portunus's copy path (256 KiB). Throughput is iperf3's "
+           f"sender side; `{PORTUNUS}` ÷ this > 100% means Portunus (splice fast path) is faster.",
+           render_peers_table(s)]
+    others = {k: _latest(ctx, k) for k in ("latency", "connrate", "udp")}
+    if any(others.values()):
+        lat = summarise_latency(others["latency"].records) if others["latency"] else None
+        cr = summarise_connrate(others["connrate"].records) if others["connrate"] else None
+        udp = summarise_udp(others["udp"].records) if others["udp"] else None
+        out += ["All experiments of this directory at a glance (medians over rounds; details in their sections):",
+                render_peers_overview(s, lat, cr, udp)]
+    out.append("Not measured here:\n\n" + "\n".join(f"- {name}: {why}" for name, why in s.not_measured))
+    notes = list(s.notes)
+    for r in s.rows:
+        cls = PATHS.get(r.path)
+        if cls is not None and not getattr(cls, "half_close", True):
+            notes.append(f"{r.path}: no TCP half-close (on the first EOF it closes both ways; a reply still in "
+                         "flight is lost). iperf3 never half-closes mid-test, so the throughput stands.")
+    return out + _notes_block(notes)
+
+
+def render_latency_table(s: LatencySummary) -> str:
+    """Per path: setup time and RTT p50/p90/p99 (medians over rounds, p50 with [min-max]), added vs the floor."""
+    header = ["Path", "Setup p50, µs", "p90", "p99", "Setup added", "RTT p50, µs", "p90", "p99", "RTT added",
+              "Samples (setup / RTT)", "Errors"]
+    rows = []
+    for r in s.rows:
+        rows.append([f"`{r.path}`" + (" (floor)" if s.floor is not None and r.path == s.floor.path else ""),
+                     fmt_range(r.setup_p50_us, fmt_us), fmt_us(r.setup_p90_us.median), fmt_us(r.setup_p99_us.median),
+                     fmt_signed_us(r.added_setup_us), fmt_range(r.rtt_p50_us, fmt_us), fmt_us(r.rtt_p90_us.median),
+                     fmt_us(r.rtt_p99_us.median), fmt_signed_us(r.added_rtt_us),
+                     f"{r.setup_samples:,} / {r.rtt_samples:,}", f"{r.errors}"])
+    return _table(header, rows)
+
+
+def render_latency_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    s = summarise_latency(rs.records, rs.header.config.get("paths", ()))
+    probe = rs.header.config.get("probe") or {}
+    out = [f"Setup = connect() to the first byte of the reply to a 1-byte request sent at once "
+           f"({probe.get('setup_connections', '?')} short connections per round); RTT = 1-byte request to 1-byte "
+           f"reply on an open connection ({probe.get('rtt_connections', '?')} connections x "
+           f"{probe.get('rtt_per_connection', '?')} round trips per round). Measured by the harness's own client "
+           "against an echo server, one request in flight; percentiles per round, then the median over rounds "
+           "(p50 with [min–max]). Added = the path's p50 minus the floor's."]
+    if s.floor is not None:
+        out.append(f"Floor (`{s.floor.path}`, no forwarder: the client's and the echo server's own time on this host): "
+                   f"setup {fmt_us(s.floor.setup_p50_us.median)} µs, RTT {fmt_us(s.floor.rtt_p50_us.median)} µs (p50).")
+    return out + [render_latency_table(s), *_notes_block(s.notes)]
+
+
+def render_connrate_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    s = summarise_connrate(rs.records, rs.header.config.get("paths", ()))
+    probe = rs.header.config.get("probe") or {}
+    header = ["Path", "Connections/s: median [min–max]", "% of ceiling", "Errors", "Forwarder CPU, µs/connection"]
+    rows = [[f"`{r.path}`" + (" (ceiling)" if s.ceiling is not None and r.path == s.ceiling.path else ""),
+             fmt_range(r.conn_per_s, fmt_count), fmt_pct(r.pct_of_ceiling, 0), f"{r.errors}",
+             fmt_us(r.cpu_us_per_conn.median) if r.cpu_us_per_conn.n else _no_cpu(r.path)]
+            for r in s.rows]
+    out = [f"Completed short connections per second (connect, 1-byte request, 1-byte reply, the server closes) "
+           f"over {rs.header.config.get('seconds')} s after {rs.header.config.get('omit_seconds')} s of warm-up, "
+           f"{probe.get('processes', '?')} client processes x {probe.get('concurrency', '?')} connections in flight."]
+    if s.ceiling is not None:
+        out.append(f"Ceiling (`{s.ceiling.path}`, no forwarder): {fmt_count(s.ceiling.conn_per_s.median)} "
+                   "connections/s, what the client and the echo server reach while sharing this host's CPU.")
+    return out + [_table(header, rows), *_notes_block(s.notes)]
+
+
+def render_udp_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
+    s = summarise_udp(rs.records, rs.header.config.get("paths", ()))
+    size = rs.header.config.get("datagram_bytes")
+    header = ["Offered, Mbit/s", "Path", "Delivered, Mbit/s: median [min–max]", "% of offered",
+              "Loss: median [min–max]", "Jitter, ms: median", "Forwarder CPU, s/GB"]
+    rows = []
+    for rate in s.rates_mbps:
+        for p in s.paths:
+            c = s.cell(p, rate)
+            if c is None:
+                continue
+            if not c.delivered_mbps.n:
+                rows.append([fmt_rate(rate), f"`{p}`", f"failed ({c.n_failed} run(s))", DASH, DASH, DASH, DASH])
+                continue
+            rows.append([fmt_rate(rate), f"`{p}`", fmt_range(c.delivered_mbps), fmt_pct(c.pct_of_offered),
+                         fmt_range(c.loss_pct, lambda v: fmt_pct(v, 2)),
+                         DASH if c.jitter_ms.median is None else f"{c.jitter_ms.median:.3f}",
+                         fmt_cpu(c.cpu_s_per_gb) if c.cpu_s_per_gb.n else _no_cpu(p)])
+    out = [f"`iperf3 -u` at each offered rate ({f'{size}-byte datagrams' if size else 'iperf3 default datagram size'}); "
+           "delivered, loss and jitter are iperf3's receiver side. Every path forwards the UDP port and, on the "
+           "same port, TCP for iperf3's control connection. `direct` shows what the host itself loses.",
+           _table(header, rows, align_first_left=False)]
+    failed = [r for r in rs.records if not r.ok]
+    notes = list(s.notes) + sorted({f"{r.path}: {(r.error or '').splitlines()[0][:240]}" for r in failed})
+    return out + _notes_block(notes)
+
+
 SECTIONS: dict[str, SectionRenderer] = {
     "headline": render_headline_section,
     "ab": render_ab_section,
     "capped": render_capped_section,
     "sweep": render_sweep_section,
+    "peers": render_peers_section,
+    "latency": render_latency_section,
+    "connrate": render_connrate_section,
+    "udp": render_udp_section,
 }
 
 
