@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint headline sweep report gate bench baseline gate-proof clean cleanup
+.PHONY: setup test lint headline sweep peers report gate bench baseline gate-proof clean cleanup
 
 setup: $(STAMP)
 
@@ -98,6 +98,17 @@ SWEEP_CONFIGS ?= configs/headline.yaml configs/ab.yaml configs/capped.yaml confi
 
 sweep: setup
 	@rc=0; for c in $(SWEEP_CONFIGS); do \
+	  $(BIN)/portunus-bench run $$c --out $(RESULTS) --resume; s=$$?; \
+	  if [ $$s -eq 1 ]; then rc=1; elif [ $$s -ne 0 ]; then exit $$s; fi; \
+	done; \
+	$(BIN)/portunus-bench report $(RESULTS) && exit $$rc
+
+# `make peers`: the comparable forwarders (throughput), latency, connection rate and UDP into
+# $(RESULTS) (~35 min), then report.md and plots/. Resumable and failure-tolerant like `make sweep`.
+PEERS_CONFIGS ?= configs/peers.yaml configs/latency.yaml configs/connrate.yaml configs/udp.yaml
+
+peers: setup
+	@rc=0; for c in $(PEERS_CONFIGS); do \
 	  $(BIN)/portunus-bench run $$c --out $(RESULTS) --resume; s=$$?; \
 	  if [ $$s -eq 1 ]; then rc=1; elif [ $$s -ne 0 ]; then exit $$s; fi; \
 	done; \

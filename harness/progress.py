@@ -34,6 +34,20 @@ def describe(m: Measurement) -> str:
     return ", ".join(parts)
 
 
+def result_text(r: Record) -> str:
+    """What one finished measurement gave, in the unit of its driver."""
+    if not r.ok:
+        return f"FAILED: {r.error}"
+    if r.driver == "latency":
+        return (f"setup p50 {r.setup_p50_us or 0:,.0f} µs, RTT p50 {r.rtt_p50_us or 0:,.1f} µs "
+                f"({r.setup_samples}/{r.rtt_samples} samples)")
+    if r.driver == "connrate":
+        return f"{r.conn_per_s or 0:,.0f} connections/s, {r.conn_errors} errors"
+    if r.lost_pct is not None:
+        return f"{r.receiver_mbps or 0:,.1f} Mbit/s delivered, {r.lost_pct:.2f}% lost"
+    return f"{r.throughput_mbps or 0:,.1f} Mbit/s"
+
+
 class Progress:
     def __init__(self, total: int, per_run_s: float, stream: TextIO | None = None, live: bool | None = None):
         self.total = total
@@ -88,7 +102,7 @@ class Progress:
 
     def finish(self, m: Measurement, r: Record) -> None:
         self._current = None
-        result = f"{r.throughput_mbps:,.1f} Mbit/s" if r.ok and r.throughput_mbps is not None else f"FAILED: {r.error}"
+        result = result_text(r)
         line = f"[{self.done + 1}/{self.total}] {describe(m)} -> {result}"
         self.done += 1
         self._write(("\r\x1b[2K" if self.live else "") + line + "\n")

@@ -4,6 +4,10 @@ headline  per path: throughput median [min-max], CPU s/GB, ratios vs baselines
 ab        paired rounds of two paths: per-round ratio, median ratio
 capped    delivered rate vs cap: the spec's +10% bound and the +-2% goal
 sweep     per path and offered rate: delivered vs offered
+peers     headline over the comparable forwarders (experiments.peers): % of iptables, Portunus as % of each
+latency   per path: setup time and RTT p50/p90/p99, added over the direct floor (experiments.latency)
+connrate  per path: connections/s, % of the direct ceiling, CPU µs per connection (experiments.connrate)
+udp       per path and offered rate: delivered, loss, jitter (experiments.udp)
 """
 
 from harness.experiments.ab import AbSummary, summarise_ab
