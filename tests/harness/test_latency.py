@@ -74,12 +74,14 @@ def test_latency_probe_reports_floor_plus_a_known_delay(tmp_path: Path) -> None:
 
 
 def test_the_probe_stops_at_its_time_limit_and_says_so(tmp_path: Path) -> None:
-    """100 ms per sample through the delay path, 1 s allowed: fewer samples, marked truncated."""
-    cfg = parse_config({"name": "lat", "kind": "latency", "paths": ["direct"], "rounds": 1, "seconds": 1,
+    """100 ms per sample through the delay path, 2 s allowed (1 s for setup samples, the rest for RTT):
+    fewer samples of each series, marked truncated."""
+    cfg = parse_config({"name": "lat", "kind": "latency", "paths": ["direct"], "rounds": 1, "seconds": 2,
                         "omit_seconds": 0, "probe": {"setup_connections": 1000, "warmup": 0}})
     rec = measure_one(Measurement(0, 1, "delay"), cfg, DelayPath(100.0), tmp_path, PortAllocator(None), SignalGuard())
     assert rec.ok, rec.error
-    assert rec.setup_samples is not None and 3 <= rec.setup_samples < 1000
+    assert rec.setup_samples is not None and 3 <= rec.setup_samples <= 11
+    assert rec.rtt_samples is not None and 1 <= rec.rtt_samples <= 11  # RTT still got its half
     assert json.loads(rec.probe_raw or "{}")["truncated"] is True
     assert summarise_latency([rec]).rows[0].truncated_rounds == 1
 
