@@ -362,8 +362,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         cfg = load_config(c)
         plan = build_plan(cfg)
         per_run = cfg.seconds + cfg.omit_seconds
-        print(f"{c}: ok ({cfg.kind} '{cfg.name}', {len(plan)} measurements, "
-              f">= {len(plan) * per_run / 60:.1f} min of iperf3 time)")
+        if cfg.kind == "latency":  # `seconds` is a time limit there: it stops when its samples are in
+            what = f"at most {len(plan) * per_run / 60:.1f} min of probe time"
+        else:
+            what = f">= {len(plan) * per_run / 60:.1f} min of {'probe' if cfg.kind == 'connrate' else 'iperf3'} time"
+        print(f"{c}: ok ({cfg.kind} '{cfg.name}', {len(plan)} measurements, {what})")
     return EXIT_OK
 
 
