@@ -478,8 +478,15 @@ SECTIONS: dict[str, SectionRenderer] = {
 
 def _run_line(rs: ResultSet) -> str:
     h, cfg = rs.header, rs.header.config
-    return (f"`{rs.path.name}`: {len(rs.records)} measurement(s), {cfg.get('rounds')} round(s) of "
-            f"{cfg.get('seconds')} s (+{cfg.get('omit_seconds')} s omitted), iperf3 backend {cfg.get('backend')}, "
+    if h.kind == "latency":  # measured by the probe; `seconds` is its time limit
+        how = f"{cfg.get('rounds')} round(s), at most {cfg.get('seconds')} s each, harness latency probe"
+    elif h.kind == "connrate":
+        how = (f"{cfg.get('rounds')} round(s) of {cfg.get('seconds')} s (+{cfg.get('omit_seconds')} s warm-up), "
+               "harness connection-rate probe")
+    else:
+        how = (f"{cfg.get('rounds')} round(s) of {cfg.get('seconds')} s (+{cfg.get('omit_seconds')} s omitted), "
+               f"iperf3 backend {cfg.get('backend')}")
+    return (f"`{rs.path.name}`: {len(rs.records)} measurement(s), {how}, "
             f"started {h.created_at}." + ("" if rs.complete else " **The run did not complete.**"))
 
 
