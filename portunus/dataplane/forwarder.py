@@ -24,6 +24,7 @@ from portunus.config import Owner, Rule
 from portunus.dataplane.pumps import SPLICE_AVAILABLE
 from portunus.dataplane.stats import RuleStats
 from portunus.dataplane.tcp import DialError, TcpConnection, dial, send_proxy_header, tune_socket
+from portunus.dataplane.workers import PipePool, WorkerPool
 from portunus.limits import LimitSet, ThrottleGroup, admit, release
 
 log = logging.getLogger("portunus.forwarder")
@@ -117,6 +118,8 @@ class Forwarder:
         self._listeners: dict[tuple[str, str, int], _Listener] = {}
         self._connections: set[TcpConnection] = set()
         self._conn_lock = threading.Lock()
+        self._workers = WorkerPool("conn")
+        self._pipes = PipePool()
         self._idle = threading.Condition(self._conn_lock)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -292,8 +295,7 @@ class Forwarder:
                 client.close()
                 continue
             try:
-                threading.Thread(target=self._serve, args=(client, lst.key[2], state, sets),
-                                 name="conn", daemon=True).start()
+                self._workers.submit(self._serve, client, lst.key[2], state, sets)
             except RuntimeError:  # cannot start a new thread: shed this connection
                 release(sets)
                 state.stats.reject("resources")
@@ -339,7 +341,7 @@ class Forwarder:
                 self._connections.add(conn)
             stats.opened(conn, use_splice)
             try:
-                conn.run(use_splice, t_in, t_out)
+                conn.run(self._workers, self._pipes if use_splice else None, t_in, t_out)
             finally:
                 stats.closed(conn)
                 conn.close()
@@ -410,5 +412,6 @@ class Forwarder:
             while self._connections and time.monotonic() < end:
                 self._idle.wait(timeout=0.1)
         self._selector.close()
+        self._pipes.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -65,25 +65,25 @@ def open_pipe() -> tuple[int, int, int]:
     return r, w, size
 
 
-def splice_pump(src: int, dst: int, counter: Counter) -> None:
-    """Move bytes from socket fd `src` to socket fd `dst` through a pipe until EOF."""
+def splice_pump(src: int, dst: int, counter: Counter, pipe: tuple[int, int, int]) -> None:
+    """Move bytes from socket fd `src` to socket fd `dst` through `pipe` until EOF.
+
+    On a normal return the pipe is empty again (every byte read into it was
+    written out), so the caller may reuse it; after an exception it may not.
+    """
     splice = os.splice
     move = os.SPLICE_F_MOVE
-    r, w, size = open_pipe()
-    try:
-        while True:
-            n = splice(src, w, size, flags=move)
-            if n == 0:
-                return
-            while n:
-                # No SPLICE_F_MORE here: it corks the socket like MSG_MORE and
-                # would hold a small response back until more data arrives.
-                m = splice(r, dst, n, flags=move)
-                n -= m
-                counter.bytes += m
-    finally:
-        os.close(r)
-        os.close(w)
+    r, w, size = pipe
+    while True:
+        n = splice(src, w, size, flags=move)
+        if n == 0:
+            return
+        while n:
+            # No SPLICE_F_MORE here: it corks the socket like MSG_MORE and
+            # would hold a small response back until more data arrives.
+            m = splice(r, dst, n, flags=move)
+            n -= m
+            counter.bytes += m
 
 
 def copy_pump(src: socket.socket, dst: socket.socket, counter: Counter,

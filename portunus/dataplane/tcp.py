@@ -16,14 +16,15 @@ have returned, so no thread ever touches a reused fd.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import socket
 import struct
-import threading
 from collections.abc import Sequence
 
 from portunus.dataplane.proxy_protocol import build_header
 from portunus.dataplane.pumps import Counter, Throttle, copy_pump, splice_pump
+from portunus.dataplane.workers import PipePool, WorkerPool
 
 log = logging.getLogger("portunus.tcp")
 
@@ -99,10 +100,17 @@ class TcpConnection:
                 pass
 
     def run_direction(self, src: socket.socket, dst: socket.socket, counter: Counter,
-                      use_splice: bool, throttles: Sequence[Throttle]) -> None:
+                      pipes: PipePool | None, throttles: Sequence[Throttle]) -> None:
+        """Pump one direction (splice when `pipes` is given) and pass its end on."""
         try:
-            if use_splice:
-                splice_pump(src.fileno(), dst.fileno(), counter)
+            if pipes is not None:
+                pipe = pipes.get()
+                try:
+                    splice_pump(src.fileno(), dst.fileno(), counter, pipe)
+                except BaseException:
+                    pipes.discard(pipe)  # may still hold bytes: never reuse
+                    raise
+                pipes.put(pipe)
             else:
                 copy_pump(src, dst, counter, throttles)
         except OSError as e:
@@ -116,17 +124,25 @@ class TcpConnection:
         except OSError:
             pass
 
-    def run(self, use_splice: bool, throttles_in: Sequence[Throttle],
+    def run(self, workers: WorkerPool, pipes: PipePool | None, throttles_in: Sequence[Throttle],
             throttles_out: Sequence[Throttle]) -> None:
-        """Pump both directions (this thread: in; a helper thread: out) until both end."""
-        out = threading.Thread(
-            target=self.run_direction,
-            args=(self.upstream, self.client, self.counter_out, use_splice, throttles_out),
-            name="pump-out", daemon=True,
-        )
-        out.start()
-        self.run_direction(self.client, self.upstream, self.counter_in, use_splice, throttles_in)
-        out.join()
+        """Pump both directions (this thread: in; a pool worker: out) until both end."""
+        out_done = _thread.allocate_lock()
+        out_done.acquire()
+
+        def run_out() -> None:
+            try:
+                self.run_direction(self.upstream, self.client, self.counter_out, pipes, throttles_out)
+            finally:
+                out_done.release()
+
+        try:
+            workers.submit(run_out)
+        except RuntimeError:  # no thread to be had: give the connection up cleanly
+            self.abort()
+            return
+        self.run_direction(self.client, self.upstream, self.counter_in, pipes, throttles_in)
+        out_done.acquire()
 
     def close(self) -> None:
         for s in (self.client, self.upstream):
