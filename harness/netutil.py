@@ -13,11 +13,48 @@ LOOPBACK = "127.0.0.1"
 _TCP_LISTEN = "0A"  # include/net/tcp_states.h: TCP_LISTEN = 10
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port the kernel just handed out and released (fine on loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux default
+
+
+# Ports handed out by this process, so two calls never return the same one.
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = LOOPBACK, kind: int = socket.SOCK_STREAM) -> int:
+    """A port that is bindable now, chosen BELOW the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) is an ephemeral port: between our
+    check and the real bind, any outgoing connection on the host (a forwarder
+    dialing its target, a test client) may be given the same port, and the
+    bind then fails with EADDRINUSE. Ports outside the ephemeral range are
+    never handed out implicitly, so only an explicit bind can race us.
+    """
+    import random
+
+    eph_lo, eph_hi = _ephemeral_range()
+    lo, hi = (10000, eph_lo) if eph_lo > 12000 else (eph_hi + 1, 65535)
+    if hi - lo < 1000:  # unusual port layout: fall back to the kernel's choice
+        lo = hi = 0
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(2000):
+        port = random.randrange(lo, hi) if hi else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host} in {lo}-{hi}")
 
 
 def port_bindable(port: int, host: str = LOOPBACK) -> bool:
@@ -59,14 +96,24 @@ def parse_proc_net_udp_bound(text: str) -> dict[int, set[int]]:
     return ports
 
 
-def udp_listeners() -> dict[int, set[int]]:
-    """{port: socket inodes} of unconnected (listening) UDP sockets in this network namespace."""
+def _proc_net(ns_pid: int | None) -> str:
+    """/proc/net of this process, or of ns_pid: each shows the sockets of its own network namespace.
+
+    The harness sees the listeners of a forwarder inside a namespace through the
+    forwarder's own /proc/PID/net, without entering the namespace.
+    """
+    return "/proc/net" if ns_pid is None else f"/proc/{ns_pid}/net"
+
+
+def udp_listeners(ns_pid: int | None = None) -> dict[int, set[int]]:
+    """{port: socket inodes} of unconnected (listening) UDP sockets in this (or ns_pid's) network namespace."""
     out: dict[int, set[int]] = {}
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
+    base = _proc_net(ns_pid)
+    for name in (f"{base}/udp", f"{base}/udp6"):
         try:
             for port, inodes in parse_proc_net_udp_bound(Path(name).read_text()).items():
                 out.setdefault(port, set()).update(inodes)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass
     return out
 
@@ -77,7 +124,7 @@ def wait_udp_bound(port: int, timeout_s: float, alive: Callable[[], bool] | None
     deadline = time.monotonic() + timeout_s
     owners = list(pids)
     while True:
-        inodes = udp_listeners().get(port, set())
+        inodes = udp_listeners(owners[0] if owners else None).get(port, set())
         if inodes and (not owners or any(inodes & socket_inodes(p) for p in owners)):
             return
         if alive is not None and not alive():
@@ -87,14 +134,15 @@ def wait_udp_bound(port: int, timeout_s: float, alive: Callable[[], bool] | None
         time.sleep(0.02)
 
 
-def listeners() -> dict[int, set[int]]:
-    """{port: socket inodes} of TCP listeners in this network namespace (IPv4 and IPv6)."""
+def listeners(ns_pid: int | None = None) -> dict[int, set[int]]:
+    """{port: socket inodes} of TCP listeners in this (or ns_pid's) network namespace (IPv4 and IPv6)."""
     out: dict[int, set[int]] = {}
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    base = _proc_net(ns_pid)
+    for name in (f"{base}/tcp", f"{base}/tcp6"):
         try:
             for port, inodes in parse_proc_net_tcp_listeners(Path(name).read_text()).items():
                 out.setdefault(port, set()).update(inodes)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass
     return out
 
@@ -124,10 +172,11 @@ def wait_listening(port: int, timeout_s: float, alive: Callable[[], bool] | None
     Nothing connects: a probe through a forwarder would reach the target, and
     `iperf3 -s -1` takes any connection as its one test and exits. A LISTEN
     socket accepts connections (into its backlog) from the moment it exists.
+    With pid, the listeners are read in pid's network namespace (it may live in another).
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        inodes = listeners().get(port, set())
+        inodes = listeners(pid).get(port, set())
         if inodes and (pid is None or inodes & socket_inodes(pid)):
             return
         if alive is not None and not alive():

@@ -10,48 +10,37 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from harness import netutil
+
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out and released (good enough on loopback)."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, kind) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A bindable port below the ephemeral range (see harness.netutil.free_port)."""
+    return netutil.free_port(host, kind)
 
 
 def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
     """n distinct free ports."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, kind)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return [free_port(kind) for _ in range(n)]
 
 
 def free_port_range(n: int, kind: int = socket.SOCK_STREAM) -> int:
-    """Start of n consecutive free ports."""
+    """Start of n consecutive ports, each bindable now, below the ephemeral range."""
     for _ in range(200):
         start = free_port(kind)
-        if start + n > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(start, start + n):
-                s = socket.socket(socket.AF_INET, kind)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
+        if all(_bindable(p, kind) for p in range(start + 1, start + n)):
+            netutil._handed_out.update(range(start, start + n))
             return start
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
     raise RuntimeError("no free port range")
+
+
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return port not in netutil._handed_out
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0) -> None:
