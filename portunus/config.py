@@ -611,17 +611,21 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     return Config(settings, defaults, tuple(owners), tuple(rules))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML rule file; raise ConfigError (file problems included)."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; raise ConfigError naming the file for unreadable or invalid TOML."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError([f"{path}: not UTF-8 text: {e}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: TOML syntax error: {e}"]) from e
-    return parse_config(data, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML rule file; raise ConfigError (file problems included)."""
+    return parse_config(read_toml(path), str(path))

@@ -7,13 +7,12 @@ reported at once, and each message names the file and the key.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from portunus.config import LOG_FORMATS, LOG_LEVELS, ConfigError
+from portunus.config import LOG_FORMATS, LOG_LEVELS, ConfigError, read_toml
 from portunus.runtime import parse_host_port
 
 # An operator token is a bearer secret: 16 characters is the floor below which
@@ -128,17 +127,7 @@ def parse_server_settings(data: Mapping[str, Any], source: str = "server.toml") 
 def load_server_settings(path: str | Path) -> ServerSettings:
     """Read and validate server.toml; raise ConfigError (unreadable file included)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
+    if not path.exists():
         raise ConfigError([f"{path}: not found (create it with control_listen, operator_http_listen, "
-                           "metrics_listen and operator_token; see README 'Control plane')"]) from e
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: not UTF-8 text: {e}"]) from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: TOML syntax error: {e}"]) from e
-    return parse_server_settings(data, str(path))
+                           "metrics_listen and operator_token; see README 'Control plane')"])
+    return parse_server_settings(read_toml(path), str(path))
