@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.support.net import echo_handler, free_ports, tcp_server
+from tests.support.wait import wait_for
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -163,16 +164,6 @@ def metric(text: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{series} not exposed")
-
-
-def wait_for(pred, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def launch(standalone, toml: str, metrics: str | None = None):

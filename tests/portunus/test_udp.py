@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.net import UdpEchoServer, free_port, free_port_range, free_ports
 from tests.support.proc import run_cli
+from tests.support.wait import wait_for
 
 HEAD = "[global]\nshutdown_drain_secs = 1\n\n"
 # How long a client waits for an echo before calling the datagram lost.
@@ -44,16 +45,6 @@ def launch(standalone, toml: str, metrics: str):
 def stats(metrics: str) -> dict:
     with urllib.request.urlopen(f"http://{metrics}/stats", timeout=5) as r:
         return json.load(r)["rules"]
-
-
-def wait_for(pred, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def client() -> socket.socket:
