@@ -149,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sysinfo", help="print the host metadata recorded in result files (JSON)",
                    description="Print commit, CPU, kernel, distro, tool versions and sysctls as JSON.")
 
-    cln = sub.add_parser("cleanup", help="remove leftovers of killed runs (iptables chains, nft tables, scratch dirs)",
-                         description="Remove PORTUNUS-BENCH-<pid> chains from the nat table (and their jumps) "
-                         "and `ip PORTUNUS_BENCH_<pid>` nftables tables "
+    cln = sub.add_parser("cleanup", help="remove leftovers of killed runs (iptables chains, nft tables, "
+                         "network namespaces, scratch dirs)",
+                         description="Remove PORTUNUS-BENCH-<pid> chains from the nat table (and their jumps), "
+                         "`ip PORTUNUS_BENCH_<pid>` nftables tables, network namespaces carrying the harness's "
+                         "owner mark (with their veths and any process still inside) "
                          "whose harness process is gone, and scratch directories of dead runs. "
                          "Running harnesses are left alone unless --all.")
     cln.add_argument("--all", action="store_true", help="also remove chains of harness processes still running")
@@ -159,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     pth = sub.add_parser("paths", help="list the forwarding paths and whether each can run here",
                          description="List every registered path with its description and availability.")
     pth.add_argument("--json", action="store_true", help="machine-readable output")
+    pth.add_argument("--topology", choices=("loopback", "netns", "hosts"), default="loopback",
+                     help="availability on this topology kind (default loopback)")
 
     val = sub.add_parser("validate", help="validate experiment files and show their plans' size",
                          description="Load and validate each CONFIG (exit 2 with one line per problem).")
@@ -210,6 +214,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     outcome = run_experiment(cfg, results_path, resume=args.resume, skip_unavailable=args.skip_unavailable,
                              argv=["portunus-bench", *argv], workdir_root=args.workdir,
                              keep_workdir=args.keep_workdir)
+    if not results_path.exists():  # stopped by a signal before the first line was written
+        return outcome.exit_code
     print(render_result_set(load_results(results_path)))
     print(f"results: {results_path}", file=sys.stderr)
     if outcome.interrupted:
@@ -327,6 +333,14 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         print(f"nftables: removed {len(removed)} table(s){': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"nftables: not checked ({av.reason})")
+    from harness.topology import netns as tnetns
+
+    why = tnetns.netns_available()
+    if why is None:
+        removed = tnetns.cleanup_leftovers(include_live=args.all)
+        print(f"network namespaces: removed {len(removed)}{': ' + ', '.join(removed) if removed else ''}")
+    else:
+        print(f"network namespaces: not checked ({why})")
     n = 0
     for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
         pid = d.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
@@ -342,7 +356,10 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
     rows = []
     for name, cls in PATHS.items():
-        av = cls().available()
+        path = cls()
+        av = path.available_on(args.topology)
+        if av.ok:
+            av = path.available()
         rows.append({"path": name, "description": cls.description, "available": av.ok, "reason": av.reason,
                      "capped": cls.capped, "forwarder_process": cls.has_forwarder_process})
     if args.json:

@@ -34,6 +34,8 @@ once, each line naming the file and the key.
       processes: 2             #   connrate: client processes
       concurrency: 16          #   connrate: connections in flight per client process
       server_workers: 1        #   echo server processes
+    topology: loopback         # loopback (default) | netns | a mapping: where client, forwarder and target
+                               # run and the links between them (harness.topology.spec documents every key)
 
 Kinds: headline / ab / capped / sweep / peers / udp measure with iperf3
 (peers is the headline run over the comparable forwarders; udp is a sweep
@@ -54,11 +56,12 @@ from harness.errors import HarnessError
 from harness.iperf import BACKENDS
 from harness.paths import PATHS
 from harness.probe import PROBE_LIMITS, ProbeSettings
+from harness.topology.spec import LOOPBACK_SPEC, TopologySpec, parse_topology
 
 # Format history of experiment YAML files:
 #   1  first version (keys listed in the module docstring). Later additions are
-#      optional keys whose absence reads as before: datagram_bytes, probe, and
-#      the kinds peers / latency / connrate / udp, protocol udp.
+#      optional keys whose absence reads as before: datagram_bytes, probe, topology,
+#      and the kinds peers / latency / connrate / udp, protocol udp.
 CONFIG_SCHEMA_VERSION = 1
 
 KINDS = ("headline", "ab", "capped", "sweep", "peers", "latency", "connrate", "udp")
@@ -99,10 +102,12 @@ class ExperimentConfig:
     description: str = ""
     datagram_bytes: int | None = None
     probe: ProbeSettings = ProbeSettings()
+    topology: TopologySpec = LOOPBACK_SPEC
     schema_version: int = CONFIG_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)  # probe becomes a plain mapping, as in the YAML
+        d["topology"] = self.topology.to_dict()
         for k in ("paths", "offered_mbps", "caps_bytes_per_s", "pair"):
             if d[k] is not None:
                 d[k] = list(d[k])
@@ -112,6 +117,8 @@ class ExperimentConfig:
             del d["datagram_bytes"]
         if self.kind not in PROBE_KINDS:
             del d["probe"]
+        if d["topology"] == "loopback" and self.topology.raw is None:
+            del d["topology"]
         return d
 
     @property
@@ -270,6 +277,10 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
             p.add("offered_mbps" if offered else "caps_bytes_per_s", f"not used by a {kind} experiment")
     elif data.get("probe") is not None:
         p.add("probe", f"only for the kinds {', '.join(PROBE_KINDS)}")
+    topology = parse_topology(data.get("topology"), p.add)
+    if backend == "python" and any(h.executor == "ssh" for _, h in topology.hosts):
+        p.add("backend", "the python iperf3 backend runs on this machine only; a topology with ssh hosts "
+              "needs backend: cli")
     if p.items:
         raise ConfigError(p.items)
     assert kind and rounds and seconds and omit is not None and backend and protocol and streams
@@ -279,6 +290,7 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
         backend=backend, protocol=protocol, streams=streams, offered_mbps=tuple(offered),
         caps_bytes_per_s=tuple(caps), shuffle_seed=seed, base_port=base_port, cap_bound_pct=bound,
         cap_goal_pct=goal, pair=pair, description=description, datagram_bytes=datagram_bytes, probe=probe,
+        topology=topology,
     )
 
 

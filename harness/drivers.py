@@ -4,7 +4,8 @@ A driver owns the target the path forwards to (started on setup.target_port
 before the client), the client that measures, and how the client's raw
 report becomes record fields. The runner does the rest the same way for
 every driver: path up, target, forwarder CPU around the client, path down,
-one Record.
+one Record. The target runs on the topology's target executor, bound to the
+target address; the client on the client executor (harness.topology).
 
     iperf3    iperf3 server + client (TCP or UDP); every kind but the two below
     latency   echo server + the latency probe (setup time, 1-byte RTT)
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 
 from harness.config import ExperimentConfig
 from harness.errors import IperfError
+from harness.executor.base import Executor
 from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
 from harness.paths.base import Endpoint
 from harness.plan import Measurement
@@ -43,12 +45,13 @@ class Driver(abc.ABC):
     raw_field: ClassVar[str]  # the Record field that keeps the client's report verbatim
 
     @abc.abstractmethod
-    def open_target(self, port: int, workdir: Path, cfg: ExperimentConfig) -> AbstractContextManager[Any]:
-        """The server the path forwards to, listening on 127.0.0.1:port when entered."""
+    def open_target(self, ex: Executor, host: str, port: int, workdir: Path,
+                    cfg: ExperimentConfig) -> AbstractContextManager[Any]:
+        """The server the path forwards to, on executor ex, listening on host:port when entered."""
 
     @abc.abstractmethod
-    def run_client(self, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
-        """Measure through endpoint; returns the client's report as text (raises on failure)."""
+    def run_client(self, ex: Executor, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
+        """Measure through endpoint from executor ex; returns the client's report as text (raises on failure)."""
 
     @abc.abstractmethod
     def record_fields(self, raw: str, forwarder_cpu_s: float | None) -> dict[str, Any]:
@@ -59,13 +62,14 @@ class IperfDriver(Driver):
     name = "iperf3"
     raw_field = "iperf_raw"
 
-    def open_target(self, port: int, workdir: Path, cfg: ExperimentConfig) -> AbstractContextManager[Any]:
-        return open_iperf_server(port, workdir / "iperf3-server.log")
+    def open_target(self, ex: Executor, host: str, port: int, workdir: Path,
+                    cfg: ExperimentConfig) -> AbstractContextManager[Any]:
+        return open_iperf_server(port, workdir / "iperf3-server.log", host=host, ex=ex)
 
-    def run_client(self, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
+    def run_client(self, ex: Executor, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
         params = IperfParams(endpoint.host, endpoint.port, cfg.seconds, cfg.omit_seconds, cfg.protocol,
                              m.offered_mbps, cfg.streams, cfg.datagram_bytes)
-        return run_client(params, cfg.backend)
+        return run_client(params, cfg.backend, ex)
 
     def record_fields(self, raw: str, forwarder_cpu_s: float | None) -> dict[str, Any]:
         r = parse_iperf_json(raw)
@@ -86,16 +90,18 @@ class IperfDriver(Driver):
 class _ProbeDriver(Driver):
     raw_field = "probe_raw"
 
-    def open_target(self, port: int, workdir: Path, cfg: ExperimentConfig) -> AbstractContextManager[Any]:
-        return open_echo_server(port, workdir / "echo-server.log", workers=cfg.probe.server_workers)
+    def open_target(self, ex: Executor, host: str, port: int, workdir: Path,
+                    cfg: ExperimentConfig) -> AbstractContextManager[Any]:
+        return open_echo_server(port, workdir / "echo-server.log", workers=cfg.probe.server_workers, host=host,
+                                ex=ex)
 
 
 class LatencyDriver(_ProbeDriver):
     name = "latency"
 
-    def run_client(self, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
+    def run_client(self, ex: Executor, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
         params = latency_params(endpoint.host, endpoint.port, cfg.probe, time_limit_s=float(cfg.seconds))
-        return run_probe("latency", params, cfg.seconds + CHILD_TIMEOUT_MARGIN_S)
+        return run_probe("latency", params, cfg.seconds + CHILD_TIMEOUT_MARGIN_S, ex)
 
     def record_fields(self, raw: str, forwarder_cpu_s: float | None) -> dict[str, Any]:
         r = parse_latency_json(raw)
@@ -107,9 +113,9 @@ class LatencyDriver(_ProbeDriver):
 class ConnrateDriver(_ProbeDriver):
     name = "connrate"
 
-    def run_client(self, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
+    def run_client(self, ex: Executor, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
         params = connrate_params(endpoint.host, endpoint.port, cfg.probe, cfg.seconds, cfg.omit_seconds)
-        return run_probe("connrate", params, cfg.seconds + cfg.omit_seconds + CHILD_TIMEOUT_MARGIN_S)
+        return run_probe("connrate", params, cfg.seconds + cfg.omit_seconds + CHILD_TIMEOUT_MARGIN_S, ex)
 
     def record_fields(self, raw: str, forwarder_cpu_s: float | None) -> dict[str, Any]:
         r = parse_connrate_json(raw)

@@ -31,7 +31,9 @@ from typing import Any
 
 from harness import procs
 from harness.errors import IperfError
-from harness.netutil import LOOPBACK, wait_listening
+from harness.executor.base import Executor
+from harness.executor.local import LOCAL, LocalExecutor
+from harness.netutil import LOOPBACK
 
 BACKENDS = ("cli", "python")
 PROTOCOLS = ("tcp", "udp")
@@ -188,28 +190,32 @@ def cli_argv(params: IperfParams) -> list[str]:
     return argv
 
 
-def python_argv(params: IperfParams, out_path: Path) -> list[str]:
+def python_argv(params: IperfParams, out_path: Path, python: str = sys.executable) -> list[str]:
     """The child-process command line for the PyPI wrapper backend."""
-    return [sys.executable, "-m", "harness.iperf_child", json.dumps(params.to_dict()), str(out_path)]
+    return [python, "-m", "harness.iperf_child", json.dumps(params.to_dict()), str(out_path)]
 
 
-def run_client(params: IperfParams, backend: str) -> str:
-    """Run one iperf3 client with the given backend; returns its JSON report as text.
+def run_client(params: IperfParams, backend: str, ex: Executor = LOCAL) -> str:
+    """Run one iperf3 client with the given backend on executor ex; returns its JSON report as text.
 
     Raises IperfError on timeout, a crash, or no output. An error *report*
     (valid JSON with "error") is returned as is; parse_iperf_json raises on it.
+    The python backend runs on this machine only (the child writes its report to a local file).
     """
     if backend == "cli":
-        return _run_child(cli_argv(params), params.timeout_s, out_path=None)
+        return _run_child(cli_argv(params), params.timeout_s, out_path=None, ex=ex)
     if backend == "python":
+        if not isinstance(ex, LocalExecutor):
+            raise IperfError(f"the python iperf3 backend runs on this machine only, not on {ex.name}: "
+                             "use backend: cli")
         with tempfile.TemporaryDirectory(prefix="portunus-iperf-") as tmp:
             out = Path(tmp) / "report.json"
-            return _run_child(python_argv(params, out), params.timeout_s, out_path=out)
+            return _run_child(python_argv(params, out, ex.python), params.timeout_s, out_path=out, ex=ex)
     raise ValueError(f"unknown iperf3 backend {backend!r} (known: {', '.join(BACKENDS)})")
 
 
-def _run_child(argv: list[str], timeout_s: float, out_path: Path | None) -> str:
-    proc = procs.spawn(argv, capture=True)
+def _run_child(argv: list[str], timeout_s: float, out_path: Path | None, ex: Executor = LOCAL) -> str:
+    proc = ex.spawn(argv, capture=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -225,15 +231,16 @@ def _run_child(argv: list[str], timeout_s: float, out_path: Path | None) -> str:
 
 
 @contextmanager
-def open_iperf_server(port: int, log_path: Path | None = None, host: str = LOOPBACK) -> Iterator[subprocess.Popen]:
-    """A one-off `iperf3 -s -1` on host:port, listening when entered, stopped on exit."""
-    proc = procs.spawn([IPERF3, "-s", "-1", "-B", host, "-p", str(port)], log_path=log_path)
+def open_iperf_server(port: int, log_path: Path | None = None, host: str = LOOPBACK,
+                      ex: Executor = LOCAL) -> Iterator[Any]:
+    """A one-off `iperf3 -s -1` on host:port (on executor ex), listening when entered, stopped on exit."""
+    proc = ex.spawn([IPERF3, "-s", "-1", "-B", host, "-p", str(port)], log_path=log_path)
     try:
         try:
-            wait_listening(port, SERVER_START_TIMEOUT_S, alive=lambda: proc.poll() is None)
+            ex.wait_listening(port, proc, SERVER_START_TIMEOUT_S)
         except TimeoutError as e:
-            detail = log_path.read_text(errors="replace")[-500:] if log_path and log_path.exists() else ""
-            raise IperfError(f"iperf3 server on port {port} did not start: {e}. {detail}") from None
+            detail = ex.read_text(log_path)[-500:] if log_path else ""
+            raise IperfError(f"iperf3 server on {host}:{port} did not start: {e}. {detail}") from None
         yield proc
     finally:
         procs.stop(proc)

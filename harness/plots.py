@@ -34,6 +34,7 @@ from harness.experiments.connrate import ConnrateSummary, summarise_connrate
 from harness.experiments.latency import LatencySummary, summarise_latency
 from harness.experiments.peers import PeersSummary, summarise_peers
 from harness.experiments.sweep import KEEPS_UP_PCT
+from harness.experiments.topology import same_topology
 from harness.experiments.udp import UdpSummary, summarise_udp
 from harness.results import Header, Record, ResultSet
 from harness.stats import Summary
@@ -416,6 +417,7 @@ def dump_plots(result_sets: Sequence[ResultSet], out_dir: Path) -> dict[str, lis
     """Every figure of every result file into out_dir; returns result file name -> files written."""
     out: dict[str, list[Path]] = {}
     for rs in result_sets:
-        for name, fig in figures_for(rs, result_sets).items():
+        # Cross-file inputs (the sweep's capacity) come from files of the same topology only.
+        for name, fig in figures_for(rs, same_topology(rs, result_sets)).items():
             out.setdefault(rs.path.name, []).extend(dump_figure(fig, out_dir, name))
     return out

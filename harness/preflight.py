@@ -11,6 +11,9 @@ from harness.errors import PathError, PreflightError
 from harness.iperf import IPERF3
 from harness.netutil import busy_ports, who_listens
 from harness.paths import PATHS, ForwardPath
+from harness.topology.netns import netns_available
+from harness.topology.shaping import shaping_support
+from harness.topology.spec import LINKS, TopologySpec
 
 
 def ports_per_measurement(paths: Iterable[str]) -> int:
@@ -44,8 +47,17 @@ def check_ports(base_port: int | None, paths: Iterable[str]) -> None:
                              f"or leave it unset to use free ports the kernel picks")
 
 
-def check_paths(names: Iterable[str], skip_unavailable: bool) -> tuple[dict[str, ForwardPath], dict[str, str]]:
-    """Availability and one-time preparation of each path.
+def check_topology(spec: TopologySpec) -> None:
+    """The topology can be built here (namespaces need root and iproute2)."""
+    if spec.kind == "netns":
+        why = netns_available() or shaping_support([spec.link(name) for name in LINKS])
+        if why:
+            raise PreflightError(f"topology netns: {why}")
+
+
+def check_paths(names: Iterable[str], skip_unavailable: bool,
+                topology: str = "loopback") -> tuple[dict[str, ForwardPath], dict[str, str]]:
+    """Availability (on this host and topology kind) and one-time preparation of each path.
 
     Returns (prepared paths, {skipped path: reason}). An unavailable path is
     an error unless skip_unavailable; then it is skipped and the reason kept.
@@ -54,7 +66,9 @@ def check_paths(names: Iterable[str], skip_unavailable: bool) -> tuple[dict[str,
     unavailable: dict[str, str] = {}
     for name in names:
         path = PATHS[name]()
-        av = path.available()
+        av = path.available_on(topology)
+        if av.ok:
+            av = path.available()
         if not av.ok:
             unavailable[name] = av.reason
             continue

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import procs
-from harness.netutil import LOOPBACK, wait_listening
+from harness.executor.base import Executor
+from harness.executor.local import LOCAL
+from harness.netutil import LOOPBACK
 from harness.stats import percentile
 
 # Time given to the echo server to listen (a Python start on a loaded host).
@@ -175,15 +177,15 @@ def connrate_params(host: str, port: int, s: ProbeSettings, seconds: int, omit_s
             "seconds": seconds, "omit_seconds": omit_seconds}
 
 
-def probe_argv(kind: str, params: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "harness.probe_child", kind, json.dumps(params)]
+def probe_argv(kind: str, params: dict[str, Any], python: str = sys.executable) -> list[str]:
+    return [python, "-m", "harness.probe_child", kind, json.dumps(params)]
 
 
-def run_probe(kind: str, params: dict[str, Any], timeout_s: float) -> str:
-    """Run the probe child; returns its JSON report as text. ProbeError on a crash or timeout."""
+def run_probe(kind: str, params: dict[str, Any], timeout_s: float, ex: Executor = LOCAL) -> str:
+    """Run the probe child on executor ex; returns its JSON report as text. ProbeError on a crash or timeout."""
     if kind not in PROBE_KINDS:
         raise ValueError(f"unknown probe {kind!r}")
-    proc = procs.spawn(probe_argv(kind, params), capture=True)
+    proc = ex.spawn(probe_argv(kind, params, ex.python), capture=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -198,15 +200,15 @@ def run_probe(kind: str, params: dict[str, Any], timeout_s: float) -> str:
 
 @contextmanager
 def open_echo_server(port: int, log_path: Path | None = None, workers: int = 1,
-                     host: str = LOOPBACK) -> Iterator[subprocess.Popen]:
-    """harness.echo_server on host:port in its own process (group), listening when entered."""
-    proc = procs.spawn([sys.executable, "-m", "harness.echo_server", "--host", host, "--port", str(port),
-                        "--workers", str(workers)], log_path=log_path)
+                     host: str = LOOPBACK, ex: Executor = LOCAL) -> Iterator[Any]:
+    """harness.echo_server on host:port (on executor ex) in its own process (group), listening when entered."""
+    proc = ex.spawn([ex.python, "-m", "harness.echo_server", "--host", host, "--port", str(port),
+                     "--workers", str(workers)], log_path=log_path)
     try:
         try:
-            wait_listening(port, SERVER_START_TIMEOUT_S, alive=lambda: proc.poll() is None, pid=proc.pid)
+            ex.wait_listening(port, proc, SERVER_START_TIMEOUT_S)
         except TimeoutError as e:
-            detail = log_path.read_text(errors="replace")[-500:] if log_path and log_path.exists() else ""
+            detail = ex.read_text(log_path)[-500:] if log_path else ""
             raise ProbeError(f"echo server on port {port} did not start: {e}. {detail}") from None
         yield proc
     finally:

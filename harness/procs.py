@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("harness.procs")
 
@@ -26,8 +27,10 @@ STOP_GRACE_S = 5.0
 
 _PR_SET_PDEATHSIG = 1
 # Every child spawn() started and stop() has not reaped yet: the safety net
-# stop_all() uses when a run is interrupted at an awkward moment.
-_LIVE: dict[int, subprocess.Popen] = {}
+# stop_all() uses when a run is interrupted at an awkward moment. Keyed by
+# object identity: remote processes (harness.executor.ssh) register here too,
+# and their pids belong to another host's pid space.
+_LIVE: dict[int, Any] = {}
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -62,15 +65,29 @@ def spawn(argv: Sequence[str], *, log_path: Path | None = None, env: Mapping[str
     finally:
         if log_file is not None:
             log_file.close()
-    _LIVE[proc.pid] = proc
+    _LIVE[id(proc)] = proc
     log.debug("started pid %d: %s", proc.pid, " ".join(argv))
     return proc
 
 
-def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int | None:
-    """Stop a child we started (its process group), escalating to SIGKILL; returns its exit code."""
+def register(proc: Any) -> None:
+    """Track a process started elsewhere (a remote one with a stop() of its own) for stop_all()."""
+    _LIVE[id(proc)] = proc
+
+
+def unregister(proc: Any) -> None:
+    _LIVE.pop(id(proc), None)
+
+
+def stop(proc: Any, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int | None:
+    """Stop a child we started (its process group), escalating to SIGKILL; returns its exit code.
+
+    A process that is not a local Popen (harness.executor.ssh.RemoteProcess) stops itself.
+    """
     if proc is None:
         return None
+    if not isinstance(proc, subprocess.Popen):
+        return proc.stop(sig, grace_s)
     if proc.poll() is None:
         _signal_group(proc.pid, sig)
         try:
@@ -82,7 +99,7 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: floa
     else:
         # The leader is gone, but something it started may still hold the group.
         _signal_group(proc.pid, signal.SIGKILL)
-    _LIVE.pop(proc.pid, None)
+    _LIVE.pop(id(proc), None)
     return proc.returncode
 
 
@@ -118,7 +135,7 @@ def _pid_alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
-def live_children() -> list[subprocess.Popen]:
+def live_children() -> list[Any]:
     """Children started by spawn() and not yet stopped."""
     return list(_LIVE.values())
 
@@ -196,6 +213,43 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return ticks / _CLK_TCK
 
 
+def parse_stat_pid(text: str) -> int:
+    """The pid (field 1) from the text of /proc/PID/stat."""
+    return int(text.split(" ", 1)[0])
+
+
+def children_map(stats: Mapping[int, str]) -> dict[int, list[int]]:
+    """{ppid: [child pids]} from {pid: /proc/PID/stat text} (unparsable entries skipped)."""
+    children: dict[int, list[int]] = {}
+    for pid, text in stats.items():
+        try:
+            children.setdefault(parse_ppid(text), []).append(pid)
+        except (ValueError, IndexError):
+            continue
+    return children
+
+
+def descendants_in(pid: int, children: Mapping[int, list[int]]) -> list[int]:
+    """Every descendant of pid in a {ppid: [children]} map."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def tree_ticks_in(pid: int, stats: Mapping[int, str]) -> int | None:
+    """tree_cpu_seconds' tick count from a snapshot {pid: stat text} (e.g. of a remote host)."""
+    if pid not in stats:
+        return None
+    ticks = parse_proc_stat_tree_ticks(stats[pid])
+    for c in descendants_in(pid, children_map(stats)):
+        ticks += parse_proc_stat_tree_ticks(stats[c])
+    return ticks
+
+
 def parse_ppid(text: str) -> int:
     """Parent pid (field 4) from the text of /proc/PID/stat."""
     return int(text[text.rindex(")") + 2:].split()[1])
@@ -212,13 +266,7 @@ def descendants(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    return descendants_in(pid, children)
 
 
 def wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:

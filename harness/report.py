@@ -31,6 +31,12 @@ from harness.experiments.latency import LatencySummary, summarise_latency
 from harness.experiments.peers import PORTUNUS, PeersSummary, summarise_peers
 from harness.experiments.peers import label as peer_label
 from harness.experiments.sweep import CAPACITY_PATH, KEEPS_UP_PCT
+from harness.experiments.topology import (
+    TopologyComparison,
+    describe_topology,
+    same_topology,
+    summarise_topologies,
+)
 from harness.experiments.udp import UdpSummary, summarise_udp
 from harness.paths import PATHS
 from harness.results import Header, Record, ResultSet
@@ -232,10 +238,13 @@ class ReportContext:
     result_sets: tuple[ResultSet, ...] = ()
     plots: Mapping[str, Sequence[str]] = field(default_factory=dict)  # result file name -> plot paths
 
-    def unpaced_records(self) -> list[Record]:
-        """Uncapped, unpaced records of every file (headline-style runs): the host's capacity."""
-        return [r for rs in self.result_sets for r in rs.records
-                if r.offered_mbps is None and r.cap_bytes_per_s is None]
+    def unpaced_records(self, like: ResultSet | None = None) -> list[Record]:
+        """Uncapped, unpaced records of every file (headline-style runs): the host's capacity.
+
+        With `like`, only files that ran on the same topology (loopback numbers never stand in for netns ones).
+        """
+        sets = self.result_sets if like is None else same_topology(like, self.result_sets)
+        return [r for rs in sets for r in rs.records if r.offered_mbps is None and r.cap_bytes_per_s is None]
 
     def plot_links(self, rs: ResultSet) -> list[str]:
         return [f"![{p.rsplit('/', 1)[-1]}]({p})" for p in self.plots.get(rs.path.name, ()) if p.endswith(".png")]
@@ -265,7 +274,7 @@ def render_capped_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
 
 
 def render_sweep_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_sweep(rs.records, rs.header.config.get("paths", ()), ctx.unpaced_records())
+    s = summarise_sweep(rs.records, rs.header.config.get("paths", ()), ctx.unpaced_records(rs))
     return ["Delivered = iperf3's sender-side rate (median over the rounds) at each offered rate (`iperf3 -b`); "
             "% = delivered / offered.", render_sweep_table(s), *render_sweep_findings(s), *_notes_block(s.notes)]
 
@@ -312,9 +321,10 @@ def _no_cpu(path: str) -> str:
     return "kernel (not attributable)" if cls is not None and not cls.has_forwarder_process else DASH
 
 
-def _latest(ctx: ReportContext, kind: str) -> ResultSet | None:
-    """The newest result file of a kind in this directory (for the peers overview)."""
-    sets = [rs for rs in ctx.result_sets if rs.header.kind == kind]
+def _latest(ctx: ReportContext, kind: str, like: ResultSet | None = None) -> ResultSet | None:
+    """The newest result file of a kind in this directory (on like's topology), for the peers overview."""
+    pool = ctx.result_sets if like is None else same_topology(like, ctx.result_sets)
+    sets = [rs for rs in pool if rs.header.kind == kind]
     return max(sets, key=lambda rs: rs.header.created_at, default=None)
 
 
@@ -374,7 +384,7 @@ def render_peers_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
            "setting, again with buffers comparable to Portunus's copy path (256 KiB). Throughput is iperf3's "
            f"sender side; `{PORTUNUS}` ÷ this > 100% means Portunus (splice fast path) is faster.",
            render_peers_table(s)]
-    others = {k: _latest(ctx, k) for k in ("latency", "connrate", "udp")}
+    others = {k: _latest(ctx, k, rs) for k in ("latency", "connrate", "udp")}
     if any(others.values()):
         lat = summarise_latency(others["latency"].records) if others["latency"] else None
         cr = summarise_connrate(others["connrate"].records) if others["connrate"] else None
@@ -502,6 +512,7 @@ def render_result_set(rs: ResultSet, ctx: ReportContext | None = None, host: Hea
     if h.config.get("description"):
         out.append(h.config["description"].strip())
     out.append(_run_line(rs))
+    out.append(f"Topology: {describe_topology(h.topology)}")
     if host is None or render_sysinfo(h) != render_sysinfo(host):
         if host is not None:
             out.append("Recorded on a different host or commit than the block at the top:")
@@ -543,6 +554,64 @@ def _sections(result_sets: Sequence[ResultSet], plots: Mapping[str, Sequence[str
         out += [f"{'#' * level} Host", f"`{si.get('hostname')}`, {si.get('cpu_cores')} cores, "
                 f"{(si.get('memory_kib') or 0) / 2**20:.1f} GiB RAM.", render_sysinfo(host)]
     out += [render_result_set(rs, ctx, host, level).rstrip("\n") for rs in ordered(result_sets)]
+    comparison = summarise_topologies(result_sets)
+    if comparison is not None:
+        out += render_topology_section(comparison, level)
+    return out
+
+
+# ---------------------------------------------------------------- across topologies
+
+
+def render_topology_table(c: TopologyComparison) -> str:
+    """Per path: median [min–max] on each topology, second / first, % of iptables within each."""
+    first, second = c.labels[0], c.labels[1]
+    header = ["Path"] + [f"{lab}, Mbit/s" for lab in c.labels] + [f"{second} ÷ {first}"] + [
+        f"% of iptables ({lab})" for lab in c.labels]
+    rows = []
+    for r in c.rows:
+        rows.append([f"`{r.path}`"] + [fmt_range(r.throughput_mbps[lab]) for lab in c.labels]
+                    + [fmt_pct(r.vs_first_pct, 0)] + [fmt_pct(r.pct_of_baseline[lab], 0) for lab in c.labels])
+    return _table(header, rows)
+
+
+# What changes between loopback and the namespace topology, mechanically (the numbers above say how much).
+NETNS_DIFFERENCES = (
+    "Packets cross two veth pairs and the edge namespace's IP stack (routing, conntrack) instead of one "
+    "loopback device; segments are cut to the veth MTU (1500 unless the topology sets one) where loopback "
+    "carries 65536-byte frames, so there are many more packets per byte (GSO/GRO sizes are in each file's "
+    "header, `topology.applied`).",
+    "The kernel baselines change mechanism: loopback uses REDIRECT (iptables) / DNAT (nftables) in the nat "
+    "OUTPUT hook; netns uses DNAT in the edge's PREROUTING with forwarding and MASQUERADE towards the target, "
+    "which is what a port-forwarding box runs. `nft_flowtable` exists only there.",
+    "`direct` on netns is routed through the edge (ip_forward, no NAT, no forwarder), so it measures the "
+    "crossing, not a same-host socket pair.",
+    "Namespaces separate network stacks, not CPUs: the iperf3 ends and the forwarder still share this "
+    "host's cores, so CPU contention shapes both topologies alike.",
+)
+
+
+def render_topology_section(c: TopologyComparison, level: int = 2) -> list[str]:
+    """The side-by-side table and the 'what differs' notes (a template the numbers fill in)."""
+    files = "; ".join(f"{lab}: {', '.join(f'`{f}`' for f in fs)}" for lab, fs in c.files.items())
+    out = [f"{'#' * level} Across topologies: {' vs '.join(c.labels)}",
+           f"The same paths measured on each topology (headline-style runs, uncapped; files: {files}). Compare "
+           "the ratios within a topology first; the cross-topology column is a ratio of medians of separate runs.",
+           render_topology_table(c)]
+    found = []
+    first, second = c.labels[0], c.labels[1]
+    if c.ratio_median_pct is not None:
+        found.append(f"Across the paths measured on both, {second} delivers a median {fmt_pct(c.ratio_median_pct, 0)} "
+                     f"of what {first} does.")
+    if c.largest_drop is not None and c.largest_drop.vs_first_pct is not None:
+        found.append(f"Largest change: `{c.largest_drop.path}` at {fmt_pct(c.largest_drop.vs_first_pct, 0)} "
+                     f"of its {first} throughput.")
+    if c.rank_changes:
+        found.append("Changes side of the iptables line (≥ 100% on one topology, < 100% on the other): "
+                     + ", ".join(f"`{p}`" for p in c.rank_changes) + ".")
+    if "netns" in " ".join(c.labels):
+        out.append("What differs on netns:\n\n" + "\n".join(f"- {d}" for d in NETNS_DIFFERENCES))
+    out += _notes_block(found)
     return out
 
 

@@ -32,7 +32,12 @@ from harness.errors import HarnessError
 #      `rtt_*_us` percentiles, connrate `conn_per_s` / `conns_ok` / `conn_errors`,
 #      and `probe_raw` (the probe client's JSON report, verbatim). Version-1
 #      measurements were all iperf3 TCP runs: driver "iperf3", the rest None.
-SCHEMA_VERSION = 2
+#   3  the header records the `topology` the run used (harness.topology: kind,
+#      roles, addresses, link settings as requested and as the kernel applied
+#      them). Version-2 files all ran on loopback: {"kind": "loopback"}.
+SCHEMA_VERSION = 3
+
+LOOPBACK_TOPOLOGY = {"kind": "loopback", "address": "127.0.0.1"}
 
 
 def _upgrade_1_to_2(line: dict[str, Any]) -> dict[str, Any]:
@@ -41,9 +46,15 @@ def _upgrade_1_to_2(line: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
+def _upgrade_2_to_3(line: dict[str, Any]) -> dict[str, Any]:
+    if line.get("type") == "header":
+        line = {**line, "topology": dict(LOOPBACK_TOPOLOGY)}
+    return line
+
+
 # UPGRADES[v] turns one line (dict) of a version-v file into version v+1.
 # Loading applies them step by step up to SCHEMA_VERSION.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 DRIVER_IPERF3 = "iperf3"
 
@@ -148,6 +159,8 @@ class Header:
     sysinfo: dict[str, Any]
     argv: list[str] = field(default_factory=list)
     unavailable_paths: dict[str, str] = field(default_factory=dict)  # path -> reason it was skipped
+    # since schema 3: where it ran (harness.topology.*.describe())
+    topology: dict[str, Any] = field(default_factory=lambda: dict(LOOPBACK_TOPOLOGY))
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
 

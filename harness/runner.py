@@ -3,6 +3,11 @@
 Process plumbing and cleanup live here once; paths only start and stop
 themselves. Each record is appended (flushed + fsynced) the moment its
 measurement ends, so an interrupted run keeps everything it measured.
+
+The run's topology (harness.topology: loopback, netns, hosts) is opened
+after preflight and closed on every exit path, a signal included: the
+client runs on its client executor, the target on its target executor, the
+path on the site's edge.
 """
 
 from __future__ import annotations
@@ -22,27 +27,31 @@ from harness import procs
 from harness.config import ExperimentConfig
 from harness.drivers import driver_for
 from harness.errors import HarnessError, IperfError, PathError
+from harness.executor.base import ExecutorError
 from harness.netutil import free_port
 from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
 from harness.paths.base import ForwardPath
 from harness.plan import Measurement, build_plan
-from harness.preflight import check_paths, check_ports, check_tools
+from harness.preflight import check_paths, check_ports, check_tools, check_topology
 from harness.probe import ProbeError
 from harness.progress import Progress
 from harness.results import (
+    SCHEMA_VERSION,
     STATUS_FAILED,
     STATUS_OK,
     Header,
     Record,
     ResultsError,
     create_results,
+    load_results,
     resume_results,
     utc_now,
 )
 from harness.signals import Interrupted, SignalGuard
 from harness.sysinfo import collect_sysinfo
+from harness.topology import LoopbackTopology, Topology, open_topology_now
 
 log = logging.getLogger("harness.runner")
 
@@ -75,19 +84,19 @@ class PortAllocator:
 
 
 def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdir: Path,
-                ports: PortAllocator, guard: SignalGuard) -> Record:
+                ports: PortAllocator, guard: SignalGuard, topology: Topology | None = None) -> Record:
     """Run one measurement end to end; failures become a failed Record, never an exception.
 
     What runs through the path (iperf3, or the latency / connrate probe) is
     the experiment kind's driver (harness.drivers). Interrupted (a signal)
-    and programming errors propagate, after cleanup.
+    and programming errors propagate, after cleanup. topology None = loopback.
     """
     started = utc_now()
+    topo = topology if topology is not None else LoopbackTopology()
+    site = topo.site
     workdir.mkdir(parents=True, exist_ok=True)
     ports.reset()
     target_port = ports.alloc()
-    setup = PathSetup(target_port=target_port, workdir=workdir, alloc_port=ports.alloc,
-                      cap_bytes_per_s=m.cap_bytes_per_s, protocol=cfg.protocol)
     driver = driver_for(cfg.kind)
     raw: str | None = None
     pids: tuple[int, ...] = ()
@@ -97,17 +106,21 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     fields: dict | None = None
     try:
         try:
+            setup = PathSetup(target_port=target_port, workdir=site.edge.mirror_dir(workdir), alloc_port=ports.alloc,
+                              cap_bytes_per_s=m.cap_bytes_per_s, protocol=cfg.protocol, site=site,
+                              local_workdir=workdir)
             endpoint = path.start(setup)
             path.ready(READY_TIMEOUT_S)
             info = path.describe()
-            with driver.open_target(target_port, workdir, cfg):
+            with driver.open_target(topo.target, site.target_host, target_port, topo.target.mirror_dir(workdir),
+                                    cfg):
                 pids = tuple(path.forwarder_pids())
                 if path.has_forwarder_process and not pids:
                     raise PathError(f"{m.path}: forwarder process exited before the run")
                 # Each pid's whole process tree: workers and per-connection forks count too.
-                before = [procs.tree_cpu_seconds(p) for p in pids]
-                raw = driver.run_client(endpoint, cfg, m)
-                after = [procs.tree_cpu_seconds(p) for p in pids]
+                before = [site.edge.tree_cpu_seconds(p) for p in pids]
+                raw = driver.run_client(topo.client, endpoint, cfg, m)
+                after = [site.edge.tree_cpu_seconds(p) for p in pids]
                 info = path.describe()  # again, after the traffic: e.g. whether HAProxy really spliced
             if pids:
                 deltas = [a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None]
@@ -120,7 +133,8 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
                 path.stop()
     except Exception as e:  # any failure of this measurement is recorded; the run goes on
         error = str(e) if isinstance(e, (PathError, IperfError, ProbeError)) else f"{type(e).__name__}: {e}"
-        if not isinstance(e, (PathError, IperfError, ProbeError, TimeoutError, OSError, subprocess.SubprocessError)):
+        if not isinstance(e, (PathError, IperfError, ProbeError, TimeoutError, OSError, subprocess.SubprocessError,
+                              HarnessError, ExecutorError)):
             log.exception("measurement %d (%s) failed unexpectedly", m.index, m.path)
     base = dict(
         experiment=cfg.name, path=m.path, round=m.round, index=m.index, offered_mbps=m.offered_mbps,
@@ -157,23 +171,58 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
     Raises HarnessError (PreflightError, ResultsError) before measuring anything.
     """
     check_tools(cfg.backend)
-    paths, unavailable = check_paths(cfg.paths, skip_unavailable)
+    check_topology(cfg.topology)
+    paths, unavailable = check_paths(cfg.paths, skip_unavailable, cfg.topology.kind)
     if not paths:
         raise HarnessError("no path of this experiment can run here; see the reasons above")
-    check_ports(cfg.base_port, paths)
+    if cfg.topology.kind == "loopback":  # elsewhere the ports are in namespaces / hosts of their own
+        check_ports(cfg.base_port, paths)
     plan = build_plan(cfg, exclude_paths=frozenset(unavailable))
 
     done: set = set()
-    if resume and results_path.exists():
-        writer, existing = resume_results(results_path)
+    resuming = resume and results_path.exists()
+    if resuming:
+        existing = load_results(results_path)
+        if existing.file_schema_version != SCHEMA_VERSION:
+            resume_results(results_path)  # raises: an older file is read, not resumed (says why)
         if existing.header.config != cfg.to_dict():
-            writer.close()
             raise ResultsError(f"{results_path} was started with a different config; "
                                "resume needs the same experiment file (or choose another --out)")
         done = {(r.round, r.path, r.offered_mbps, r.cap_bytes_per_s) for r in existing.records if r.ok}
+
+    guard = SignalGuard()
+    guard.install()
+    topology: Topology | None = None
+    try:
+        # Held signals: a Ctrl-C while namespaces are being made waits until they exist (and
+        # is then raised), so the finally below always knows what to remove.
+        with guard.deferred():
+            topology = open_topology_now(cfg.topology)  # removes what it made if it fails half-way
+        return _run_plan(cfg, plan, done, results_path, resuming, topology, guard, unavailable,
+                         argv, workdir_root, keep_workdir, progress_stream)
+    except Interrupted as e:  # before the loop started (topology or header): nothing measured
+        return RunOutcome(results_path, unavailable=unavailable, interrupted=e)
+    finally:
+        try:
+            with guard.deferred():
+                if topology is not None:
+                    topology.close()
+        except Interrupted:
+            pass  # the run has already stopped; its status is written
+        finally:
+            guard.restore()
+
+
+def _run_plan(cfg: ExperimentConfig, plan: list[Measurement], done: set, results_path: Path, resuming: bool,
+              topology: Topology, guard: SignalGuard, unavailable: dict[str, str], argv: Sequence[str],
+              workdir_root: Path | None, keep_workdir: bool, progress_stream: TextIO | None) -> RunOutcome:
+    """The measurement loop over an open topology; the result file gets its run_end on every exit path."""
+    if resuming:
+        writer, _ = resume_results(results_path)
     else:
         header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg.to_dict(),
-                        sysinfo=collect_sysinfo(), argv=list(argv), unavailable_paths=unavailable)
+                        sysinfo=collect_sysinfo(), argv=list(argv), unavailable_paths=unavailable,
+                        topology=topology.describe())
         writer = create_results(results_path, header)
 
     todo = [m for m in plan if m.key not in done]
@@ -181,16 +230,16 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
     progress = Progress(len(todo), cfg.seconds + cfg.omit_seconds, progress_stream or sys.stderr)
     for name, why in unavailable.items():
         progress.message(f"skipping path {name}: {why}")
+    if topology.kind != "loopback":
+        progress.message(f"topology {topology.kind}: {_topology_line(topology.describe())}")
     root = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=workdir_root))
     ports = PortAllocator(cfg.base_port)
-    guard = SignalGuard()
-    guard.install()
     status = "failed"
     try:
         for m in todo:
             progress.start(m)
             # A fresh instance per measurement: paths keep per-run state (processes, chain).
-            rec = measure_one(m, cfg, PATHS[m.path](), root / f"{m.index:04d}-{m.path}", ports, guard)
+            rec = measure_one(m, cfg, PATHS[m.path](), root / f"{m.index:04d}-{m.path}", ports, guard, topology)
             writer.append(rec)
             outcome.records.append(rec)
             progress.finish(m, rec)
@@ -202,25 +251,39 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
     finally:
         progress.close()
         with guard.deferred():
-            _safety_net(paths)
+            _safety_net(frozenset(cfg.paths))
             try:
                 writer.end(status, measurements=len(outcome.records))
             finally:
                 writer.close()
-                guard.restore()
                 if not keep_workdir:
                     shutil.rmtree(root, ignore_errors=True)
     return outcome
 
 
-def _safety_net(paths: dict[str, ForwardPath]) -> None:
-    """After the loop, whatever happened: no child process and no iptables chain of ours remains."""
+def _topology_line(d: dict) -> str:
+    """One line naming the namespaces / hosts of a topology description."""
+    if d.get("kind") == "netns":
+        ns = d.get("namespaces", {})
+        return f"{ns.get('client')} -> {ns.get('edge')} -> {ns.get('target')}"
+    roles = d.get("roles", {})
+    return ", ".join(f"{r}={v.get('name')}" for r, v in roles.items())
+
+
+def _safety_net(paths: frozenset[str]) -> None:
+    """After the loop, whatever happened: no child process and no iptables chain of ours remains here.
+
+    (In a netns topology the edge's rules go with its namespace, removed by the topology's close.)
+    """
     procs.stop_all()
     if "iptables" in paths:
         try:
             ipt.remove_chain(ipt.chain_name())
         except PathError:
             pass
-    if "nftables" in paths:
-        nft.remove_table(nft.table_name())
+    if paths & {"nftables", "nft_flowtable"}:
+        try:
+            nft.remove_table(nft.table_name())
+        except PathError:
+            pass
 

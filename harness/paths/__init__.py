@@ -12,6 +12,7 @@ from harness.paths.client import ClientCappedPath, ClientPath
 from harness.paths.direct import DirectPath
 from harness.paths.haproxy import HaproxyBigbufPath, HaproxyPath, HaproxySplicePath
 from harness.paths.iptables import IptablesPath
+from harness.paths.nft_flowtable import NftFlowtablePath
 from harness.paths.nftables import NftablesPath
 from harness.paths.nginx import NginxBigbufPath, NginxPath
 from harness.paths.reference import ReferencePath
@@ -40,6 +41,8 @@ PATHS: dict[str, type[ForwardPath]] = {
     "socat_bigbuf": SocatBigbufPath,
     "rinetd": RinetdPath,
     "ssh": SshPath,
+    # Kernel flow offload: forwarded topologies only (netns, hosts).
+    "nft_flowtable": NftFlowtablePath,
 }
 
 __all__ = ["PATHS", "Availability", "Endpoint", "ForwardPath", "PathSetup"]

@@ -1,16 +1,14 @@
-"""Shared plumbing for paths whose forwarder is a process we start."""
+"""Shared plumbing for paths whose forwarder is a process we start (through the site's edge executor)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from harness import procs
 from harness.errors import PathError
-from harness.netutil import wait_listening
+from harness.executor.base import Executor, Proc, log_tail_of
+from harness.executor.local import LOCAL, find_local_executable
+from harness.netutil import LOOPBACK
 
 # Python forwarders import their package and bind within ~1 s; a loaded
 # 2-core machine running the other helpers' tests can take several times that.
@@ -19,34 +17,30 @@ READY_TIMEOUT_S = 30.0
 
 def find_executable(name: str) -> str | None:
     """A console script of this venv first (the forwarder under test), then PATH."""
-    local = Path(sys.executable).parent / name
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    return shutil.which(name)
+    return find_local_executable(name)
 
 
-def log_tail(path: Path, n_chars: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-n_chars:].strip()
-    except FileNotFoundError:
-        return ""
+def log_tail(path: Path, n_chars: int = 1500, ex: Executor = LOCAL) -> str:
+    return log_tail_of(ex, path, n_chars)
 
 
-def wait_process_accepts(proc: subprocess.Popen, port: int, timeout_s: float, what: str, log_path: Path) -> None:
+def wait_process_accepts(proc: Proc, port: int, timeout_s: float, what: str, log_path: Path,
+                         ex: Executor = LOCAL, host: str = LOOPBACK) -> None:
     """Wait until proc owns a LISTEN socket on port; PathError with the log tail otherwise.
 
-    Checked through /proc, not by connecting (see harness.paths.base).
+    Checked through /proc (or `ss` on a remote host), not by connecting (see harness.paths.base).
     """
     try:
-        wait_listening(port, timeout_s, alive=lambda: proc.poll() is None, pid=proc.pid)
+        ex.wait_listening(port, proc, timeout_s)
     except TimeoutError as e:
         rc = proc.poll()
         state = f"exited with code {rc}" if rc is not None else "still running"
-        raise PathError(f"{what} not ready on 127.0.0.1:{port} ({e}; process {state}). "
-                        f"Log {log_path}:\n{log_tail(log_path)}") from None
+        where = "" if ex is LOCAL else f" ({ex.name})"
+        raise PathError(f"{what} not ready on {host}:{port}{where} ({e}; process {state}). "
+                        f"Log {log_path}:\n{log_tail(log_path, ex=ex)}") from None
 
 
-def stop_all(*ps: subprocess.Popen | None) -> None:
+def stop_all(*ps: Proc | None) -> None:
     """Stop processes in the given order (first = closest to the data)."""
     for p in ps:
         procs.stop(p)

@@ -19,6 +19,15 @@ and `iperf3 -s -1` takes any connection as its one test and exits. Forwarder
 paths therefore wait, through /proc, until their process owns a LISTEN socket
 on the listen port (harness.netutil.wait_listening); the kernel accepts into
 that socket's backlog from then on.
+
+Topologies: `setup.site` (harness.topology.base.Site) says where the path
+runs. Every process and command of a path goes through `site.edge` (an
+executor: this host, a network namespace, or a host over SSH); forwarders
+listen on `site.listen_host` and dial `site.target_host`. On loopback both are
+127.0.0.1 and `site.crossing` is None; on a forwarded topology (netns, hosts)
+the client and the target are elsewhere and kernel paths switch forwarding
+on through `site.crossing`. A path that cannot run on a topology says so in
+`available_on(topology)` with the reason; it never measures something else.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from harness.executor.base import Executor
+from harness.topology.base import LOOPBACK_SITE, Site
 
 
 @dataclass(frozen=True)
@@ -61,11 +73,17 @@ class Endpoint:
 class PathSetup:
     """What one measurement asks of a path."""
 
-    target_port: int  # the iperf3 server listens on 127.0.0.1:target_port
-    workdir: Path  # scratch dir for this measurement: configs, logs, data dirs
+    target_port: int  # the iperf3 server listens on site.target_host:target_port
+    workdir: Path  # scratch dir for this measurement on the edge's host: configs, logs, data dirs
     alloc_port: Callable[[], int]  # more ports (listen port, control ports, ...)
     cap_bytes_per_s: int | None = None  # bandwidth cap for paths that support one
     protocol: str = "tcp"
+    site: Site = LOOPBACK_SITE  # where the path runs: edge executor, listen and target addresses
+    local_workdir: Path | None = None  # the harness's own scratch dir of this measurement (default: workdir)
+
+    def workdir_on(self, ex: Executor) -> Path:
+        """This measurement's scratch dir on executor ex's host (e.g. the control server's)."""
+        return ex.mirror_dir(self.local_workdir or self.workdir)
 
 
 class ForwardPath(abc.ABC):
@@ -87,6 +105,10 @@ class ForwardPath(abc.ABC):
 
     def available(self) -> Availability:
         """Whether this path can run here; cheap, no side effects."""
+        return Availability.yes()
+
+    def available_on(self, topology: str) -> Availability:
+        """Whether this path can run on a topology kind (loopback | netns | hosts); cheap."""
         return Availability.yes()
 
     def prepare(self) -> None:

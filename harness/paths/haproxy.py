@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.executor.base import Proc
+from harness.executor.local import LocalExecutor
 from harness.netutil import LOOPBACK
 from harness.paths._peer import BIGBUF_BYTES, PeerPath
 from harness.paths._proc_path import READY_TIMEOUT_S
@@ -32,8 +33,8 @@ PIPE_SAMPLE_INTERVAL_S = 0.2
 
 
 def render_haproxy_cfg(listen_port: int, target_port: int, *, bufsize_bytes: int | None = None,
-                       splice: bool = False) -> str:
-    """haproxy.cfg for one TCP forward listen_port -> 127.0.0.1:target_port."""
+                       splice: bool = False, listen_host: str = LOOPBACK, target_host: str = LOOPBACK) -> str:
+    """haproxy.cfg for one TCP forward listen_host:listen_port -> target_host:target_port."""
     glob = ["global", "    log stderr format short local0 warning"]
     if bufsize_bytes is not None:
         glob.append(f"    tune.bufsize {bufsize_bytes}")
@@ -45,10 +46,10 @@ def render_haproxy_cfg(listen_port: int, target_port: int, *, bufsize_bytes: int
         *glob, "",
         *defaults, "",
         "frontend bench",
-        f"    bind {LOOPBACK}:{listen_port}",
+        f"    bind {listen_host}:{listen_port}",
         "    default_backend target", "",
         "backend target",
-        f"    server t1 {LOOPBACK}:{target_port}", "",
+        f"    server t1 {target_host}:{target_port}", "",
     ])
 
 
@@ -113,11 +114,12 @@ class HaproxyPath(PeerPath):
         super().__init__()
         self._sampler: PipeSampler | None = None
 
-    def launch(self, setup: PathSetup, listen_port: int) -> subprocess.Popen:
+    def launch(self, setup: PathSetup, listen_port: int) -> Proc:
         assert self._binary is not None
         cfg: Path = setup.workdir / "haproxy.cfg"
-        cfg.write_text(render_haproxy_cfg(listen_port, setup.target_port, bufsize_bytes=self.bufsize_bytes,
-                                          splice=self.splice))
+        self._edge.write_text(cfg, render_haproxy_cfg(listen_port, setup.target_port, bufsize_bytes=self.bufsize_bytes,
+                                                      splice=self.splice, listen_host=setup.site.listen_host,
+                                                      target_host=setup.site.target_host))
         # -db: stay in the foreground, one process (threads = CPUs); stopped by PID with SIGTERM.
         proc = self.spawn([self._binary, "-db", "-f", str(cfg)])
         self._info = {"config": str(cfg), "bufsize_bytes": self.bufsize_bytes or HAPROXY_DEFAULT_BUFSIZE_BYTES,
@@ -126,7 +128,9 @@ class HaproxyPath(PeerPath):
 
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         super().ready(timeout_s)
-        if self._listener is not None:  # every variant: the default one must show no pipes
+        # Every variant: the default one must show no pipes. /proc of this machine only (a
+        # namespace shares it); on a remote edge splicing is not checked and says so.
+        if self._listener is not None and isinstance(self._edge, LocalExecutor):
             self._sampler = PipeSampler(self._listener.pid)
 
     def stop(self) -> None:
@@ -142,6 +146,8 @@ class HaproxyPath(PeerPath):
             self._sampler.sample()
             info.update(splice_pipes_max=self._sampler.max_pipes - self._sampler.baseline,
                         splice_pipe_samples=self._sampler.samples, spliced=self._sampler.spliced)
+        elif self._listener is not None:
+            info.update(spliced=None, splice_check=f"not checked on {self._edge.name} (needs its /proc)")
         return info
 
 

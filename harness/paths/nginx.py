@@ -20,10 +20,10 @@ Forwarder CPU = master + workers (the process tree).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import ClassVar
 
+from harness.executor.base import Proc
 from harness.netutil import LOOPBACK
 from harness.paths._peer import BIGBUF_BYTES, PeerPath
 from harness.paths.base import Availability, PathSetup
@@ -37,11 +37,12 @@ WORKER_CONNECTIONS = 1024
 
 
 def render_nginx_conf(workdir: Path, listen_port: int, target_port: int, *, protocol: str = "tcp",
-                      proxy_buffer_bytes: int | None = None, module: Path = STREAM_MODULE) -> str:
-    """nginx.conf for one stream forward listen_port -> 127.0.0.1:target_port (tcp, or tcp+udp)."""
-    listen = [f"        listen {LOOPBACK}:{listen_port};"]
+                      proxy_buffer_bytes: int | None = None, module: Path = STREAM_MODULE,
+                      listen_host: str = LOOPBACK, target_host: str = LOOPBACK) -> str:
+    """nginx.conf for one stream forward listen_host:listen_port -> target_host:target_port (tcp, or tcp+udp)."""
+    listen = [f"        listen {listen_host}:{listen_port};"]
     if protocol == "udp":
-        listen.append(f"        listen {LOOPBACK}:{listen_port} udp reuseport;")
+        listen.append(f"        listen {listen_host}:{listen_port} udp reuseport;")
     buf = [f"        proxy_buffer_size {proxy_buffer_bytes};"] if proxy_buffer_bytes else []
     return "\n".join([
         f"load_module {module};",
@@ -58,7 +59,7 @@ def render_nginx_conf(workdir: Path, listen_port: int, target_port: int, *, prot
         # Off by default (nginx >= 1.21.4): a client's half-close would then end the whole session
         # and lose the rest of the reply. Bytes must arrive intact; no effect on bulk throughput.
         "        proxy_half_close on;",
-        f"        proxy_pass {LOOPBACK}:{target_port};",
+        f"        proxy_pass {target_host}:{target_port};",
         "    }",
         "}",
         "",
@@ -81,12 +82,15 @@ class NginxPath(PeerPath):
                                    "apt-get install libnginx-mod-stream (or make setup)")
         return av
 
-    def launch(self, setup: PathSetup, listen_port: int) -> subprocess.Popen:
+    def launch(self, setup: PathSetup, listen_port: int) -> Proc:
         assert self._binary is not None
-        workdir = setup.workdir.resolve()
+        workdir = setup.workdir.resolve() if self._edge.kind != "ssh" else setup.workdir
         conf = workdir / "nginx.conf"
-        conf.write_text(render_nginx_conf(workdir, listen_port, setup.target_port, protocol=setup.protocol,
-                                          proxy_buffer_bytes=self.proxy_buffer_bytes))
+        self._edge.write_text(conf, render_nginx_conf(workdir, listen_port, setup.target_port,
+                                                      protocol=setup.protocol,
+                                                      proxy_buffer_bytes=self.proxy_buffer_bytes,
+                                                      listen_host=setup.site.listen_host,
+                                                      target_host=setup.site.target_host))
         # -e: the error log before the config is read (else nginx opens its compiled-in default).
         proc = self.spawn([self._binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")])
         self._info = {"config": str(conf),

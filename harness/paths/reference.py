@@ -2,7 +2,10 @@
 
 Compiled by the harness with the system C compiler into a cache directory
 keyed by the source's hash, so an edited source is rebuilt and an unchanged
-one is not.
+one is not. On a forwarded topology it listens on the edge's address and
+dials the target's (csplice's optional LISTEN_ADDR / TARGET_ADDR arguments;
+on loopback its command line is the two ports, as always). On an SSH edge the
+source is copied there and compiled with that host's `cc`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness import procs
 from harness.errors import PathError
+from harness.executor.base import Executor, Proc
+from harness.executor.local import LOCAL, LocalExecutor
 from harness.netutil import LOOPBACK
 from harness.paths._proc_path import READY_TIMEOUT_S, stop_all, wait_process_accepts
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
@@ -47,16 +51,38 @@ def build_csplice(source: Path = SOURCE, out_dir: Path | None = None) -> Path:
     return binary
 
 
+def build_csplice_on(ex: Executor, workdir: Path, source: Path = SOURCE) -> Path:
+    """Compile csplice.c on a remote executor's host, in workdir there; returns the binary's path there."""
+    src = workdir / "csplice.c"
+    ex.write_text(src, source.read_text())
+    binary = workdir / "csplice"
+    r = ex.run([CC, *CFLAGS, "-o", str(binary), str(src)], timeout_s=120)
+    if not r.ok:
+        raise PathError(f"compiling csplice.c on {ex.name} with {CC} failed:\n{r.why()}")
+    return binary
+
+
+def csplice_argv(binary: Path, listen_port: int, target_port: int, listen_host: str = LOOPBACK,
+                 target_host: str = LOOPBACK) -> list[str]:
+    """The csplice command line (two ports on loopback, as its 2-argument form always was)."""
+    argv = [str(binary), str(listen_port), str(target_port)]
+    if (listen_host, target_host) != (LOOPBACK, LOOPBACK):
+        argv += [listen_host, target_host]
+    return argv
+
+
 class ReferencePath(ForwardPath):
     name = "reference"
     description = "tools/csplice.c: minimal C splice forwarder (thread per direction, 1 MiB pipe)"
     ports_needed = 1
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
+        self._proc: Proc | None = None
         self._port: int | None = None
+        self._host = LOOPBACK
         self._log: Path | None = None
         self._binary: Path | None = None
+        self._edge: Executor = LOCAL
 
     def available(self) -> Availability:
         if not SOURCE.is_file():
@@ -69,17 +95,22 @@ class ReferencePath(ForwardPath):
         self._binary = build_csplice()
 
     def start(self, setup: PathSetup) -> Endpoint:
-        if self._binary is None:
+        edge = self._edge = setup.site.edge
+        if not isinstance(edge, LocalExecutor):  # another host: build it there
+            self._binary = build_csplice_on(edge, setup.workdir)
+        elif self._binary is None:
             self.prepare()
         assert self._binary is not None
         self._port = setup.alloc_port()
+        self._host = setup.site.listen_host
         self._log = setup.workdir / "csplice.log"
-        self._proc = procs.spawn([str(self._binary), str(self._port), str(setup.target_port)], log_path=self._log)
-        return Endpoint(LOOPBACK, self._port)
+        argv = csplice_argv(self._binary, self._port, setup.target_port, self._host, setup.site.target_host)
+        self._proc = edge.spawn(argv, log_path=self._log)
+        return Endpoint(self._host, self._port)
 
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         assert self._proc is not None and self._port is not None and self._log is not None
-        wait_process_accepts(self._proc, self._port, timeout_s, "csplice", self._log)
+        wait_process_accepts(self._proc, self._port, timeout_s, "csplice", self._log, self._edge, self._host)
 
     def stop(self) -> None:
         stop_all(self._proc)

@@ -10,20 +10,21 @@ iperf3 -u unable to sequence the datagrams (the udp driver fails such runs).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from harness.executor.base import Proc
 from harness.netutil import LOOPBACK
 from harness.paths._peer import PeerPath
 from harness.paths.base import PathSetup
 
 
-def render_rinetd_conf(workdir: Path, listen_port: int, target_port: int, protocol: str = "tcp") -> str:
-    """rinetd.conf forwarding listen_port -> 127.0.0.1:target_port (tcp, or tcp and udp)."""
+def render_rinetd_conf(workdir: Path, listen_port: int, target_port: int, protocol: str = "tcp",
+                       listen_host: str = LOOPBACK, target_host: str = LOOPBACK) -> str:
+    """rinetd.conf forwarding listen_host:listen_port -> target_host:target_port (tcp, or tcp and udp)."""
     lines = [f"pidlogfile {workdir / 'rinetd.pid'}",
-             f"{LOOPBACK} {listen_port}/tcp {LOOPBACK} {target_port}/tcp"]
+             f"{listen_host} {listen_port}/tcp {target_host} {target_port}/tcp"]
     if protocol == "udp":
-        lines.append(f"{LOOPBACK} {listen_port}/udp {LOOPBACK} {target_port}/udp")
+        lines.append(f"{listen_host} {listen_port}/udp {target_host} {target_port}/udp")
     return "\n".join(lines) + "\n"
 
 
@@ -38,11 +39,12 @@ class RinetdPath(PeerPath):
     # the client's half-close is lost (connections reset). iperf3 never half-closes mid-test.
     half_close = False
 
-    def launch(self, setup: PathSetup, listen_port: int) -> subprocess.Popen:
+    def launch(self, setup: PathSetup, listen_port: int) -> Proc:
         assert self._binary is not None
-        workdir = setup.workdir.resolve()
+        workdir = setup.workdir.resolve() if self._edge.kind != "ssh" else setup.workdir
         conf = workdir / "rinetd.conf"
-        conf.write_text(render_rinetd_conf(workdir, listen_port, setup.target_port, setup.protocol))
+        self._edge.write_text(conf, render_rinetd_conf(workdir, listen_port, setup.target_port, setup.protocol,
+                                                       setup.site.listen_host, setup.site.target_host))
         proc = self.spawn([self._binary, "-f", "-c", str(conf)])
         self._info = {"config": str(conf)}
         return proc

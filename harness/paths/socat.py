@@ -9,9 +9,9 @@ control connection. socat's CPU includes its forked children (process tree).
 
 from __future__ import annotations
 
-import subprocess
 from typing import ClassVar
 
+from harness.executor.base import Proc
 from harness.netutil import LOOPBACK
 from harness.paths._peer import BIGBUF_BYTES, PeerPath
 from harness.paths.base import PathSetup
@@ -20,14 +20,14 @@ SOCAT_DEFAULT_BUFFER_BYTES = 8192  # socat(1): -b default
 
 
 def socat_argv(binary: str, protocol: str, listen_port: int, target_port: int,
-               buffer_bytes: int | None = None) -> list[str]:
+               buffer_bytes: int | None = None, listen_host: str = LOOPBACK, target_host: str = LOOPBACK) -> list[str]:
     """The socat command line relaying protocol ("tcp" | "udp") from listen_port to the target."""
     proto = protocol.upper()
     argv = [binary]
     if buffer_bytes is not None:
         argv += ["-b", str(buffer_bytes)]
-    return argv + [f"{proto}-LISTEN:{listen_port},bind={LOOPBACK},fork,reuseaddr",
-                   f"{proto}:{LOOPBACK}:{target_port}"]
+    return argv + [f"{proto}-LISTEN:{listen_port},bind={listen_host},fork,reuseaddr",
+                   f"{proto}:{target_host}:{target_port}"]
 
 
 class SocatPath(PeerPath):
@@ -38,13 +38,14 @@ class SocatPath(PeerPath):
     protocols = ("tcp", "udp")
     buffer_bytes: ClassVar[int | None] = None
 
-    def launch(self, setup: PathSetup, listen_port: int) -> subprocess.Popen:
+    def launch(self, setup: PathSetup, listen_port: int) -> Proc:
         assert self._binary is not None
-        tcp_argv = socat_argv(self._binary, "tcp", listen_port, setup.target_port, self.buffer_bytes)
+        hosts = {"listen_host": setup.site.listen_host, "target_host": setup.site.target_host}
+        tcp_argv = socat_argv(self._binary, "tcp", listen_port, setup.target_port, self.buffer_bytes, **hosts)
         listener = self.spawn(tcp_argv)
         argvs = [tcp_argv]
         if setup.protocol == "udp":
-            udp_argv = socat_argv(self._binary, "udp", listen_port, setup.target_port, self.buffer_bytes)
+            udp_argv = socat_argv(self._binary, "udp", listen_port, setup.target_port, self.buffer_bytes, **hosts)
             self.spawn(udp_argv, log_path=setup.workdir / f"{self.name}-udp.log")
             argvs.append(udp_argv)
         self._info = {"argv": [" ".join(a) for a in argvs],

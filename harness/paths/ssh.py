@@ -13,6 +13,10 @@ if missing, as the openssh-server package's tmpfiles rule would).
 Ciphers, MACs and key exchange are OpenSSH's defaults (what users get).
 Forwarder CPU = the ssh client plus the sshd tree (listener, per-connection
 monitor and session processes).
+
+On a forwarded topology both ssh and sshd run on the edge (sshd on the edge's
+own 127.0.0.1): the forward listens on site.listen_host and sshd dials
+site.target_host, so the pair is one forwarder box, like every other peer.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from harness.errors import PathError
+from harness.executor.base import Executor, Proc
+from harness.executor.local import LOCAL
 from harness.netutil import LOOPBACK
 from harness.paths._peer import PeerPath
 from harness.paths._proc_path import READY_TIMEOUT_S, wait_process_accepts
@@ -33,10 +38,13 @@ PRIVSEP_DIR = Path("/run/sshd")
 KEYGEN_TIMEOUT_S = 30.0
 
 
-def render_sshd_config(workdir: Path, port: int, target_port: int, user: str) -> str:
-    """sshd_config of the private sshd: loopback, key login for `user`, forwarding to the target only."""
+def render_sshd_config(workdir: Path, port: int, target_port: int | None, user: str,
+                       listen_host: str = LOOPBACK, target_host: str = LOOPBACK) -> str:
+    """sshd_config of a private sshd: key login for `user` only, local forwarding to the target only
+    (target_port None: to anywhere, for the SSH executor's own port forwards)."""
+    permit = "any" if target_port is None else f"{target_host}:{target_port}"
     return "\n".join([
-        f"ListenAddress {LOOPBACK}:{port}",
+        f"ListenAddress {listen_host}:{port}",
         f"HostKey {workdir / 'host_key'}",
         f"PidFile {workdir / 'sshd.pid'}",
         f"AuthorizedKeysFile {workdir / 'authorized_keys'}",
@@ -49,7 +57,7 @@ def render_sshd_config(workdir: Path, port: int, target_port: int, user: str) ->
         # The workdir lives under a world-writable /tmp, which StrictModes refuses.
         "StrictModes no",
         "AllowTcpForwarding local",
-        f"PermitOpen {LOOPBACK}:{target_port}",
+        f"PermitOpen {permit}",
         "X11Forwarding no",
         "AllowAgentForwarding no",
         "PermitTTY no",
@@ -60,24 +68,35 @@ def render_sshd_config(workdir: Path, port: int, target_port: int, user: str) ->
     ])
 
 
-def ssh_argv(ssh: str, workdir: Path, sshd_port: int, listen_port: int, target_port: int, user: str) -> list[str]:
+def ssh_argv(ssh: str, workdir: Path, sshd_port: int, listen_port: int, target_port: int, user: str,
+             listen_host: str = LOOPBACK, target_host: str = LOOPBACK) -> list[str]:
     """The `ssh -N -L` command: no user or system ssh config, only the files in workdir."""
     return [ssh, "-N", "-F", "/dev/null", "-i", str(workdir / "client_key"), "-p", str(sshd_port),
             "-o", f"UserKnownHostsFile={workdir / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
             "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR",
-            "-L", f"{LOOPBACK}:{listen_port}:{LOOPBACK}:{target_port}", f"{user}@{LOOPBACK}"]
+            "-L", f"{listen_host}:{listen_port}:{target_host}:{target_port}", f"{user}@{LOOPBACK}"]
 
 
-def _keygen(keygen: str, path: Path) -> str:
-    """A fresh ed25519 key pair at path / path.pub; returns the public key line."""
-    for f in (path, path.with_suffix(".pub")):
-        f.unlink(missing_ok=True)  # ssh-keygen would ask before overwriting
-    proc = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "portunus-bench", "-f", str(path)],
-                          capture_output=True, text=True, timeout=KEYGEN_TIMEOUT_S)
-    if proc.returncode != 0:
-        raise PathError(f"ssh-keygen failed: {proc.stderr.strip()}")
-    return path.with_suffix(".pub").read_text().strip()
+def keygen(keygen_bin: str, path: Path, ex: Executor = LOCAL) -> str:
+    """A fresh ed25519 key pair at path / path.pub on ex's host; returns the public key line."""
+    # ssh-keygen would ask before overwriting
+    ex.run(["rm", "-f", "--", str(path), str(path.with_suffix(".pub"))])
+    r = ex.run([keygen_bin, "-q", "-t", "ed25519", "-N", "", "-C", "portunus-bench", "-f", str(path)],
+               timeout_s=KEYGEN_TIMEOUT_S)
+    if not r.ok:
+        raise PathError(f"ssh-keygen failed on {ex.name}: {r.why()}")
+    return ex.read_text(path.with_suffix(".pub")).strip()
+
+
+def remote_user(ex: Executor) -> str:
+    """The user name commands run as on ex's host."""
+    if ex.kind != "ssh":
+        return getpass.getuser()
+    r = ex.run(["id", "-un"])
+    if not r.ok:
+        raise PathError(f"cannot tell the user on {ex.name}: {r.why()}")
+    return r.stdout.strip()
 
 
 class SshPath(PeerPath):
@@ -101,21 +120,29 @@ class SshPath(PeerPath):
                                    "run portunus-bench as root, or leave the ssh path out")
         return Availability.yes()
 
-    def launch(self, setup: PathSetup, listen_port: int) -> subprocess.Popen:
-        assert self._binary is not None and self._sshd is not None and self._keygen is not None
-        workdir = setup.workdir.resolve()
-        user = getpass.getuser()
-        PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        host_pub = _keygen(self._keygen, workdir / "host_key")
-        (workdir / "authorized_keys").write_text(_keygen(self._keygen, workdir / "client_key") + "\n")
+    def launch(self, setup: PathSetup, listen_port: int) -> Proc:
+        assert self._binary is not None
+        ex = self._edge
+        if ex.kind == "ssh":
+            self._sshd, self._keygen = ex.which("sshd"), ex.which("ssh-keygen")
+        if self._sshd is None or self._keygen is None:
+            raise PathError(f"sshd or ssh-keygen not found on {ex.name}: install openssh-server there")
+        workdir = setup.workdir.resolve() if ex.kind != "ssh" else setup.workdir
+        user = remote_user(ex)
+        ex.run(["mkdir", "-p", "-m", "0755", str(PRIVSEP_DIR)])
+        host_pub = keygen(self._keygen, workdir / "host_key", ex)
+        ex.write_text(workdir / "authorized_keys", keygen(self._keygen, workdir / "client_key", ex) + "\n")
         sshd_port = setup.alloc_port()
-        (workdir / "known_hosts").write_text(f"[{LOOPBACK}]:{sshd_port} {host_pub}\n")
+        ex.write_text(workdir / "known_hosts", f"[{LOOPBACK}]:{sshd_port} {host_pub}\n")
         cfg = workdir / "sshd_config"
-        cfg.write_text(render_sshd_config(workdir, sshd_port, setup.target_port, user))
+        ex.write_text(cfg, render_sshd_config(workdir, sshd_port, setup.target_port, user,
+                                              target_host=setup.site.target_host))
         sshd_log = workdir / "sshd.log"
-        sshd = self.spawn([str(Path(self._sshd).resolve()), "-D", "-e", "-f", str(cfg)], log_path=sshd_log)
-        wait_process_accepts(sshd, sshd_port, READY_TIMEOUT_S, "sshd", sshd_log)
-        argv = ssh_argv(self._binary, workdir, sshd_port, listen_port, setup.target_port, user)
+        sshd_bin = str(Path(self._sshd).resolve()) if ex.kind != "ssh" else self._sshd
+        sshd = self.spawn([sshd_bin, "-D", "-e", "-f", str(cfg)], log_path=sshd_log)
+        wait_process_accepts(sshd, sshd_port, READY_TIMEOUT_S, "sshd", sshd_log, ex)
+        argv = ssh_argv(self._binary, workdir, sshd_port, listen_port, setup.target_port, user,
+                        setup.site.listen_host, setup.site.target_host)
         # ssh listens on the forward's port only after authentication: LISTEN means the tunnel is up.
         ssh = self.spawn(argv)
         self._info = {"sshd": self._sshd, "sshd_port": sshd_port, "argv": " ".join(argv)}

@@ -1,18 +1,19 @@
 """standalone: `portunus-standalone --config F` with one TOML rule (splice fast path by default).
 
 `standalone_copy` is the same with PORTUNUS_DISABLE_SPLICE=1 (userspace copy path), for A/B.
+It runs on the site's edge, listens on site.listen_host and dials site.target_host.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness import procs
 from harness.errors import PathError
-from harness.netutil import LOOPBACK, wait_udp_bound
+from harness.executor.base import Executor, Proc
+from harness.executor.local import LOCAL
+from harness.netutil import LOOPBACK
 from harness.paths._proc_path import (
     READY_TIMEOUT_S,
     find_executable,
@@ -26,7 +27,8 @@ BINARY = "portunus-standalone"
 
 
 def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "tcp",
-                           cap_bytes_per_s: int | None = None) -> str:
+                           cap_bytes_per_s: int | None = None, listen_host: str = LOOPBACK,
+                           target_host: str = LOOPBACK) -> str:
     """The rule file for one measurement. Drain 0 s: the harness stops it after the run.
 
     protocol "udp" adds a TCP rule on the same port for iperf3's control connection.
@@ -37,9 +39,9 @@ def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "
         control = ("\n[[rule]]\n"
                    'name = "bench_control"\n'
                    'protocol = "tcp"\n'
-                   f'listen_addr = "{LOOPBACK}"\n'
+                   f'listen_addr = "{listen_host}"\n'
                    f"listen_port = {listen_port}\n"
-                   f'target = "{LOOPBACK}:{target_port}"\n')
+                   f'target = "{target_host}:{target_port}"\n')
     return (
         "[global]\n"
         'label = "bench"\n'
@@ -49,9 +51,9 @@ def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "
         "[[rule]]\n"
         'name = "bench"\n'
         f'protocol = "{protocol}"\n'
-        f'listen_addr = "{LOOPBACK}"\n'
+        f'listen_addr = "{listen_host}"\n'
         f"listen_port = {listen_port}\n"
-        f'target = "{LOOPBACK}:{target_port}"'
+        f'target = "{target_host}:{target_port}"'
         f"{rate}\n"
         f"{control}"
     )
@@ -65,11 +67,13 @@ class StandalonePath(ForwardPath):
     env_overrides: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
+        self._proc: Proc | None = None
         self._port: int | None = None
+        self._host = LOOPBACK
         self._log: Path | None = None
         self._protocol = "tcp"
         self._binary = find_executable(BINARY)
+        self._edge: Executor = LOCAL
 
     def available(self) -> Availability:
         if self._binary is None:
@@ -77,28 +81,32 @@ class StandalonePath(ForwardPath):
         return Availability.yes()
 
     def start(self, setup: PathSetup) -> Endpoint:
+        edge = self._edge = setup.site.edge
+        self._binary = edge.which(BINARY)
         if self._binary is None:
-            raise PathError(f"{BINARY} not found")
+            raise PathError(f"{BINARY} not found on {edge.name}")
         self._port = setup.alloc_port()
+        self._host = setup.site.listen_host
         self._protocol = setup.protocol
         cfg = setup.workdir / "standalone.toml"
-        cfg.write_text(render_standalone_toml(self._port, setup.target_port, setup.protocol, setup.cap_bytes_per_s))
+        edge.write_text(cfg, render_standalone_toml(self._port, setup.target_port, setup.protocol,
+                                                    setup.cap_bytes_per_s, setup.site.listen_host,
+                                                    setup.site.target_host))
         self._log = setup.workdir / "standalone.log"
         env = {**os.environ, **self.env_overrides}
         if not self.env_overrides:
             env.pop("PORTUNUS_DISABLE_SPLICE", None)  # the default path must be the default data plane
-        self._proc = procs.spawn([self._binary, "--config", str(cfg)], log_path=self._log, env=env)
-        return Endpoint(LOOPBACK, self._port)
+        self._proc = edge.spawn([self._binary, "--config", str(cfg)], log_path=self._log, env=env)
+        return Endpoint(self._host, self._port)
 
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         assert self._proc is not None and self._port is not None and self._log is not None
-        wait_process_accepts(self._proc, self._port, timeout_s, BINARY, self._log)
+        wait_process_accepts(self._proc, self._port, timeout_s, BINARY, self._log, self._edge, self._host)
         if self._protocol == "udp":
-            proc = self._proc
             try:
-                wait_udp_bound(self._port, timeout_s, alive=lambda: proc.poll() is None, pids=[proc.pid])
+                self._edge.wait_udp_bound(self._port, [self._proc], timeout_s)
             except TimeoutError as e:
-                raise PathError(f"{BINARY}: {e}. Log {self._log}:\n{log_tail(self._log)}") from None
+                raise PathError(f"{BINARY}: {e}. Log {self._log}:\n{log_tail(self._log, ex=self._edge)}") from None
 
     def stop(self) -> None:
         stop_all(self._proc)
