@@ -282,6 +282,25 @@ def _iperf(port: int, seconds: int, omit: int) -> dict:
     return json.loads(out.stdout)
 
 
+def _serve_sink(ls: socket.socket) -> None:
+    """Accept connections and close each one when its peer closes (EOF or reset)."""
+    sel = selectors.DefaultSelector()
+    sel.register(ls, selectors.EVENT_READ, None)
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                c, _ = ls.accept()
+                sel.register(c, selectors.EVENT_READ, c)
+                continue
+            try:
+                data = key.data.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(key.data)
+                key.data.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -303,10 +322,9 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     iperf_port = _free_port()
     server = subprocess.Popen(["iperf3", "-s", "-p", str(iperf_port)], stdout=subprocess.DEVNULL)
-    # A sink that accepts and holds connections: the far end of the idle ones.
+    # A sink that holds connections open until their client side closes: the far end of the idle ones.
     sink = _listener(_free_port())
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: [held.append(sink.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+    threading.Thread(target=_serve_sink, args=(sink,), daemon=True).start()
     procs, bulk_port, idle_port = {}, {}, {}
     records = []
     try:
