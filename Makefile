@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint headline sweep peers report gate bench baseline gate-proof clean cleanup
+.PHONY: setup test lint headline sweep peers netns report gate bench baseline gate-proof clean cleanup
 
 setup: $(STAMP)
 
@@ -99,6 +99,19 @@ SWEEP_CONFIGS ?= configs/headline.yaml configs/ab.yaml configs/capped.yaml confi
 sweep: setup
 	@rc=0; for c in $(SWEEP_CONFIGS); do \
 	  $(BIN)/portunus-bench run $$c --out $(RESULTS) --resume; s=$$?; \
+	  if [ $$s -eq 1 ]; then rc=1; elif [ $$s -ne 0 ]; then exit $$s; fi; \
+	done; \
+	$(BIN)/portunus-bench report $(RESULTS) && exit $$rc
+
+# `make netns`: the headline and the sweep on the network-namespace topology (client -> edge ->
+# target over veth pairs; configs/netns-*.yaml) into the same $(RESULTS) as `make sweep`, so the
+# report shows loopback and netns side by side. Paths this kernel cannot run (nft_flowtable without
+# nf_flow_table) are skipped and the result file says why. Needs root (namespaces). ~50 min.
+NETNS_CONFIGS ?= configs/netns-headline.yaml configs/netns-sweep.yaml
+
+netns: setup
+	@rc=0; for c in $(NETNS_CONFIGS); do \
+	  $(BIN)/portunus-bench run $$c --out $(RESULTS) --resume --skip-unavailable; s=$$?; \
 	  if [ $$s -eq 1 ]; then rc=1; elif [ $$s -ne 0 ]; then exit $$s; fi; \
 	done; \
 	$(BIN)/portunus-bench report $(RESULTS) && exit $$rc

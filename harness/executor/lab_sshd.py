@@ -40,8 +40,9 @@ class LabSshd:
 
     def spec(self, **kw: object) -> SshSpec:
         """An SshSpec for this sshd (kw: python, extra_path, connect_netns, ...)."""
-        return SshSpec(host=self.host, port=self.port, user=self.user, identity_file=str(self.identity_file),
-                       known_hosts=str(self.known_hosts), **kw)  # type: ignore[arg-type]
+        fields: dict[str, object] = {"host": self.host, "port": self.port, "user": self.user,
+                                     "identity_file": str(self.identity_file), "known_hosts": str(self.known_hosts)}
+        return SshSpec(**{**fields, **kw})  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -336,9 +336,12 @@ class SshExecutor(Executor):
         return self.run(["sh", "-c", script], timeout_s=timeout_s, input=input)
 
     def signal_group(self, pid: int, sig: int) -> None:
-        """kill -SIG the process group pid there (or the process, if it leads no group)."""
+        """kill -SIG the process group pid there (or the process, if it leads no group).
+
+        `env kill`: the kill(1) program (procps / util-linux); dash's builtin refuses `-- -PGID`.
+        """
         n = int(sig)
-        self._sh(f"kill -{n} -- -{pid} 2>/dev/null || kill -{n} {pid} 2>/dev/null; true")
+        self._sh(f"env kill -s {n} -- -{pid} 2>/dev/null || env kill -s {n} {pid} 2>/dev/null; true")
 
     def spawn(self, argv: Sequence[str], *, log_path: Path | None = None, env: Mapping[str, str] | None = None,
               cwd: Path | None = None, capture: bool = False) -> RemoteProcess:

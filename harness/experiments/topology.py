@@ -36,11 +36,22 @@ def _link_text(name: str, link: Mapping[str, Any]) -> str:
     return f"{name} " + ", ".join(parts)
 
 
+DEFAULT_MTU = 1500  # a veth's MTU when the topology sets none
+
+
 def topology_label(topology: Mapping[str, Any] | None) -> str:
-    """Short name of a header's topology: 'loopback', 'netns', 'netns (client_edge MTU 9000)', 'hosts'."""
+    """Short name of a header's topology: 'loopback', 'netns', 'netns (client_edge MTU 9000)', 'hosts'.
+
+    Link settings that differ from the defaults (MTU 1500, no shaping) are part of the name: runs
+    with other link settings are another topology and are never pooled with these.
+    """
     t = topology or {"kind": LOOPBACK}
     kind = str(t.get("kind", LOOPBACK))
-    links = {k: v for k, v in (t.get("links") or {}).items() if v}
+    links = {}
+    for name, v in (t.get("links") or {}).items():
+        v = {k: x for k, x in (v or {}).items() if not (k == "mtu" and x == DEFAULT_MTU)}
+        if v:
+            links[name] = v
     if kind == "netns" and links:
         return f"netns ({'; '.join(_link_text(k, v) for k, v in sorted(links.items()))})"
     return kind
@@ -102,14 +113,14 @@ def summarise_topologies(sets: Sequence[ResultSet]) -> TopologyComparison | None
         return None
     labels = tuple(sorted(by_label, key=lambda lab: (lab != LOOPBACK, lab)))
     values: dict[tuple[str, str], list[float]] = {}
-    order: list[str] = []
+    # Rows in the order the experiment files list their paths (loopback's first).
+    order = list(dict.fromkeys(p for lab in labels for rs in by_label[lab] for p in rs.header.config.get("paths", ())))
     for lab in labels:
         for rs in by_label[lab]:
             for r in rs.records:
                 if r.ok and r.driver == "iperf3" and r.offered_mbps is None and r.cap_bytes_per_s is None:
                     values.setdefault((r.path, lab), []).append(float(r.throughput_mbps or 0.0))
-                    if r.path not in order:
-                        order.append(r.path)
+    order = [p for p in order if any((p, lab) in values for lab in labels)]
     rows = []
     for path in order:
         tp = {lab: summarise(values.get((path, lab), [])) for lab in labels}

@@ -305,3 +305,56 @@ def test_netem_delay_is_applied_or_refused_with_the_reason(tmp_path: Path) -> No
     assert rec.rtt_p50_us is not None and 40_000 <= rec.rtt_p50_us <= 40_000 + 15_000, rec.rtt_p50_us
     qd = topo.describe()["applied"]["interfaces"][f"{PREFIX}edge/to-client"]["qdiscs"]
     assert any(q.startswith("netem") and "delay 20ms" in q for q in qd), qd
+
+
+# ---------------------------------------------------------------- results and report across topologies
+
+
+def _rs(tmp_path: Path, name: str, topology: dict, values: dict[str, list[float]]):
+    from harness.results import Header, Record, ResultSet
+
+    recs = tuple(Record(experiment=name, path=p, round=i + 1, index=i, offered_mbps=None, cap_bytes_per_s=None,
+                        seconds=1, omit_seconds=0, protocol="tcp", backend="cli", status="ok", error=None,
+                        started_at="a", ended_at="b", throughput_mbps=v)
+                 for p, vs in values.items() for i, v in enumerate(vs))
+    h = Header(experiment=name, kind="headline", created_at="2026-01-01", config={"paths": list(values)},
+               sysinfo={}, topology=topology)
+    return ResultSet(tmp_path / f"{name}.jsonl", h, recs, ())
+
+
+def test_topology_labels_and_the_side_by_side_summary(tmp_path: Path) -> None:
+    from harness.experiments.topology import same_topology, summarise_topologies, topology_label
+
+    netns = {"kind": "netns", "links": {"client_edge": {"mtu": 1500}, "edge_target": {}}}
+    jumbo = {"kind": "netns", "links": {"client_edge": {"mtu": 9000}}}
+    assert topology_label(None) == "loopback" and topology_label(netns) == "netns"
+    assert topology_label(jumbo) == "netns (client_edge MTU 9000)"
+    assert topology_label({"kind": "netns", "links": {"edge_target": {"delay_ms": 5, "rate_mbit": 100}}}) == (
+        "netns (edge_target delay 5 ms each way, rate 100 Mbit/s)")
+    lo = _rs(tmp_path, "headline", {"kind": "loopback"}, {"iptables": [200, 220], "standalone": [100, 120]})
+    ns = _rs(tmp_path, "netns-headline", netns, {"iptables": [100], "standalone": [110], "nftables": [90]})
+    assert same_topology(ns, [lo, ns]) == [ns]
+    assert summarise_topologies([lo]) is None
+    c = summarise_topologies([ns, lo])
+    assert c is not None and c.labels == ("loopback", "netns")
+    rows = {r.path: r for r in c.rows}
+    assert [r.path for r in c.rows] == ["iptables", "standalone", "nftables"]
+    assert rows["standalone"].vs_first_pct == pytest.approx(100.0)  # 110 / 110
+    assert rows["standalone"].pct_of_baseline == {"loopback": pytest.approx(100 * 110 / 210),
+                                                  "netns": pytest.approx(110.0)}
+    assert rows["nftables"].vs_first_pct is None and c.largest_drop is not None and c.largest_drop.path == "iptables"
+    assert c.rank_changes == ("standalone",) and c.ratio_median_pct == pytest.approx((100 * 100 / 210 + 100) / 2)
+
+
+def test_version_2_result_files_read_as_loopback(tmp_path: Path) -> None:
+    import json
+
+    from harness.results import SCHEMA_VERSION, load_results
+
+    assert SCHEMA_VERSION == 3
+    head = {"type": "header", "format": "portunus-bench-results", "schema_version": 2, "experiment": "t",
+            "kind": "headline", "created_at": "x", "config": {}, "sysinfo": {}, "argv": [], "unavailable_paths": {}}
+    p = tmp_path / "v2.jsonl"
+    p.write_text(json.dumps(head) + "\n")
+    rs = load_results(p)
+    assert rs.header.topology == {"kind": "loopback", "address": "127.0.0.1"} and rs.file_schema_version == 2
