@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "`ip PORTUNUS_BENCH_<pid>` nftables tables, network namespaces carrying the harness's "
                          "owner mark (with their veths and any process still inside) "
                          "whose harness process is gone, and scratch directories of dead runs. "
-                         "Running harnesses are left alone unless --all.")
+                         "Running harnesses are left alone unless --all (their namespaces always: "
+                         "a running harness removes them itself when it stops).")
     cln.add_argument("--all", action="store_true", help="also remove chains of harness processes still running")
 
     pth = sub.add_parser("paths", help="list the forwarding paths and whether each can run here",
@@ -337,7 +338,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
     why = tnetns.netns_available()
     if why is None:
-        removed = tnetns.cleanup_leftovers(include_live=args.all)
+        # Never a running harness's namespaces, even with --all: deleting them would kill its
+        # measurement, and a live harness removes them itself when it stops (signals included).
+        removed = tnetns.cleanup_leftovers(include_live=False)
         print(f"network namespaces: removed {len(removed)}{': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"network namespaces: not checked ({why})")
