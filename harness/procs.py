@@ -113,7 +113,7 @@ def stop_pids(pids: Sequence[int], grace_s: float = STOP_GRACE_S) -> None:
     deadline = time.monotonic() + grace_s
     while alive and time.monotonic() < deadline:
         time.sleep(0.02)
-        alive = [p for p in alive if _pid_alive(p)]
+        alive = [p for p in alive if pid_alive(p)]
     for p in alive:
         _signal_pid(p, signal.SIGKILL)
 
@@ -126,7 +126,7 @@ def _signal_pid(pid: int, sig: int) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while pid exists and is not a zombie (a zombie is someone else's to reap)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

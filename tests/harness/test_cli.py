@@ -66,14 +66,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_run_stops_cleanly(tmp_path: Path, sig: int) -> None:
@@ -106,9 +98,9 @@ def test_signal_mid_run_stops_cleanly(tmp_path: Path, sig: int) -> None:
     assert proc.returncode == 128 + sig, stderr.decode()
     assert chain not in nat_rules()
     deadline = time.monotonic() + 5
-    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+    while any(procs.pid_alive(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [(k, _cmdline(k)) for k in kids if _alive(k)]
+    assert not [(k, _cmdline(k)) for k in kids if procs.pid_alive(k)]
     rs = load_results(results)
     assert 1 <= len(rs.records) < 8 and all(r.ok for r in rs.records)
     assert rs.events[-1]["type"] == "run_end" and rs.events[-1]["status"] == "interrupted"

@@ -10,11 +10,8 @@ package (never a zero).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -31,7 +28,7 @@ from harness.paths.haproxy import render_haproxy_cfg
 from harness.paths.nginx import render_nginx_conf
 from harness.paths.socat import SocatPath, socat_argv
 from harness.runner import PortAllocator
-from tests.support.net import ExchangeServer, TcpServer, exchange
+from tests.support.net import ExchangeServer, FramedServer, exchange, framed_exchange
 
 PEERS = ["nftables", "haproxy", "haproxy_bigbuf", "haproxy_splice", "nginx", "nginx_bigbuf",
          "socat", "socat_bigbuf", "rinetd", "ssh"]
@@ -39,52 +36,8 @@ PEERS = ["nftables", "haproxy", "haproxy_bigbuf", "haproxy_splice", "nginx", "ng
 EXCHANGES = [(0, 1 << 20), (3 << 20, 0), (1, 1), (2 << 20, 3 << 20), (65537, 777)]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2:][:1] != "Z"
-
-
 def _tag(i: int) -> bytes:
     return f"exchange-{i:07d}".encode()[:16].ljust(16, b".")
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        b = sock.recv(min(n - len(buf), 1 << 18))
-        if not b:
-            raise ConnectionError(f"EOF after {len(buf)} of {n} bytes")
-        buf += b
-    return bytes(buf)
-
-
-class FramedServer(TcpServer):
-    """Request/response without half-close: 16-byte tag, up and down lengths, the request, then
-    the reply; each side sends only after the other has finished (what rinetd can carry)."""
-
-    def __init__(self) -> None:
-        self.results: dict[bytes, tuple[str, str]] = {}
-        super().__init__(self._handle)
-
-    def _handle(self, conn: socket.socket) -> None:
-        head = _recv_exact(conn, 24)
-        tag, up, down = head[:16], *struct.unpack("!II", head[16:])
-        got = hashlib.sha256(_recv_exact(conn, up)).hexdigest()
-        reply = random.Random(tag).randbytes(down)
-        conn.sendall(reply)
-        self.results[tag] = (got, hashlib.sha256(reply).hexdigest())
-        while conn.recv(65536):  # until the client closes
-            pass
-
-
-def framed_exchange(port: int, tag: bytes, payload: bytes, down: int) -> tuple[str, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        s.sendall(tag + struct.pack("!II", len(payload), down) + payload)
-        got = _recv_exact(s, down)
-    return hashlib.sha256(payload).hexdigest(), hashlib.sha256(got).hexdigest()
 
 
 def _forward_and_check(path_name: str, tmp_path: Path) -> dict:
@@ -142,7 +95,7 @@ def _forward_and_check(path_name: str, tmp_path: Path) -> dict:
             info = path.describe()
         finally:
             path.stop()
-    left = [pid for pid in tree if _alive(pid)]
+    left = [pid for pid in tree if procs.pid_alive(pid)]
     assert not left, f"{path_name} left processes running: {left}"
     assert path.has_forwarder_process == bool(tree)
     return info

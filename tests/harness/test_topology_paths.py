@@ -20,11 +20,8 @@ number): on this project's VM that is nft_flowtable (no nf_flow_table).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import procs
 from harness.config import parse_config
 from harness.executor.nsenter import entered_netns
 from harness.paths import PATHS, PathSetup
@@ -42,7 +40,7 @@ from harness.runner import PortAllocator, measure_one
 from harness.signals import SignalGuard
 from harness.topology import Topology, open_topology, parse_topology
 from harness.topology import netns as tnetns
-from tests.support.net import ExchangeServer, TcpServer, exchange
+from tests.support.net import ExchangeServer, FramedServer, exchange, framed_exchange
 
 PREFIX = f"ptp{os.getpid() % 100000}-"
 NETNS_PATHS = ["direct", "iptables", "nftables", "nft_flowtable", "reference", "standalone", "standalone_copy",
@@ -68,49 +66,6 @@ def test_every_path_is_covered_here() -> None:
 
 def _tag(i: int) -> bytes:
     return f"netns-x-{i:08d}".encode()[:16].ljust(16, b".")
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        b = sock.recv(min(n - len(buf), 1 << 18))
-        if not b:
-            raise ConnectionError(f"EOF after {len(buf)} of {n} bytes")
-        buf += b
-    return bytes(buf)
-
-
-class FramedServer(TcpServer):
-    """Request then reply, no half-close (what rinetd can carry): tag, lengths, request, reply."""
-
-    def __init__(self, host: str) -> None:
-        self.results: dict[bytes, tuple[str, str]] = {}
-        super().__init__(self._handle, host=host)
-
-    def _handle(self, conn: socket.socket) -> None:
-        head = _recv_exact(conn, 24)
-        tag, up, down = head[:16], *struct.unpack("!II", head[16:])
-        got = hashlib.sha256(_recv_exact(conn, up)).hexdigest()
-        reply = random.Random(tag).randbytes(down)
-        conn.sendall(reply)
-        self.results[tag] = (got, hashlib.sha256(reply).hexdigest())
-        while conn.recv(65536):
-            pass
-
-
-def _framed(host: str, port: int, tag: bytes, payload: bytes, down: int) -> tuple[str, str]:
-    with socket.create_connection((host, port), timeout=60) as s:
-        s.sendall(tag + struct.pack("!II", len(payload), down) + payload)
-        got = _recv_exact(s, down)
-    return hashlib.sha256(payload).hexdigest(), hashlib.sha256(got).hexdigest()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
 def _edge_rules(topo: Topology) -> str:
@@ -158,7 +113,7 @@ def test_bytes_cross_the_namespaces_intact(name: str, topo: Topology, tmp_path: 
                         if half_close:
                             results[i] = exchange(ep.port, rng.randbytes(up), _tag(i), host=ep.host, timeout_s=60)
                         else:
-                            results[i] = _framed(ep.host, ep.port, _tag(i), rng.randbytes(up), reply[_tag(i)])
+                            results[i] = framed_exchange(ep.port, _tag(i), rng.randbytes(up), reply[_tag(i)], host=ep.host)
                 except BaseException as e:  # reported below, with the exchange it happened in
                     errors.append((i, EXCHANGES[i], e))
 
@@ -185,7 +140,7 @@ def test_bytes_cross_the_namespaces_intact(name: str, topo: Topology, tmp_path: 
             path.stop()
     finally:
         srv.close()
-    assert not [p for p in tree if _alive(p)], f"{name} left processes running"
+    assert not [p for p in tree if procs.pid_alive(p)], f"{name} left processes running"
     assert path.has_forwarder_process == bool(tree)
     rules = _edge_rules(topo)
     assert ipt.chain_name() not in rules and nft.table_name() not in rules, rules

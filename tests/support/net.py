@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -180,6 +182,46 @@ def exchange(port: int, payload: bytes, tag: bytes, host: str = "127.0.0.1",
             h.update(b)
         sender.join()
     return hashlib.sha256(tag + payload).hexdigest(), h.hexdigest()
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Read exactly n bytes; ConnectionError if the peer closes first."""
+    buf = bytearray()
+    while len(buf) < n:
+        b = sock.recv(min(n - len(buf), 1 << 18))
+        if not b:
+            raise ConnectionError(f"EOF after {len(buf)} of {n} bytes")
+        buf += b
+    return bytes(buf)
+
+
+class FramedServer(TcpServer):
+    """Request then reply, no half-close (what a forwarder without half-close, e.g. rinetd, can
+    carry): 16-byte tag, up and down lengths, the request, then the reply; each side sends only
+    after the other has finished. results: tag -> (sha of received, sha of sent)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.results: dict[bytes, tuple[str, str]] = {}
+        super().__init__(self._handle, host=host)
+
+    def _handle(self, conn: socket.socket) -> None:
+        head = recv_exact(conn, 24)
+        tag, up, down = head[:16], *struct.unpack("!II", head[16:])
+        got = hashlib.sha256(recv_exact(conn, up)).hexdigest()
+        reply = random.Random(tag).randbytes(down)
+        conn.sendall(reply)
+        self.results[tag] = (got, hashlib.sha256(reply).hexdigest())
+        while conn.recv(65536):  # until the client closes
+            pass
+
+
+def framed_exchange(port: int, tag: bytes, payload: bytes, down: int,
+                    host: str = "127.0.0.1") -> tuple[str, str]:
+    """Client side of FramedServer. Returns (sha of what we sent, sha of what we received)."""
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(tag + struct.pack("!II", len(payload), down) + payload)
+        got = recv_exact(s, down)
+    return hashlib.sha256(payload).hexdigest(), hashlib.sha256(got).hexdigest()
 
 
 @contextlib.contextmanager
