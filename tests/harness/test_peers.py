@@ -15,7 +15,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,13 @@ from harness.paths.haproxy import render_haproxy_cfg
 from harness.paths.nginx import render_nginx_conf
 from harness.paths.socat import SocatPath, socat_argv
 from harness.runner import PortAllocator
-from tests.support.net import ExchangeServer, FramedServer, exchange, framed_exchange
+from tests.support.net import (
+    ExchangeServer,
+    FramedServer,
+    assert_exchanges_intact,
+    exchange,
+    framed_exchange,
+)
 
 PEERS = ["nftables", "haproxy", "haproxy_bigbuf", "haproxy_splice", "nginx", "nginx_bigbuf",
          "socat", "socat_bigbuf", "rinetd", "ssh"]
@@ -81,15 +86,7 @@ def _forward_and_check(path_name: str, tmp_path: Path) -> dict:
             for t in threads:
                 t.join(90)
             assert not errors, errors
-            # The client is done when the server's reply ends; the server records its side just after.
-            deadline = time.monotonic() + 30
-            while len(srv.results) < len(EXCHANGES) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            for i in range(len(EXCHANGES)):
-                sent_sha, got_sha = results[i]
-                srv_got, srv_sent = srv.results[_tag(i)]
-                assert srv_got == sent_sha, f"{path_name}: client->target bytes differ on connection {i}"
-                assert got_sha == srv_sent, f"{path_name}: target->client bytes differ on connection {i}"
+            assert_exchanges_intact(srv, results, [_tag(i) for i in range(len(EXCHANGES))], path_name)
             for pid in path.forwarder_pids():
                 tree |= {pid, *procs.descendants(pid)}
             info = path.describe()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +39,13 @@ from harness.runner import PortAllocator, measure_one
 from harness.signals import SignalGuard
 from harness.topology import Topology, open_topology, parse_topology
 from harness.topology import netns as tnetns
-from tests.support.net import ExchangeServer, FramedServer, exchange, framed_exchange
+from tests.support.net import (
+    ExchangeServer,
+    FramedServer,
+    assert_exchanges_intact,
+    exchange,
+    framed_exchange,
+)
 
 PREFIX = f"ptp{os.getpid() % 100000}-"
 NETNS_PATHS = ["direct", "iptables", "nftables", "nft_flowtable", "reference", "standalone", "standalone_copy",
@@ -125,14 +130,7 @@ def test_bytes_cross_the_namespaces_intact(name: str, topo: Topology, tmp_path: 
             for t in threads:
                 t.join(90)
             assert not errors, errors
-            deadline = time.monotonic() + 30
-            while len(srv.results) < len(EXCHANGES) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            for i in range(len(EXCHANGES)):
-                sent_sha, got_sha = results[i]
-                srv_got, srv_sent = srv.results[_tag(i)]
-                assert srv_got == sent_sha, f"{name}: client->target bytes differ on connection {i}"
-                assert got_sha == srv_sent, f"{name}: target->client bytes differ on connection {i}"
+            assert_exchanges_intact(srv, results, [_tag(i) for i in range(len(EXCHANGES))], name)
             info = path.describe()
             if name in ("iptables", "nftables"):
                 assert "10.203" in str(info) and _ip_forward(topo) == "1"

@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from harness import netutil
 
@@ -222,6 +222,22 @@ def framed_exchange(port: int, tag: bytes, payload: bytes, down: int,
         s.sendall(tag + struct.pack("!II", len(payload), down) + payload)
         got = recv_exact(s, down)
     return hashlib.sha256(payload).hexdigest(), hashlib.sha256(got).hexdigest()
+
+
+def assert_exchanges_intact(srv: ExchangeServer | FramedServer, results: dict[int, tuple[str, str]],
+                            tags: Sequence[bytes], label: str, timeout_s: float = 30.0) -> None:
+    """Compare each client's (sent, received) SHA-256 with what the server recorded for its tag.
+
+    The client is done when the server's reply ends; the server records its side just after,
+    so wait (up to timeout_s) until it has recorded every tag."""
+    deadline = time.monotonic() + timeout_s
+    while len(srv.results) < len(tags) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i, tag in enumerate(tags):
+        sent_sha, got_sha = results[i]
+        srv_got, srv_sent = srv.results[tag]
+        assert srv_got == sent_sha, f"{label}: client->target bytes differ on connection {i}"
+        assert got_sha == srv_sent, f"{label}: target->client bytes differ on connection {i}"
 
 
 @contextlib.contextmanager
