@@ -53,7 +53,7 @@ CHUNKS_PER_SEC = 50
 # Floor: below ~512 B per chunk the syscall and wake-up cost per byte grows
 # for no gain in smoothness (64 KiB/s already gives 1,310 B chunks).
 MIN_CHUNK_BYTES = 512
-# Ceiling: the copy path's buffer size (pumps.COPY_BUFFER_BYTES).
+# Ceiling: the copy path's buffer size (tcp.COPY_BUFFER_BYTES).
 MAX_CHUNK_BYTES = 256 * 1024
 # Float slack when comparing times: a bucket holding exactly n tokens must
 # admit n (5.0 tokens can come out as 4.9999999 after arithmetic).
@@ -179,12 +179,17 @@ class ThrottleGroup:
     def max_chunk(self) -> int:
         return min((b.max_chunk() for b in self.buckets), default=MAX_CHUNK_BYTES)
 
-    def consume(self, nbytes: int) -> None:
+    def reserve(self, nbytes: int) -> float:
+        """Take `nbytes` from every bucket now; return seconds until the chunk may leave."""
         wait = 0.0
         for b in self.buckets:
             w = b.reserve(nbytes)
             if w > wait:
                 wait = w
+        return wait
+
+    def consume(self, nbytes: int) -> None:
+        wait = self.reserve(nbytes)
         if wait > 0:
             self._sleep(wait)
 

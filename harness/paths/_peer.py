@@ -30,7 +30,7 @@ from harness.paths._proc_path import READY_TIMEOUT_S, log_tail, stop_all, wait_p
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
 
 # Buffer size of the "_bigbuf" variants: the size of Portunus's copy-path
-# buffer (portunus.dataplane.pumps.COPY_BUFFER_BYTES), so a peer is compared
+# buffer (portunus.dataplane.tcp.COPY_BUFFER_BYTES), so a peer is compared
 # with like buffers and not only with what its defaults give.
 BIGBUF_BYTES = 256 * 1024
 

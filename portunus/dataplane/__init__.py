@@ -1,16 +1,14 @@
 """The data plane shared by portunus-standalone and portunus-client."""
 
 from portunus.dataplane.forwarder import BindError, Forwarder, splice_disabled_by_env
-from portunus.dataplane.pumps import SPLICE_AVAILABLE
+from portunus.dataplane.pipes import SPLICE_AVAILABLE
 
 __all__ = ["BindError", "Forwarder", "SPLICE_AVAILABLE", "splice_disabled_by_env", "tune_process"]
 
 
-def tune_process(stack_size_bytes: int = 512 * 1024) -> None:
-    """Process settings for many connections: fd limit raised to the hard limit,
-    smaller thread stacks (two pump threads per connection)."""
+def tune_process() -> None:
+    """Process settings for many connections: fd limit raised to the hard limit."""
     import resource
-    import threading
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
@@ -19,4 +17,3 @@ def tune_process(stack_size_bytes: int = 512 * 1024) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
-    threading.stack_size(stack_size_bytes)

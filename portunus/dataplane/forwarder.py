@@ -1,10 +1,16 @@
-"""The forwarder: owns listeners, rule states and live connections.
+"""The forwarder: owns listeners, rule states and live connections of one worker.
 
 One object serves both runtimes (`portunus-standalone` from a TOML file and
-`portunus-client` from pushed rule sets): `apply` diffs a new rule set against
-the running one at the socket level, so a listener whose (protocol, address,
-port) survives keeps its socket and its connections; `close` stops accepting,
-drains, then resets what is left.
+`portunus-client` from pushed rule sets). TCP runs on one event loop thread
+(portunus.dataplane.loop): accept, non-blocking dial with failover, PROXY
+header, relaying, half-close and teardown all happen there, with no thread
+hand-off per connection. UDP runs on its own engine (portunus.dataplane.udp).
+
+`apply` diffs a new rule set against the running one at the socket level,
+so a listener whose (protocol, address, port) survives keeps its socket and
+its connections; `close` stops accepting, drains, then resets what is left.
+`apply`, `snapshot`, `active_connections` and `close` may be called from
+any thread.
 """
 
 from __future__ import annotations
@@ -12,19 +18,20 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import selectors
 import socket
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from portunus.config import Owner, Rule
-from portunus.dataplane.pumps import SPLICE_AVAILABLE
+from portunus.dataplane import tcp
+from portunus.dataplane.loop import EPOLLIN, EventLoop
+from portunus.dataplane.pipes import SPLICE_AVAILABLE, PipePool
 from portunus.dataplane.stats import RuleStats
-from portunus.dataplane.tcp import DialError, TcpConnection, dial, send_proxy_header, tune_socket
-from portunus.dataplane.workers import PipePool, WorkerPool
+from portunus.dataplane.tcp import Target, TcpConnection, literal_family
 from portunus.limits import LimitSet, ThrottleGroup, admit, release
 
 log = logging.getLogger("portunus.forwarder")
@@ -35,11 +42,21 @@ CONNECT_TIMEOUT_S = 5.0
 LISTEN_BACKLOG = 4096
 # Connections taken per readiness event, so one busy port cannot starve others.
 ACCEPT_BATCH = 64
-# Out of fds/memory at accept: back off this long instead of spinning (trio does the same).
+# Out of fds/memory at accept: stop accepting on that port this long instead of spinning.
 ACCEPT_BACKOFF_S = 0.1
 _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-# How often the acceptor samples per-rule byte totals for the current-rate metric.
+# Connect deadlines are checked this often (a connect timeout is accurate to this).
+HOUSEKEEPING_S = 0.25
+# How often per-rule byte totals are sampled for the rate metric, and idle connections swept.
 RATE_SAMPLE_INTERVAL_S = 1.0
+# Keepalive probes after the idle time: every 10 s, 6 unanswered = dead (Linux counts them).
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_PROBES = 6
+# Defaults for rules that do not say (config.py owns the documented defaults).
+DEFAULT_IDLE_TIMEOUT_S = 3600.0
+DEFAULT_KEEPALIVE_S = 60.0
+# DNS lookups in flight at once (getaddrinfo blocks, so it runs off the loop).
+RESOLVER_THREADS = 4
 
 
 def splice_disabled_by_env() -> bool:
@@ -55,26 +72,35 @@ class BindError(Exception):
 
 
 class RuleState:
-    """A running rule: its definition, live limits and counters."""
+    """A running rule: its definition, live limits, counters and per-port dial lists."""
 
     def __init__(self, rule: Rule, owner_limits: LimitSet | None, stats: RuleStats) -> None:
-        self.rule = rule
         self.limits = LimitSet(rule.rate_limit)
-        self.owner_limits = owner_limits
         self.stats = stats
+        self.update(rule, owner_limits)
 
     def update(self, rule: Rule, owner_limits: LimitSet | None) -> None:
         self.rule = rule
         self.limits.update(rule.rate_limit)
         self.owner_limits = owner_limits
+        self.sets: tuple[LimitSet, ...] = (self.limits,) if owner_limits is None else (self.limits, owner_limits)
+        self.idle_timeout_s = float(getattr(rule, "idle_timeout_secs", None) or DEFAULT_IDLE_TIMEOUT_S)
+        self.keepalive_s = float(getattr(rule, "tcp_keepalive_secs", None) or DEFAULT_KEEPALIVE_S)
+        self._targets: dict[int, list[Target]] = {}
 
     def limit_sets(self) -> tuple[LimitSet, ...]:
-        if self.owner_limits is None:
-            return (self.limits,)
-        return (self.limits, self.owner_limits)
+        return self.sets
 
     def has_bandwidth_cap(self) -> bool:
-        return any(ls.has_bandwidth_cap for ls in self.limit_sets())
+        return any(ls.has_bandwidth_cap for ls in self.sets)
+
+    def targets_for(self, port: int) -> list[Target]:
+        """Dial list for a connection on `port`, best first (computed once per port)."""
+        found = self._targets.get(port)
+        if found is None:
+            found = self._targets[port] = [Target(h, p, proxy, literal_family(h))
+                                           for h, p, proxy in self.rule.targets_for(port)]
+        return found
 
 
 @dataclass
@@ -88,14 +114,31 @@ def _socket_key(rule: Rule) -> list[tuple[str, str, int]]:
     return [(rule.protocol, rule.listen_addr, p) for p in rule.listen_ports]
 
 
-def open_tcp_listener(addr: str, port: int) -> socket.socket:
+def set_keepalive(sock: socket.socket, idle_s: float) -> None:
+    """TCP keepalive: first probe after `idle_s` of silence, so a vanished peer is noticed."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle_s)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except (OSError, AttributeError):
+        pass
+
+
+def open_tcp_listener(addr: str, port: int, keepalive_s: float = DEFAULT_KEEPALIVE_S,
+                      reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listener; accepted sockets inherit its TCP_NODELAY and keepalive
+    settings (Linux copies them at accept), which saves syscalls per connection."""
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_keepalive(sock, keepalive_s)
         sock.bind((addr, port))
         sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
@@ -103,7 +146,7 @@ def open_tcp_listener(addr: str, port: int) -> socket.socket:
 
 
 class Forwarder:
-    """Runs a rule set; thread-safe `apply`, `snapshot` and `close`."""
+    """Runs a rule set on one event loop; thread-safe `apply`, `snapshot` and `close`."""
 
     def __init__(self, *, disable_splice: bool | None = None,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -116,19 +159,20 @@ class Forwarder:
         self._stats: dict[str, RuleStats] = {}
         self._owners: dict[str, LimitSet] = {}
         self._listeners: dict[tuple[str, str, int], _Listener] = {}
-        self._connections: set[TcpConnection] = set()
-        self._conn_lock = threading.Lock()
-        self._workers = WorkerPool("conn")
-        self._pipes = PipePool()
-        self._idle = threading.Condition(self._conn_lock)
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._closing = False
-        self._acceptor = threading.Thread(target=self._accept_loop, name="acceptor", daemon=True)
-        self._acceptor.start()
         self._udp: Any = None  # UDP engine, created on the first UDP rule
+        # Loop-thread state (touched only on the loop thread).
+        self.loop = EventLoop("dataplane")
+        self.pipes = PipePool()
+        self.buffer = memoryview(bytearray(tcp.COPY_BUFFER_BYTES))
+        self.connecting: set[TcpConnection] = set()
+        self.connections: set[TcpConnection] = set()
+        self._resolver: ThreadPoolExecutor | None = None
+        self._idle = threading.Event()  # set when no connection is open
+        self._idle.set()
+        self._next_sample = 0.0
+        self.loop.call_later(0.0, self._housekeeping)
+        self.loop.start()
 
     # ------------------------------------------------------------ rules
 
@@ -162,7 +206,7 @@ class Forwarder:
                     if key in self._listeners or key in new_socks:
                         continue
                     try:
-                        new_socks[key] = self._open(key)
+                        new_socks[key] = self._open(key, rule)
                     except OSError as e:
                         failures[rule.name] = f"cannot listen on {key[0]} {key[1]}:{key[2]}: {e.strerror or e}"
                         break
@@ -191,34 +235,43 @@ class Forwarder:
                     st.update(rule, owner_ls)
                 states[rule.name] = st
 
-            # 3. Point sockets at their (new) rule, register new ones, close dropped ones.
-            for rule in active:
-                for key in _socket_key(rule):
-                    if key in self._listeners:
-                        self._listeners[key].state = states[rule.name]
-                    else:
-                        lst = _Listener(key, new_socks[key], states[rule.name])
-                        self._listeners[key] = lst
-                        if key[0] == "tcp":
-                            self._selector.register(lst.sock, selectors.EVENT_READ, lst)
-                        else:
-                            self._udp_engine().add(lst)
-            for key in list(self._listeners):
-                if key not in needed:
-                    self._close_listener(self._listeners.pop(key))
+            # 3. Point sockets at their (new) rule, register new ones, close dropped ones
+            #    (on the loop thread: no event can then see a half-changed table).
+            self.loop.call_and_wait(self._install, active, states, new_socks, needed)
             self._states = states
             for name in list(self._stats):
                 if name not in states and not self._stats[name].live:
                     del self._stats[name]
-            self._wake()
             result: dict[str, str | None] = {r.name: None for r in active}
             result.update(failures)
             return result
 
-    def _open(self, key: tuple[str, str, int]) -> socket.socket:
+    def _install(self, active: list[Rule], states: dict[str, RuleState],
+                 new_socks: dict[tuple[str, str, int], socket.socket], needed: set) -> None:
+        for rule in active:
+            st = states[rule.name]
+            for key in _socket_key(rule):
+                lst = self._listeners.get(key)
+                if lst is not None:
+                    if key[0] == "tcp" and lst.state.keepalive_s != st.keepalive_s:
+                        set_keepalive(lst.sock, st.keepalive_s)
+                    lst.state = st
+                    continue
+                lst = _Listener(key, new_socks[key], st)
+                self._listeners[key] = lst
+                if key[0] == "tcp":
+                    self._watch_listener(lst)
+                else:
+                    self._udp_engine().add(lst)
+        for key in list(self._listeners):
+            if key not in needed:
+                self._close_listener(self._listeners.pop(key))
+
+    def _open(self, key: tuple[str, str, int], rule: Rule) -> socket.socket:
         proto, addr, port = key
         if proto == "tcp":
-            return open_tcp_listener(addr, port)
+            keepalive = float(getattr(rule, "tcp_keepalive_secs", None) or DEFAULT_KEEPALIVE_S)
+            return open_tcp_listener(addr, port, keepalive)
         from portunus.dataplane.udp import open_udp_listener
         return open_udp_listener(addr, port)
 
@@ -228,135 +281,120 @@ class Forwarder:
             self._udp = UdpEngine(self)
         return self._udp
 
+    def _watch_listener(self, lst: _Listener) -> None:
+        fd = lst.sock.fileno()
+        self.loop.add(fd, lambda _mask: self._accept_batch(lst), EPOLLIN)  # level-triggered
+
     def _close_listener(self, lst: _Listener) -> None:
         if lst.key[0] == "tcp":
             try:
-                self._selector.unregister(lst.sock)
-            except (KeyError, ValueError):
+                self.loop.remove(lst.sock.fileno())
+            except OSError:
                 pass
             lst.sock.close()
         else:
             self._udp_engine().remove(lst)
 
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass
-
-    # ------------------------------------------------------------ accepting
-
-    def _accept_loop(self) -> None:
-        next_sample = time.monotonic()
-        while not self._closing:
-            now = time.monotonic()
-            if now >= next_sample:  # per-rule byte totals for the "current rate" metric
-                self._sample_rates(now)
-                next_sample = now + RATE_SAMPLE_INTERVAL_S
-            try:
-                events = self._selector.select(timeout=max(0.0, next_sample - now))
-            except OSError:
-                if self._closing:
-                    return
-                raise
-            for key, _ in events:
-                if key.data is None:
-                    try:
-                        while self._wake_r.recv(4096):
-                            pass
-                    except OSError:
-                        pass
-                    continue
-                self._accept_batch(key.data)
-
-    def _sample_rates(self, now: float) -> None:
-        with self._lock:
-            stats = list(self._stats.values())
-        for st in stats:
-            st.sample(now)
+    # ------------------------------------------------------------ accepting (loop thread)
 
     def _accept_batch(self, lst: _Listener) -> None:
+        accept = lst.sock._accept  # type: ignore[attr-defined]  # (fd, address): no socket object until admitted
+        family = lst.sock.family
         for _ in range(ACCEPT_BATCH):
             try:
-                client, _addr = lst.sock.accept()
+                fd, peer = accept()
             except BlockingIOError:
                 return
             except OSError as e:
                 if e.errno in _ACCEPT_RESOURCE_ERRNOS:
                     log.warning("accept on port %d: %s; backing off", lst.key[2], e.strerror)
-                    time.sleep(ACCEPT_BACKOFF_S)
+                    self._pause_listener(lst)
                 return  # EBADF etc.: the listener was closed by a reload
             state = lst.state
-            sets = state.limit_sets()
-            verdict = admit(sets)
+            verdict = admit(state.sets)
             if verdict.reason is not None:
                 state.stats.reject(verdict.reason)
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                client.close()
-                continue
-            try:
-                self._workers.submit(self._serve, client, lst.key[2], state, sets)
-            except RuntimeError:  # cannot start a new thread: shed this connection
-                release(sets)
-                state.stats.reject("resources")
-                client.close()
-
-    # ------------------------------------------------------------ serving
-
-    def _serve(self, client: socket.socket, port: int, state: RuleState,
-               sets: tuple[LimitSet, ...]) -> None:
-        stats = state.stats
-        rule = state.rule
-        try:
-            tune_socket(client)
-            try:
-                upstream, proxy, failovers = dial(rule.targets_for(port), self.connect_timeout_s)
-            except DialError as e:
-                stats.count("connect_failures")
-                if len(e.attempts) > 1:
-                    stats.count("failovers", len(e.attempts) - 1)
-                log.info('rule "%s": no target reachable: %s', rule.name, e)
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                return
-            if failovers:
-                stats.count("failovers", failovers)
-            conn = TcpConnection(client, upstream)
-            if proxy:
+                refused = socket.socket(family, socket.SOCK_STREAM, 0, fd)
                 try:
-                    send_proxy_header(upstream, proxy, client)
-                except OSError as e:
-                    log.info('rule "%s": PROXY header not sent: %s', rule.name, e)
-                    upstream.close()
-                    return
-            capped = state.has_bandwidth_cap()
-            use_splice = self.splice_enabled and not capped
-            if capped:
+                    refused.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, tcp.LINGER_RESET)
+                except OSError:
+                    pass
+                refused.close()
+                continue
+            client = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            client.setblocking(False)
+            if state.has_bandwidth_cap():
                 # One group per direction: the chunk waits for the slowest of
                 # rule and owner bucket, not for their sum.
-                t_in = [ThrottleGroup(ls.bandwidth_in for ls in sets)]
-                t_out = [ThrottleGroup(ls.bandwidth_out for ls in sets)]
+                t_in: Any = ThrottleGroup(ls.bandwidth_in for ls in state.sets)
+                t_out: Any = ThrottleGroup(ls.bandwidth_out for ls in state.sets)
+                splice_ok = False
             else:
-                t_in = t_out = []
-            with self._conn_lock:
-                self._connections.add(conn)
-            stats.opened(conn, use_splice)
+                t_in = t_out = None
+                splice_ok = self.splice_enabled
+            conn = TcpConnection(self, client, peer, state, state.sets, state.targets_for(lst.key[2]),
+                                 splice_ok, t_in, t_out, state.idle_timeout_s)
+            self.connections.add(conn)
+            self._idle.clear()
+            conn.start()
+
+    def _pause_listener(self, lst: _Listener) -> None:
+        fd = lst.sock.fileno()
+        self.loop.remove(fd)
+
+        def resume() -> None:
+            if self._listeners.get(lst.key) is lst and lst.sock.fileno() == fd:
+                self._watch_listener(lst)
+
+        self.loop.call_later(ACCEPT_BACKOFF_S, resume)
+
+    # ------------------------------------------------------------ connection hooks (loop thread)
+
+    def opened(self, conn: TcpConnection) -> None:
+        conn.rule_state.stats.opened(conn, conn.relay_in.splice_ok)
+        ks = conn.rule_state.keepalive_s
+        if conn.upstream is not None:
+            set_keepalive(conn.upstream, ks)
+
+    def closed(self, conn: TcpConnection, opened: bool) -> None:
+        if opened:
+            conn.rule_state.stats.closed(conn)
+        release(conn.sets)
+        self.connections.discard(conn)
+        if not self.connections:
+            self._idle.set()
+
+    def resolve(self, conn: TcpConnection, target: Target) -> None:
+        """Resolve a DNS target off the loop; the answer comes back on the loop thread."""
+        if self._resolver is None:
+            self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="tcp-dns")
+        loop = self.loop
+
+        def lookup() -> None:
             try:
-                conn.run(self._workers, self._pipes if use_splice else None, t_in, t_out)
-            finally:
-                stats.closed(conn)
-                conn.close()
-                with self._conn_lock:
-                    self._connections.discard(conn)
-                    if not self._connections:
-                        self._idle.notify_all()
-        except Exception:  # never let one connection take the process down
-            log.exception('rule "%s": connection handler failed', rule.name)
-        finally:
-            release(sets)
-            try:
-                client.close()
-            except OSError:
-                pass
+                infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+                addrs = [(fam, sa[0], sa[1]) for fam, _t, _p, _c, sa in infos
+                         if fam in (socket.AF_INET, socket.AF_INET6)]
+                loop.call_soon_threadsafe(conn.resolved, target, addrs, None if addrs else "no address")
+            except OSError as e:
+                loop.call_soon_threadsafe(conn.resolved, target, [], e.strerror or str(e))
+
+        self._resolver.submit(lookup)
+
+    def _housekeeping(self) -> None:
+        now = self.loop.now
+        if self.connecting:
+            for conn in [c for c in self.connecting if c.deadline <= now]:
+                conn.connect_timed_out()
+        if now >= self._next_sample:
+            self._next_sample = now + RATE_SAMPLE_INTERVAL_S
+            # No self._lock here: apply() holds it while it waits for this thread.
+            # list() of a dict view runs without releasing the GIL: a consistent copy.
+            for st in list(self._stats.values()):
+                st.sample(now)
+            for conn in [c for c in self.connections if now - c.last_active > c.idle_timeout_s]:
+                conn.expire()
+        self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
 
     # ------------------------------------------------------------ state
 
@@ -379,8 +417,7 @@ class Forwarder:
         return {"rules": rules, "splice_enabled": self.splice_enabled}
 
     def active_connections(self) -> int:
-        with self._conn_lock:
-            n = len(self._connections)
+        n = len(self.connections)
         if self._udp is not None:
             n += self._udp.active_flows()
         return n
@@ -391,27 +428,28 @@ class Forwarder:
             if self._closing:
                 return
             self._closing = True
-            for lst in list(self._listeners.values()):
-                self._close_listener(lst)
-            self._listeners.clear()
-            self._wake()
-        self._acceptor.join(timeout=5)
+            self.loop.call_and_wait(self._close_listeners)
         if self._udp is not None:
             self._udp.close()
         deadline = time.monotonic() + drain_s
-        with self._conn_lock:
-            while self._connections and time.monotonic() < deadline:
-                self._idle.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-            leftovers = list(self._connections)
+        while not self._idle.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+        self.loop.call_and_wait(self._abort_all)
+        self.loop.stop()
+        self.pipes.close()
+        self.loop.close()
+        if self._resolver is not None:
+            self._resolver.shutdown(wait=False, cancel_futures=True)
+
+    def _close_listeners(self) -> None:
+        for lst in list(self._listeners.values()):
+            self._close_listener(lst)
+        self._listeners.clear()
+
+    def _abort_all(self) -> None:
+        leftovers = list(self.connections)
         if leftovers:
             log.info("drain deadline reached: resetting %d connection(s)", len(leftovers))
         for conn in leftovers:
             conn.abort()
-        with self._conn_lock:
-            end = time.monotonic() + 2.0
-            while self._connections and time.monotonic() < end:
-                self._idle.wait(timeout=0.1)
-        self._selector.close()
-        self._pipes.close()
-        self._wake_r.close()
-        self._wake_w.close()

@@ -1,158 +1,523 @@
-"""TCP connections: dial the target, then pump both directions until done.
+"""TCP connections on the event loop: dial, PROXY header, relay both ways, half-close, teardown.
 
-One thread per direction on blocking sockets (the accepting thread hands
-each connection to its own thread, which dials and runs client -> target;
-a second thread runs target -> client). A blocked splice or recv holds no
-GIL, so an idle or waiting connection costs no CPU; the alternatives (one
-selectors loop, asyncio add_reader/add_writer) are measured side by side by
-benchmarks/concurrency_models.py, with the committed results under
-results/concurrency-models/.
+Each forwarded connection is two non-blocking sockets registered once,
+edge-triggered, on the worker's event loop, and two `Relay`s (client ->
+target "in", target -> client "out"). A relay remembers whether its source
+is readable and its destination writable, and moves bytes while both hold:
 
-Semantics kept on both pump paths: EOF one way becomes shutdown(SHUT_WR) the
-other way while the other way keeps flowing; a reset or error tears down both
-sides (with RST, via SO_LINGER 0); sockets are closed only after both pumps
-have returned, so no thread ever touches a reused fd.
+* small exchanges are copied: one `recv_into` a buffer shared by the whole
+  loop, one `send`; a read shorter than asked means the socket is drained,
+  so no extra read just to see EAGAIN (unless the peer already sent FIN);
+* once a read fills the buffer (bulk), the relay switches to splice
+  (socket -> pipe -> socket, SPLICE_F_NONBLOCK): the payload never enters
+  Python memory. The pipe comes from a pool and goes back as soon as it is
+  empty, so idle connections hold no pipe and no buffer;
+* capped rules stay on the copy path: each chunk takes its tokens first and
+  waits on a loop timer (not a sleeping thread) when the bucket is in debt.
+
+Semantics kept from the threaded data plane: EOF one way becomes
+shutdown(SHUT_WR) the other way while the other way keeps flowing; a reset
+or socket error tears down both sides with RST (SO_LINGER 0); no byte is
+lost, duplicated or reordered; bytes are counted when the destination took
+them.
 """
 
 from __future__ import annotations
 
-import _thread
+import errno
 import logging
+import os
 import socket
 import struct
 from collections.abc import Sequence
+from typing import Any
 
+from portunus.dataplane.loop import EDGE_ALL, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP
 from portunus.dataplane.proxy_protocol import build_header
-from portunus.dataplane.pumps import Counter, Throttle, copy_pump, splice_pump
-from portunus.dataplane.workers import PipePool, WorkerPool
 
 log = logging.getLogger("portunus.tcp")
 
-_LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close() sends RST
+LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close() sends RST
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_READ_EVENTS = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR
+_WRITE_EVENTS = EPOLLOUT | EPOLLHUP | EPOLLERR
+_END_EVENTS = EPOLLRDHUP | EPOLLHUP | EPOLLERR
+
+# Copy path buffer, one per event loop (shared by every connection: a relay
+# copies out of it only what the destination did not take at once).
+# 256 KiB: a recv drains a loopback socket's typical backlog in one call.
+COPY_BUFFER_BYTES = 256 * 1024
+# A read at least this large means bulk transfer: switch the relay to splice.
+SPLICE_SWITCH_BYTES = 64 * 1024
+# Bytes one relay moves per loop round before yielding to other connections.
+RELAY_BUDGET_BYTES = 4 << 20
+
+# Connection states.
+RESOLVING, CONNECTING, OPEN, CLOSED = range(4)
 
 
-def tune_socket(sock: socket.socket) -> None:
-    """Blocking mode for the pumps; no Nagle delay on small request/response traffic."""
-    sock.setblocking(True)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
+class Relay:
+    """One direction of a connection: src socket -> dst socket."""
 
+    __slots__ = ("conn", "src", "dst", "src_fd", "dst_fd", "readable", "writable", "rdhup",
+                 "done", "eof", "pending", "uncounted", "pipe", "pipe_n", "bytes", "splice",
+                 "splice_ok", "spliced", "throttle", "paused", "other")
 
-class DialError(Exception):
-    """No target accepted the connection; `attempts` says why for each."""
+    def __init__(self, conn: TcpConnection, src: socket.socket, splice_ok: bool,
+                 throttle: Any) -> None:
+        self.conn = conn
+        self.src = src
+        self.dst: socket.socket = src  # set when the upstream socket exists
+        self.src_fd = src.fileno()
+        self.dst_fd = -1
+        self.readable = False
+        self.writable = False
+        self.rdhup = False       # the peer sent FIN: read until EOF, a short read proves nothing
+        self.done = False        # EOF passed on (or the connection ended)
+        self.eof = False         # EOF read from src, waiting for pending bytes to leave
+        self.pending: memoryview | None = None  # copied bytes dst did not take yet
+        self.uncounted = 0       # leading bytes of `pending` that are not payload (PROXY header)
+        self.pipe: tuple[int, int, int] | None = None
+        self.pipe_n = 0          # bytes in the pipe not yet written to dst
+        self.bytes = 0           # payload bytes dst took
+        self.splice = False      # bulk seen: move bytes with splice from now on
+        self.splice_ok = splice_ok
+        self.spliced = False     # at least one splice moved bytes
+        self.throttle = throttle  # ThrottleGroup or None
+        self.paused = False      # waiting for tokens
+        self.other: Relay = self
 
-    def __init__(self, attempts: list[str]):
-        self.attempts = attempts
-        super().__init__("; ".join(attempts))
+    def run(self) -> None:
+        """Move bytes while src is readable and dst writable; called on every readiness change."""
+        if self.done or self.paused:
+            return
+        if self.pending is not None and (not self.writable or not self._flush_pending()):
+            return
+        if self.pipe_n and (not self.writable or not self._flush_pipe()):
+            return
+        if self.eof:
+            self._pass_eof()
+            return
+        if self.splice:
+            self._run_splice()
+        else:
+            self._run_copy()
 
+    # ------------------------------------------------------------ copy path
 
-def dial(targets: Sequence[tuple[str, int, str | None]], timeout_s: float
-         ) -> tuple[socket.socket, str | None, int]:
-    """Connect to the first target that accepts, in order (DNS resolved now).
+    def _run_copy(self) -> None:
+        conn = self.conn
+        view = conn.ctx.buffer
+        size = len(view)
+        recv_into = self.src.recv_into
+        send = self.dst.send
+        throttle = self.throttle
+        budget = RELAY_BUDGET_BYTES
+        while self.readable and self.writable:
+            want = size if throttle is None else min(size, throttle.max_chunk())
+            try:
+                n = recv_into(view, want)
+            except BlockingIOError:
+                self.readable = False
+                return
+            except OSError as e:
+                conn.abort(e)
+                return
+            if n == 0:
+                self.eof = True
+                self._pass_eof()
+                return
+            if throttle is not None:
+                wait_s = throttle.reserve(n)
+                if wait_s > 0:  # tokens taken; the chunk leaves when the debt is repaid
+                    self.pending = memoryview(bytes(view[:n]))
+                    self.paused = True
+                    conn.ctx.loop.call_later(wait_s, self._resume)
+                    return
+            try:
+                m = send(view[:n])
+            except BlockingIOError:
+                m = 0
+            except OSError as e:
+                conn.abort(e)
+                return
+            self.bytes += m
+            if m < n:
+                self.pending = memoryview(bytes(view[m:n]))
+                self.writable = False
+                return
+            if n < want:
+                if not self.rdhup:
+                    self.readable = False  # short read: the socket is drained
+                    return
+            elif n >= SPLICE_SWITCH_BYTES and self.splice_ok:
+                self.splice = True
+                self._run_splice()
+                return
+            budget -= n
+            if budget <= 0:
+                conn.ctx.loop.call_soon(self.run)
+                return
 
-    Returns (socket, proxy_protocol, failed_attempts_before_success).
-    """
-    attempts: list[str] = []
-    for host, port, proxy in targets:
+    def _flush_pending(self) -> bool:
+        """Send what an earlier round left over; True when nothing is left."""
+        pending = self.pending
+        assert pending is not None
         try:
-            sock = socket.create_connection((host, port), timeout=timeout_s)
+            m = self.dst.send(pending)
+        except BlockingIOError:
+            self.writable = False
+            return False
         except OSError as e:
-            reason = e.strerror or type(e).__name__
-            if isinstance(e, socket.gaierror):
-                reason = f"cannot resolve: {reason}"
-            elif isinstance(e, TimeoutError):
-                reason = f"connect timed out after {timeout_s:g} s"
-            attempts.append(f"{host}:{port}: {reason}")
+            self.conn.abort(e)
+            return False
+        if self.uncounted:
+            skip = min(m, self.uncounted)
+            self.uncounted -= skip
+            self.bytes += m - skip
+        else:
+            self.bytes += m
+        if m < len(pending):
+            self.pending = pending[m:]
+            self.writable = False
+            return False
+        self.pending = None
+        return True
+
+    def _resume(self) -> None:
+        self.paused = False
+        if not self.conn.closed:
+            self.run()
+
+    # ------------------------------------------------------------ splice path
+
+    def _run_splice(self) -> None:
+        conn = self.conn
+        pool = conn.ctx.pipes
+        pipe = self.pipe
+        if pipe is None:
+            pipe = self.pipe = pool.get()
+        r, w, size = pipe
+        splice = os.splice
+        src_fd, dst_fd = self.src_fd, self.dst_fd
+        budget = RELAY_BUDGET_BYTES
+        while self.readable and self.writable:
+            try:
+                n = splice(src_fd, w, size, None, None, _SPLICE_FLAGS)
+            except BlockingIOError:
+                self.readable = False
+                break
+            except OSError as e:
+                conn.abort(e)
+                return
+            if n == 0:
+                self.eof = True
+                break
+            self.spliced = True
+            try:
+                m = splice(r, dst_fd, n, None, None, _SPLICE_FLAGS)
+            except BlockingIOError:
+                m = 0
+            except OSError as e:
+                self.pipe_n = n
+                conn.abort(e)
+                return
+            self.bytes += m
+            if m < n:
+                self.pipe_n = n - m
+                self.writable = False
+                return  # keep the pipe: it holds bytes
+            budget -= n
+            if budget <= 0:
+                conn.ctx.loop.call_soon(self.run)
+                break
+        self.pipe = None
+        pool.put(pipe)  # empty: back to the pool, an idle relay holds no pipe
+        if self.eof:
+            self._pass_eof()
+
+    def _flush_pipe(self) -> bool:
+        assert self.pipe is not None
+        try:
+            m = os.splice(self.pipe[0], self.dst_fd, self.pipe_n, None, None, _SPLICE_FLAGS)
+        except BlockingIOError:
+            self.writable = False
+            return False
+        except OSError as e:
+            self.conn.abort(e)
+            return False
+        self.bytes += m
+        self.pipe_n -= m
+        if self.pipe_n:
+            self.writable = False
+            return False
+        self.conn.ctx.pipes.put(self.pipe)
+        self.pipe = None
+        return True
+
+    # ------------------------------------------------------------ end
+
+    def _pass_eof(self) -> None:
+        """src sent EOF and every byte reached dst: half-close dst, the other way keeps going."""
+        self.done = True
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if self.other.done:
+            self.conn.close()
+
+    def release_pipe(self) -> None:
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            if self.pipe_n:
+                self.conn.ctx.pipes.discard(pipe)  # holds bytes: never reuse
+            else:
+                self.conn.ctx.pipes.put(pipe)
+            self.pipe_n = 0
+
+
+class Target:
+    """One address to dial: (family, sockaddr) known, or a host name to resolve first."""
+
+    __slots__ = ("host", "port", "proxy", "family")
+
+    def __init__(self, host: str, port: int, proxy: str | None, family: int | None) -> None:
+        self.host = host
+        self.port = port
+        self.proxy = proxy
+        self.family = family  # None: a DNS name, resolved at connect time
+
+    def display(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def literal_family(host: str) -> int | None:
+    """AF_INET / AF_INET6 for an IP literal, None for a name that needs DNS."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
             continue
-        tune_socket(sock)
-        return sock, proxy, len(attempts)
-    raise DialError(attempts)
+    return None
 
 
 class TcpConnection:
-    """Both directions of one forwarded connection."""
+    """Both directions of one forwarded connection, driven by readiness events."""
 
-    __slots__ = ("client", "upstream", "counter_in", "counter_out", "_aborted", "__weakref__")
+    __slots__ = ("ctx", "state", "rule_state", "sets", "client", "client_fd", "upstream",
+                 "upstream_fd", "peer", "relay_in", "relay_out", "targets", "attempt",
+                 "attempts", "proxy", "deadline", "last_active", "idle_timeout_s", "closed",
+                 "__weakref__")
 
-    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+    def __init__(self, ctx: Any, client: socket.socket, peer: Any, rule_state: Any,
+                 sets: tuple[Any, ...], targets: Sequence[Target], splice_ok: bool,
+                 throttle_in: Any, throttle_out: Any, idle_timeout_s: float) -> None:
+        self.ctx = ctx
+        self.state = CONNECTING
+        self.rule_state = rule_state
+        self.sets = sets
         self.client = client
-        self.upstream = upstream
-        self.counter_in = Counter()   # client -> target
-        self.counter_out = Counter()  # target -> client
-        self._aborted = False
+        self.client_fd = client.fileno()
+        self.upstream: socket.socket | None = None
+        self.upstream_fd = -1
+        self.peer = peer
+        self.relay_in = Relay(self, client, splice_ok, throttle_in)
+        self.relay_out = Relay(self, client, splice_ok, throttle_out)  # src set on connect
+        self.relay_in.other = self.relay_out
+        self.relay_out.other = self.relay_in
+        self.targets = list(targets)
+        self.attempt = 0
+        self.attempts: list[str] = []
+        self.proxy: str | None = None
+        self.deadline = 0.0
+        self.last_active = ctx.loop.now
+        self.idle_timeout_s = idle_timeout_s
+        self.closed = False
 
     def bytes_moved(self) -> tuple[int, int]:
-        return self.counter_in.bytes, self.counter_out.bytes
+        return self.relay_in.bytes, self.relay_out.bytes
 
-    def abort(self) -> None:
-        """Tear down both sides at once (peer reset, drain deadline); wakes both pumps."""
-        self._aborted = True
-        for s in (self.client, self.upstream):
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    # ------------------------------------------------------------ dialing
 
-    def run_direction(self, src: socket.socket, dst: socket.socket, counter: Counter,
-                      pipes: PipePool | None, throttles: Sequence[Throttle]) -> None:
-        """Pump one direction (splice when `pipes` is given) and pass its end on."""
-        try:
-            if pipes is not None:
-                pipe = pipes.get()
-                try:
-                    splice_pump(src.fileno(), dst.fileno(), counter, pipe)
-                except BaseException:
-                    pipes.discard(pipe)  # may still hold bytes: never reuse
-                    raise
-                pipes.put(pipe)
-            else:
-                copy_pump(src, dst, counter, throttles)
-        except OSError as e:
-            if not self._aborted:
-                log.debug("connection reset: %s", e)
-                self.abort()
+    def start(self) -> None:
+        self.ctx.loop.add(self.client_fd, self._on_client, EDGE_ALL)
+        self._dial_next()
+
+    def _dial_next(self) -> None:
+        ctx = self.ctx
+        while self.attempt < len(self.targets):
+            t = self.targets[self.attempt]
+            self.attempt += 1
+            if t.family is None:
+                self.state = RESOLVING
+                ctx.resolve(self, t)
+                return
+            sock = socket.socket(t.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                rc = sock.connect_ex((t.host, t.port))
+            except OSError as e:
+                sock.close()
+                self.attempts.append(f"{t.display()}: {e.strerror or e}")
+                continue
+            if rc not in (0, errno.EINPROGRESS):
+                sock.close()
+                self.attempts.append(f"{t.display()}: {os.strerror(rc)}")
+                continue
+            self.upstream = sock
+            self.upstream_fd = sock.fileno()
+            self.proxy = t.proxy
+            self.state = CONNECTING
+            self.deadline = ctx.loop.now + ctx.connect_timeout_s
+            ctx.connecting.add(self)
+            ctx.loop.add(self.upstream_fd, self._on_upstream, EDGE_ALL)
             return
-        # Clean EOF: pass the half-close on; the other direction keeps going.
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        self._fail()
 
-    def run(self, workers: WorkerPool, pipes: PipePool | None, throttles_in: Sequence[Throttle],
-            throttles_out: Sequence[Throttle]) -> None:
-        """Pump both directions (this thread: in; a pool worker: out) until both end."""
-        out_done = _thread.allocate_lock()
-        out_done.acquire()
-
-        def run_out() -> None:
-            try:
-                self.run_direction(self.upstream, self.client, self.counter_out, pipes, throttles_out)
-            finally:
-                out_done.release()
-
-        try:
-            workers.submit(run_out)
-        except RuntimeError:  # no thread to be had: give the connection up cleanly
-            self.abort()
+    def resolved(self, target: Target, addrs: list[tuple[int, str, int]], error: str | None) -> None:
+        """DNS answer for `target` (on the loop thread): dial its addresses in order next."""
+        if self.closed:
             return
-        self.run_direction(self.client, self.upstream, self.counter_in, pipes, throttles_in)
-        out_done.acquire()
+        if error is not None:
+            self.attempts.append(f"{target.display()}: cannot resolve: {error}")
+        expanded = [Target(host, port, target.proxy, fam) for fam, host, port in addrs]
+        self.targets[self.attempt:self.attempt] = expanded
+        self._dial_next()
+
+    def connect_timed_out(self) -> None:
+        t = self.targets[self.attempt - 1]
+        self.attempts.append(f"{t.display()}: connect timed out after {self.ctx.connect_timeout_s:g} s")
+        self._drop_upstream()
+        self._dial_next()
+
+    def _drop_upstream(self) -> None:
+        self.ctx.connecting.discard(self)
+        if self.upstream is not None:
+            self.ctx.loop.forget(self.upstream_fd)
+            self.upstream.close()
+            self.upstream = None
+            self.upstream_fd = -1
+
+    def _fail(self) -> None:
+        """No target accepted: reset the client at once and count it."""
+        stats = self.rule_state.stats
+        stats.count("connect_failures")
+        if len(self.attempts) > 1:
+            stats.count("failovers", len(self.attempts) - 1)
+        log.info('rule "%s": no target reachable: %s', self.rule_state.rule.name,
+                 "; ".join(self.attempts) or "no address")
+        self._teardown(reset=True, opened=False)
+
+    def _connected(self) -> None:
+        ctx = self.ctx
+        ctx.connecting.discard(self)
+        if self.attempts:  # each failed attempt before this one was a failover
+            self.rule_state.stats.count("failovers", len(self.attempts))
+        up = self.upstream
+        assert up is not None
+        rin, rout = self.relay_in, self.relay_out
+        rin.dst, rin.dst_fd = up, self.upstream_fd
+        rout.src, rout.src_fd = up, self.upstream_fd
+        rout.dst, rout.dst_fd = self.client, self.client_fd
+        self.state = OPEN
+        ctx.opened(self)
+        if self.proxy:
+            try:
+                header = build_header(self.proxy, self.peer, self.client.getsockname())
+            except OSError as e:
+                log.info('rule "%s": PROXY header not sent: %s', self.rule_state.rule.name, e)
+                self.abort(e)
+                return
+            rin.pending = memoryview(header)
+            rin.uncounted = len(header)
+
+    # ------------------------------------------------------------ events
+
+    def _on_client(self, mask: int) -> None:
+        self.last_active = self.ctx.loop.now
+        rin = self.relay_in
+        if mask & _READ_EVENTS:
+            rin.readable = True
+            if mask & _END_EVENTS:
+                rin.rdhup = True
+        if mask & _WRITE_EVENTS:
+            self.relay_out.writable = True
+        if self.state == OPEN:
+            rin.run()
+            if not self.closed:
+                self.relay_out.run()
+
+    def _on_upstream(self, mask: int) -> None:
+        self.last_active = self.ctx.loop.now
+        if self.state == CONNECTING:
+            if mask & (EPOLLERR | EPOLLHUP):
+                up = self.upstream
+                assert up is not None
+                err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED
+                t = self.targets[self.attempt - 1]
+                self.attempts.append(f"{t.display()}: {os.strerror(err)}")
+                self._drop_upstream()
+                self._dial_next()
+                return
+            if not mask & EPOLLOUT:
+                return
+            self._connected()
+            if self.closed:
+                return
+        rout = self.relay_out
+        if mask & _READ_EVENTS:
+            rout.readable = True
+            if mask & _END_EVENTS:
+                rout.rdhup = True
+        if mask & _WRITE_EVENTS:
+            self.relay_in.writable = True
+        rout.run()
+        if not self.closed:
+            self.relay_in.run()
+
+    # ------------------------------------------------------------ teardown
+
+    def abort(self, error: BaseException | None = None) -> None:
+        """Tear down both sides with RST (peer reset, socket error, drain deadline)."""
+        if self.closed:
+            return
+        if error is not None:
+            log.debug('rule "%s": connection reset: %s', self.rule_state.rule.name, error)
+        self._teardown(reset=True, opened=self.state == OPEN)
 
     def close(self) -> None:
-        for s in (self.client, self.upstream):
-            try:
-                s.close()
-            except OSError:
-                pass
+        """Both directions ended cleanly: close both sockets."""
+        if not self.closed:
+            self._teardown(reset=False, opened=True)
 
+    def expire(self) -> None:
+        """Idle for longer than the rule's idle timeout: close both sides (FIN)."""
+        if not self.closed:
+            log.debug('rule "%s": idle connection closed after %g s', self.rule_state.rule.name,
+                      self.idle_timeout_s)
+            self._teardown(reset=False, opened=self.state == OPEN)
 
-def send_proxy_header(upstream: socket.socket, version: str, client: socket.socket) -> None:
-    src = client.getpeername()
-    dst = client.getsockname()
-    upstream.sendall(build_header(version, src, dst))
+    def _teardown(self, reset: bool, opened: bool) -> None:
+        self.closed = True
+        self.state = CLOSED
+        ctx = self.ctx
+        loop = ctx.loop
+        ctx.connecting.discard(self)
+        self.relay_in.done = self.relay_out.done = True
+        self.relay_in.release_pipe()
+        self.relay_out.release_pipe()
+        self.relay_in.pending = self.relay_out.pending = None
+        for sock, fd in ((self.client, self.client_fd), (self.upstream, self.upstream_fd)):
+            if sock is None:
+                continue
+            loop.forget(fd)
+            if reset:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                except OSError:
+                    pass
+            sock.close()
+        ctx.closed(self, opened)
+

@@ -17,7 +17,7 @@ import sys
 import threading
 
 # One recv can take everything a loopback socket holds after a 64 KiB-1 MiB
-# burst; the same size as the copy pump's buffer (portunus.dataplane.pumps).
+# burst; the same size as the copy pump's buffer (portunus.dataplane.tcp).
 BUFFER_BYTES = 256 * 1024
 DATAGRAM_MAX_BYTES = 65535
 

@@ -1,7 +1,7 @@
 """A deliberately slower forwarder, to prove the regression gate catches a real slowdown.
 
 Runs the real `portunus-standalone` (same config, same Forwarder, same
-threads) with one realistic mistake applied from outside the product: the
+event loop) with one realistic mistake applied from outside the product: the
 userspace copy path with a 4 KiB buffer instead of 256 KiB, and splice off.
 That is what a careless edit of `COPY_BUFFER_BYTES` plus losing the splice
 path would ship: 64x more recv/send syscalls (and GIL round trips) per byte.
@@ -23,11 +23,11 @@ SLOW_COPY_BUFFER_BYTES = 4096
 
 def main() -> int:
     os.environ["PORTUNUS_DISABLE_SPLICE"] = "1"
-    from portunus.dataplane import pumps
+    from portunus.dataplane import tcp
 
-    # copy_pump reads the module constant at call time, so every connection
-    # accepted from now on gets the small buffer.
-    pumps.COPY_BUFFER_BYTES = SLOW_COPY_BUFFER_BYTES
+    # The forwarder sizes its copy buffer from the module constant when it
+    # starts, so every connection gets the small buffer.
+    tcp.COPY_BUFFER_BYTES = SLOW_COPY_BUFFER_BYTES
     from portunus.standalone import main as standalone_main
 
     return standalone_main(sys.argv[1:])

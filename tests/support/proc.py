@@ -46,7 +46,8 @@ class Standalone:
         raise AssertionError(f"portunus-standalone did not start:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def send_signal(self, sig: int) -> None:
