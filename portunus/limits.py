@@ -301,10 +301,13 @@ def admit(limit_sets: Sequence[LimitSet]) -> Admission:
     concurrency does not spend a connection-rate token.
     """
     with _ADMIT_LOCK:
+        rated = False
         for ls in limit_sets:
             if ls.max_concurrent is not None and ls.active >= ls.max_concurrent:
                 return REFUSED_CONCURRENCY
-        if not take_all([ls.new_connections for ls in limit_sets], 1.0):
+            if ls.new_connections.rate is not None:
+                rated = True
+        if rated and not take_all([ls.new_connections for ls in limit_sets], 1.0):
             return REFUSED_CONNECTION_RATE
         for ls in limit_sets:
             ls.active += 1

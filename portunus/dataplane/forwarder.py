@@ -31,7 +31,7 @@ from portunus.dataplane import tcp
 from portunus.dataplane.loop import EPOLLIN, EventLoop
 from portunus.dataplane.pipes import SPLICE_AVAILABLE, PipePool
 from portunus.dataplane.stats import RuleStats
-from portunus.dataplane.tcp import Target, TcpConnection, literal_family
+from portunus.dataplane.tcp import RawSocket, Target, TcpConnection, literal_family
 from portunus.limits import LimitSet, ThrottleGroup, admit, release
 
 log = logging.getLogger("portunus.forwarder")
@@ -52,6 +52,8 @@ RATE_SAMPLE_INTERVAL_S = 1.0
 # Keepalive probes after the idle time: every 10 s, 6 unanswered = dead (Linux counts them).
 KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_PROBES = 6
+# Upstream keepalive is armed for connections open at least this long (checked each second).
+KEEPALIVE_ARM_AFTER_S = 1.0
 # Defaults for rules that do not say (config.py owns the documented defaults).
 DEFAULT_IDLE_TIMEOUT_S = 3600.0
 DEFAULT_KEEPALIVE_S = 60.0
@@ -84,6 +86,7 @@ class RuleState:
         self.limits.update(rule.rate_limit)
         self.owner_limits = owner_limits
         self.sets: tuple[LimitSet, ...] = (self.limits,) if owner_limits is None else (self.limits, owner_limits)
+        self.capped = any(ls.has_bandwidth_cap for ls in self.sets)
         self.idle_timeout_s = float(getattr(rule, "idle_timeout_secs", None) or DEFAULT_IDLE_TIMEOUT_S)
         self.keepalive_s = float(getattr(rule, "tcp_keepalive_secs", None) or DEFAULT_KEEPALIVE_S)
         self._targets: dict[int, list[Target]] = {}
@@ -92,7 +95,7 @@ class RuleState:
         return self.sets
 
     def has_bandwidth_cap(self) -> bool:
-        return any(ls.has_bandwidth_cap for ls in self.sets)
+        return self.capped
 
     def targets_for(self, port: int) -> list[Target]:
         """Dial list for a connection on `port`, best first (computed once per port)."""
@@ -114,7 +117,7 @@ def _socket_key(rule: Rule) -> list[tuple[str, str, int]]:
     return [(rule.protocol, rule.listen_addr, p) for p in rule.listen_ports]
 
 
-def set_keepalive(sock: socket.socket, idle_s: float) -> None:
+def set_keepalive(sock: socket.socket | RawSocket, idle_s: float) -> None:
     """TCP keepalive: first probe after `idle_s` of silence, so a vanished peer is noticed."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -163,13 +166,13 @@ class Forwarder:
         self._udp: Any = None  # UDP engine, created on the first UDP rule
         # Loop-thread state (touched only on the loop thread).
         self.loop = EventLoop("dataplane")
+        self.register = self.loop.register
         self.pipes = PipePool()
         self.buffer = memoryview(bytearray(tcp.COPY_BUFFER_BYTES))
         self.connecting: set[TcpConnection] = set()
         self.connections: set[TcpConnection] = set()
         self._resolver: ThreadPoolExecutor | None = None
-        self._idle = threading.Event()  # set when no connection is open
-        self._idle.set()
+        self._idle = threading.Event()  # set by the loop when draining has nothing left
         self._next_sample = 0.0
         self.loop.call_later(0.0, self._housekeeping)
         self.loop.start()
@@ -300,6 +303,7 @@ class Forwarder:
     def _accept_batch(self, lst: _Listener) -> None:
         accept = lst.sock._accept  # type: ignore[attr-defined]  # (fd, address): no socket object until admitted
         family = lst.sock.family
+        port = lst.key[2]
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, peer = accept()
@@ -321,9 +325,8 @@ class Forwarder:
                     pass
                 refused.close()
                 continue
-            client = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            client.setblocking(False)
-            if state.has_bandwidth_cap():
+            client = RawSocket(family, socket.SOCK_STREAM, 0, fd)
+            if state.capped:
                 # One group per direction: the chunk waits for the slowest of
                 # rule and owner bucket, not for their sum.
                 t_in: Any = ThrottleGroup(ls.bandwidth_in for ls in state.sets)
@@ -332,10 +335,9 @@ class Forwarder:
             else:
                 t_in = t_out = None
                 splice_ok = self.splice_enabled
-            conn = TcpConnection(self, client, peer, state, state.sets, state.targets_for(lst.key[2]),
-                                 splice_ok, t_in, t_out, state.idle_timeout_s)
+            conn = TcpConnection(self, client, fd, peer, state, state.targets_for(port),
+                                 splice_ok, t_in, t_out)
             self.connections.add(conn)
-            self._idle.clear()
             conn.start()
 
     def _pause_listener(self, lst: _Listener) -> None:
@@ -350,18 +352,12 @@ class Forwarder:
 
     # ------------------------------------------------------------ connection hooks (loop thread)
 
-    def opened(self, conn: TcpConnection) -> None:
-        conn.rule_state.stats.opened(conn, conn.relay_in.splice_ok)
-        ks = conn.rule_state.keepalive_s
-        if conn.upstream is not None:
-            set_keepalive(conn.upstream, ks)
-
     def closed(self, conn: TcpConnection, opened: bool) -> None:
         if opened:
             conn.rule_state.stats.closed(conn)
         release(conn.sets)
         self.connections.discard(conn)
-        if not self.connections:
+        if self._closing and not self.connections:
             self._idle.set()
 
     def resolve(self, conn: TcpConnection, target: Target) -> None:
@@ -392,8 +388,22 @@ class Forwarder:
             # list() of a dict view runs without releasing the GIL: a consistent copy.
             for st in list(self._stats.values()):
                 st.sample(now)
-            for conn in [c for c in self.connections if now - c.last_active > c.idle_timeout_s]:
-                conn.expire()
+            arm_before = now - KEEPALIVE_ARM_AFTER_S
+            for conn in list(self.connections):
+                # Activity = bytes moved since the last sweep: no clock read per event.
+                moved = conn.relay_in.bytes + conn.relay_out.bytes
+                if moved != conn.seen_bytes:
+                    conn.seen_bytes = moved
+                    conn.last_active = now
+                elif now - conn.last_active > conn.rule_state.idle_timeout_s:
+                    conn.expire()
+                    continue
+                elif not conn.keepalive_armed and conn.upstream is not None and 0 < conn.opened_at <= arm_before:
+                    # The client side inherited keepalive from the listener; the upstream
+                    # side gets it once the connection has lasted a while, so the many
+                    # short connections never pay the four setsockopt calls.
+                    conn.keepalive_armed = True
+                    set_keepalive(conn.upstream, conn.rule_state.keepalive_s)
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
 
     # ------------------------------------------------------------ state
@@ -429,6 +439,8 @@ class Forwarder:
                 return
             self._closing = True
             self.loop.call_and_wait(self._close_listeners)
+            if not self.connections:
+                self._idle.set()
         if self._udp is not None:
             self._udp.close()
         deadline = time.monotonic() + drain_s

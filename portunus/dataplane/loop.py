@@ -72,7 +72,7 @@ class EventLoop:
     def __init__(self, name: str = "dataplane") -> None:
         self.name = name
         self._ep = select.epoll()
-        self._handlers: dict[int, Callable[[int], None]] = {}
+        self.handlers: dict[int, Callable[[int], None]] = {}
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._soon: deque[Callable[[], None]] = deque()
@@ -86,20 +86,25 @@ class EventLoop:
 
     # ------------------------------------------------------------ registration
 
+    @property
+    def register(self) -> Callable[[int, int], None]:
+        """epoll register(fd, events), for hot paths that set `handlers[fd]` themselves."""
+        return self._ep.register
+
     def add(self, fd: int, handler: Callable[[int], None], events: int = EDGE_ALL) -> None:
         self._ep.register(fd, events)
-        self._handlers[fd] = handler
+        self.handlers[fd] = handler
 
     def set_handler(self, fd: int, handler: Callable[[int], None]) -> None:
-        self._handlers[fd] = handler
+        self.handlers[fd] = handler
 
     def forget(self, fd: int) -> None:
         """Drop fd's handler; the caller closes the fd next (which removes it from epoll)."""
-        self._handlers.pop(fd, None)
+        self.handlers.pop(fd, None)
 
     def remove(self, fd: int) -> None:
         """Unregister fd from epoll and drop its handler (the fd stays open)."""
-        self._handlers.pop(fd, None)
+        self.handlers.pop(fd, None)
         try:
             self._ep.unregister(fd)
         except (OSError, ValueError):
@@ -175,7 +180,7 @@ class EventLoop:
 
     def _run(self) -> None:
         poll = self._ep.poll
-        handlers = self._handlers
+        handlers = self.handlers
         soon = self._soon
         timers = self._timers
         wake_fd = self._wake_fd

@@ -1,9 +1,9 @@
 """TCP connections on the event loop: dial, PROXY header, relay both ways, half-close, teardown.
 
-Each forwarded connection is two non-blocking sockets registered once,
-edge-triggered, on the worker's event loop, and two `Relay`s (client ->
-target "in", target -> client "out"). A relay remembers whether its source
-is readable and its destination writable, and moves bytes while both hold:
+Each forwarded connection is two sockets registered once, edge-triggered,
+on the worker's event loop, and two `Relay`s (client -> target "in",
+target -> client "out"). A relay remembers whether its source is readable
+and its destination writable, and moves bytes while both hold:
 
 * small exchanges are copied: one `recv_into` a buffer shared by the whole
   loop, one `send`; a read shorter than asked means the socket is drained,
@@ -20,6 +20,14 @@ shutdown(SHUT_WR) the other way while the other way keeps flowing; a reset
 or socket error tears down both sides with RST (SO_LINGER 0); no byte is
 lost, duplicated or reordered; bytes are counted when the destination took
 them.
+
+This is the hot path of the forwarder: per-connection cost is measured by
+`configs/connrate.yaml`. Sockets are `_socket.socket` (the C type, without
+socket.py's Python-level wrappers), accepted sockets stay in blocking mode
+and are read and written with MSG_DONTWAIT (one ioctl less per connection;
+splice needs O_NONBLOCK, set when a relay switches to it), and objects drop
+their references to each other at teardown so reference counting, not the
+cyclic GC, frees them.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import logging
 import os
 import socket
 import struct
+from _socket import socket as RawSocket
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,9 +48,14 @@ log = logging.getLogger("portunus.tcp")
 
 LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close() sends RST
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+MSG_DONTWAIT = socket.MSG_DONTWAIT
 _READ_EVENTS = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR
 _WRITE_EVENTS = EPOLLOUT | EPOLLHUP | EPOLLERR
 _END_EVENTS = EPOLLRDHUP | EPOLLHUP | EPOLLERR
+_SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
+_IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
+_SHUT_WR = socket.SHUT_WR
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 # Copy path buffer, one per event loop (shared by every connection: a relay
 # copies out of it only what the destination did not take at once).
@@ -61,15 +75,11 @@ class Relay:
 
     __slots__ = ("conn", "src", "dst", "src_fd", "dst_fd", "readable", "writable", "rdhup",
                  "done", "eof", "pending", "uncounted", "pipe", "pipe_n", "bytes", "splice",
-                 "splice_ok", "spliced", "throttle", "paused", "other")
+                 "splice_ok", "spliced", "throttle", "paused", "other", "buf")
 
-    def __init__(self, conn: TcpConnection, src: socket.socket, splice_ok: bool,
-                 throttle: Any) -> None:
-        self.conn = conn
-        self.src = src
-        self.dst: socket.socket = src  # set when the upstream socket exists
-        self.src_fd = src.fileno()
-        self.dst_fd = -1
+    def __init__(self, conn: TcpConnection, buf: memoryview, splice_ok: bool, throttle: Any) -> None:
+        self.conn: Any = conn
+        self.buf = buf
         self.readable = False
         self.writable = False
         self.rdhup = False       # the peer sent FIN: read until EOF, a short read proves nothing
@@ -85,19 +95,24 @@ class Relay:
         self.spliced = False     # at least one splice moved bytes
         self.throttle = throttle  # ThrottleGroup or None
         self.paused = False      # waiting for tokens
-        self.other: Relay = self
+
+    def connect(self, src: RawSocket, src_fd: int, dst: RawSocket, dst_fd: int, other: Relay) -> None:
+        self.src, self.src_fd, self.dst, self.dst_fd, self.other = src, src_fd, dst, dst_fd, other
 
     def run(self) -> None:
         """Move bytes while src is readable and dst writable; called on every readiness change."""
         if self.done or self.paused:
             return
-        if self.pending is not None and (not self.writable or not self._flush_pending()):
-            return
-        if self.pipe_n and (not self.writable or not self._flush_pipe()):
-            return
-        if self.eof:
-            self._pass_eof()
-            return
+        if self.pending is not None or self.pipe_n or self.eof:
+            if not self.writable:
+                return
+            if self.pending is not None and not self._flush_pending():
+                return
+            if self.pipe_n and not self._flush_pipe():
+                return
+            if self.eof:
+                self._pass_eof()
+                return
         if self.splice:
             self._run_splice()
         else:
@@ -106,8 +121,7 @@ class Relay:
     # ------------------------------------------------------------ copy path
 
     def _run_copy(self) -> None:
-        conn = self.conn
-        view = conn.ctx.buffer
+        view = self.buf
         size = len(view)
         recv_into = self.src.recv_into
         send = self.dst.send
@@ -116,12 +130,12 @@ class Relay:
         while self.readable and self.writable:
             want = size if throttle is None else min(size, throttle.max_chunk())
             try:
-                n = recv_into(view, want)
+                n = recv_into(view, want, MSG_DONTWAIT)
             except BlockingIOError:
                 self.readable = False
                 return
             except OSError as e:
-                conn.abort(e)
+                self.conn.abort(e)
                 return
             if n == 0:
                 self.eof = True
@@ -132,14 +146,14 @@ class Relay:
                 if wait_s > 0:  # tokens taken; the chunk leaves when the debt is repaid
                     self.pending = memoryview(bytes(view[:n]))
                     self.paused = True
-                    conn.ctx.loop.call_later(wait_s, self._resume)
+                    self.conn.ctx.loop.call_later(wait_s, self._resume)
                     return
             try:
-                m = send(view[:n])
+                m = send(view[:n], MSG_DONTWAIT)
             except BlockingIOError:
                 m = 0
             except OSError as e:
-                conn.abort(e)
+                self.conn.abort(e)
                 return
             self.bytes += m
             if m < n:
@@ -152,11 +166,12 @@ class Relay:
                     return
             elif n >= SPLICE_SWITCH_BYTES and self.splice_ok:
                 self.splice = True
+                self.conn.nonblocking()  # splice reads block unless the socket is O_NONBLOCK
                 self._run_splice()
                 return
             budget -= n
             if budget <= 0:
-                conn.ctx.loop.call_soon(self.run)
+                self.conn.ctx.loop.call_soon(self.run)
                 return
 
     def _flush_pending(self) -> bool:
@@ -164,7 +179,7 @@ class Relay:
         pending = self.pending
         assert pending is not None
         try:
-            m = self.dst.send(pending)
+            m = self.dst.send(pending, MSG_DONTWAIT)
         except BlockingIOError:
             self.writable = False
             return False
@@ -186,7 +201,7 @@ class Relay:
 
     def _resume(self) -> None:
         self.paused = False
-        if not self.conn.closed:
+        if self.conn is not None and not self.conn.closed:
             self.run()
 
     # ------------------------------------------------------------ splice path
@@ -260,33 +275,26 @@ class Relay:
     def _pass_eof(self) -> None:
         """src sent EOF and every byte reached dst: half-close dst, the other way keeps going."""
         self.done = True
+        if self.other.done:
+            self.conn.close()  # both ways ended: close() sends the FIN, no shutdown needed
+            return
         try:
-            self.dst.shutdown(socket.SHUT_WR)
+            self.dst.shutdown(_SHUT_WR)
         except OSError:
             pass
-        if self.other.done:
-            self.conn.close()
-
-    def release_pipe(self) -> None:
-        pipe, self.pipe = self.pipe, None
-        if pipe is not None:
-            if self.pipe_n:
-                self.conn.ctx.pipes.discard(pipe)  # holds bytes: never reuse
-            else:
-                self.conn.ctx.pipes.put(pipe)
-            self.pipe_n = 0
 
 
 class Target:
     """One address to dial: (family, sockaddr) known, or a host name to resolve first."""
 
-    __slots__ = ("host", "port", "proxy", "family")
+    __slots__ = ("host", "port", "proxy", "family", "addr")
 
     def __init__(self, host: str, port: int, proxy: str | None, family: int | None) -> None:
         self.host = host
         self.port = port
         self.proxy = proxy
         self.family = family  # None: a DNS name, resolved at connect time
+        self.addr = (host, port)
 
     def display(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -308,71 +316,87 @@ class TcpConnection:
 
     __slots__ = ("ctx", "state", "rule_state", "sets", "client", "client_fd", "upstream",
                  "upstream_fd", "peer", "relay_in", "relay_out", "targets", "attempt",
-                 "attempts", "proxy", "deadline", "last_active", "idle_timeout_s", "closed",
-                 "__weakref__")
+                 "attempts", "proxy", "deadline", "last_active", "seen_bytes", "closed",
+                 "opened_at", "keepalive_armed", "client_nonblocking", "__weakref__")
 
-    def __init__(self, ctx: Any, client: socket.socket, peer: Any, rule_state: Any,
-                 sets: tuple[Any, ...], targets: Sequence[Target], splice_ok: bool,
-                 throttle_in: Any, throttle_out: Any, idle_timeout_s: float) -> None:
+    def __init__(self, ctx: Any, client: RawSocket, client_fd: int, peer: Any, rule_state: Any,
+                 targets: Sequence[Target], splice_ok: bool, throttle_in: Any,
+                 throttle_out: Any) -> None:
         self.ctx = ctx
         self.state = CONNECTING
         self.rule_state = rule_state
-        self.sets = sets
+        self.sets = rule_state.sets
         self.client = client
-        self.client_fd = client.fileno()
-        self.upstream: socket.socket | None = None
+        self.client_fd = client_fd
+        self.upstream: RawSocket | None = None
         self.upstream_fd = -1
         self.peer = peer
-        self.relay_in = Relay(self, client, splice_ok, throttle_in)
-        self.relay_out = Relay(self, client, splice_ok, throttle_out)  # src set on connect
-        self.relay_in.other = self.relay_out
-        self.relay_out.other = self.relay_in
-        self.targets = list(targets)
+        buf = ctx.buffer
+        self.relay_in = Relay(self, buf, splice_ok, throttle_in)
+        self.relay_out = Relay(self, buf, splice_ok, throttle_out)
+        self.targets = targets
         self.attempt = 0
-        self.attempts: list[str] = []
+        self.attempts: list[str] | None = None  # why earlier targets failed, if any did
         self.proxy: str | None = None
         self.deadline = 0.0
-        self.last_active = ctx.loop.now
-        self.idle_timeout_s = idle_timeout_s
+        self.last_active = self.opened_at = ctx.loop.now
+        self.seen_bytes = 0  # bytes moved at the last idle sweep
         self.closed = False
+        self.keepalive_armed = False  # upstream keepalive: set once the connection proves long-lived
+        self.client_nonblocking = False
 
     def bytes_moved(self) -> tuple[int, int]:
         return self.relay_in.bytes, self.relay_out.bytes
 
+    def nonblocking(self) -> None:
+        """Make the client socket O_NONBLOCK (needed by splice, not by recv/send with MSG_DONTWAIT)."""
+        if not self.client_nonblocking:
+            self.client_nonblocking = True
+            self.client.setblocking(False)
+
     # ------------------------------------------------------------ dialing
 
     def start(self) -> None:
-        self.ctx.loop.add(self.client_fd, self._on_client, EDGE_ALL)
+        ctx = self.ctx
+        ctx.register(self.client_fd, EDGE_ALL)
+        ctx.loop.handlers[self.client_fd] = self._on_client
         self._dial_next()
+
+    def _failed_attempt(self, reason: str) -> None:
+        if self.attempts is None:
+            self.attempts = []
+        self.attempts.append(reason)
 
     def _dial_next(self) -> None:
         ctx = self.ctx
-        while self.attempt < len(self.targets):
-            t = self.targets[self.attempt]
+        targets = self.targets
+        while self.attempt < len(targets):
+            t = targets[self.attempt]
             self.attempt += 1
             if t.family is None:
                 self.state = RESOLVING
                 ctx.resolve(self, t)
                 return
-            sock = socket.socket(t.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = RawSocket(t.family, _STREAM_NONBLOCK)
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                rc = sock.connect_ex((t.host, t.port))
+                sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+                rc = sock.connect_ex(t.addr)
             except OSError as e:
                 sock.close()
-                self.attempts.append(f"{t.display()}: {e.strerror or e}")
+                self._failed_attempt(f"{t.display()}: {e.strerror or e}")
                 continue
-            if rc not in (0, errno.EINPROGRESS):
+            if rc != errno.EINPROGRESS and rc != 0:
                 sock.close()
-                self.attempts.append(f"{t.display()}: {os.strerror(rc)}")
+                self._failed_attempt(f"{t.display()}: {os.strerror(rc)}")
                 continue
             self.upstream = sock
-            self.upstream_fd = sock.fileno()
+            fd = self.upstream_fd = sock.fileno()
             self.proxy = t.proxy
             self.state = CONNECTING
             self.deadline = ctx.loop.now + ctx.connect_timeout_s
             ctx.connecting.add(self)
-            ctx.loop.add(self.upstream_fd, self._on_upstream, EDGE_ALL)
+            ctx.register(fd, EDGE_ALL)
+            ctx.loop.handlers[fd] = self._on_upstream
             return
         self._fail()
 
@@ -381,14 +405,14 @@ class TcpConnection:
         if self.closed:
             return
         if error is not None:
-            self.attempts.append(f"{target.display()}: cannot resolve: {error}")
+            self._failed_attempt(f"{target.display()}: cannot resolve: {error}")
         expanded = [Target(host, port, target.proxy, fam) for fam, host, port in addrs]
-        self.targets[self.attempt:self.attempt] = expanded
+        self.targets = [*self.targets[:self.attempt], *expanded, *self.targets[self.attempt:]]
         self._dial_next()
 
     def connect_timed_out(self) -> None:
         t = self.targets[self.attempt - 1]
-        self.attempts.append(f"{t.display()}: connect timed out after {self.ctx.connect_timeout_s:g} s")
+        self._failed_attempt(f"{t.display()}: connect timed out after {self.ctx.connect_timeout_s:g} s")
         self._drop_upstream()
         self._dial_next()
 
@@ -404,11 +428,12 @@ class TcpConnection:
         """No target accepted: reset the client at once and count it."""
         stats = self.rule_state.stats
         stats.count("connect_failures")
-        if len(self.attempts) > 1:
-            stats.count("failovers", len(self.attempts) - 1)
+        attempts = self.attempts or []
+        if len(attempts) > 1:
+            stats.count("failovers", len(attempts) - 1)
         log.info('rule "%s": no target reachable: %s', self.rule_state.rule.name,
-                 "; ".join(self.attempts) or "no address")
-        self._teardown(reset=True, opened=False)
+                 "; ".join(attempts) or "no address")
+        self._teardown(reset=True)
 
     def _connected(self) -> None:
         ctx = self.ctx
@@ -417,12 +442,13 @@ class TcpConnection:
             self.rule_state.stats.count("failovers", len(self.attempts))
         up = self.upstream
         assert up is not None
+        ufd = self.upstream_fd
         rin, rout = self.relay_in, self.relay_out
-        rin.dst, rin.dst_fd = up, self.upstream_fd
-        rout.src, rout.src_fd = up, self.upstream_fd
-        rout.dst, rout.dst_fd = self.client, self.client_fd
+        rin.connect(self.client, self.client_fd, up, ufd, rout)
+        rout.connect(up, ufd, self.client, self.client_fd, rin)
         self.state = OPEN
-        ctx.opened(self)
+        self.opened_at = ctx.loop.now
+        self.rule_state.stats.opened(self, rin.splice_ok)
         if self.proxy:
             try:
                 header = build_header(self.proxy, self.peer, self.client.getsockname())
@@ -436,28 +462,29 @@ class TcpConnection:
     # ------------------------------------------------------------ events
 
     def _on_client(self, mask: int) -> None:
-        self.last_active = self.ctx.loop.now
-        rin = self.relay_in
         if mask & _READ_EVENTS:
+            rin = self.relay_in
             rin.readable = True
             if mask & _END_EVENTS:
                 rin.rdhup = True
+            if self.state == OPEN:
+                rin.run()
         if mask & _WRITE_EVENTS:
-            self.relay_out.writable = True
-        if self.state == OPEN:
-            rin.run()
-            if not self.closed:
-                self.relay_out.run()
+            rout = self.relay_out
+            rout.writable = True
+            if self.state == OPEN and not self.closed:
+                rout.run()
 
     def _on_upstream(self, mask: int) -> None:
-        self.last_active = self.ctx.loop.now
-        if self.state == CONNECTING:
+        if self.state != OPEN:
+            if self.state != CONNECTING:
+                return
             if mask & (EPOLLERR | EPOLLHUP):
                 up = self.upstream
                 assert up is not None
-                err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED
+                err = up.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED
                 t = self.targets[self.attempt - 1]
-                self.attempts.append(f"{t.display()}: {os.strerror(err)}")
+                self._failed_attempt(f"{t.display()}: {os.strerror(err)}")
                 self._drop_upstream()
                 self._dial_next()
                 return
@@ -466,16 +493,16 @@ class TcpConnection:
             self._connected()
             if self.closed:
                 return
-        rout = self.relay_out
         if mask & _READ_EVENTS:
+            rout = self.relay_out
             rout.readable = True
             if mask & _END_EVENTS:
                 rout.rdhup = True
-        if mask & _WRITE_EVENTS:
-            self.relay_in.writable = True
-        rout.run()
-        if not self.closed:
-            self.relay_in.run()
+            rout.run()
+        if mask & _WRITE_EVENTS and not self.closed:
+            rin = self.relay_in
+            rin.writable = True
+            rin.run()
 
     # ------------------------------------------------------------ teardown
 
@@ -485,39 +512,61 @@ class TcpConnection:
             return
         if error is not None:
             log.debug('rule "%s": connection reset: %s', self.rule_state.rule.name, error)
-        self._teardown(reset=True, opened=self.state == OPEN)
+        self._teardown(reset=True)
 
     def close(self) -> None:
         """Both directions ended cleanly: close both sockets."""
         if not self.closed:
-            self._teardown(reset=False, opened=True)
+            self._teardown(reset=False)
 
     def expire(self) -> None:
         """Idle for longer than the rule's idle timeout: close both sides (FIN)."""
         if not self.closed:
             log.debug('rule "%s": idle connection closed after %g s', self.rule_state.rule.name,
-                      self.idle_timeout_s)
-            self._teardown(reset=False, opened=self.state == OPEN)
+                      self.rule_state.idle_timeout_s)
+            self._teardown(reset=False)
 
-    def _teardown(self, reset: bool, opened: bool) -> None:
+    def _teardown(self, reset: bool) -> None:
         self.closed = True
+        opened = self.state == OPEN
         self.state = CLOSED
         ctx = self.ctx
-        loop = ctx.loop
-        ctx.connecting.discard(self)
-        self.relay_in.done = self.relay_out.done = True
-        self.relay_in.release_pipe()
-        self.relay_out.release_pipe()
-        self.relay_in.pending = self.relay_out.pending = None
-        for sock, fd in ((self.client, self.client_fd), (self.upstream, self.upstream_fd)):
-            if sock is None:
-                continue
-            loop.forget(fd)
+        handlers = ctx.loop.handlers
+        rin, rout = self.relay_in, self.relay_out
+        rin.done = rout.done = True
+        if rin.pipe is not None or rout.pipe is not None:
+            _release_pipe(ctx.pipes, rin)
+            _release_pipe(ctx.pipes, rout)
+        handlers.pop(self.client_fd, None)
+        if reset:
+            try:
+                self.client.setsockopt(_SOL_SOCKET, _SO_LINGER, LINGER_RESET)
+            except OSError:
+                pass
+        self.client.close()
+        up = self.upstream
+        if up is not None:
+            handlers.pop(self.upstream_fd, None)
             if reset:
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                    up.setsockopt(_SOL_SOCKET, _SO_LINGER, LINGER_RESET)
                 except OSError:
                     pass
-            sock.close()
+            up.close()
+            if not opened:
+                ctx.connecting.discard(self)
         ctx.closed(self, opened)
+        # Break the reference cycles (relay <-> relay, relay -> connection) so
+        # reference counting frees this connection now, not the cyclic GC later.
+        rin.conn = rout.conn = None
+        rin.other = rout.other = rin.pending = rout.pending = None  # type: ignore[assignment]
 
+
+def _release_pipe(pool: Any, relay: Relay) -> None:
+    pipe, relay.pipe = relay.pipe, None
+    if pipe is not None:
+        if relay.pipe_n:
+            pool.discard(pipe)  # holds bytes: never reuse
+        else:
+            pool.put(pipe)
+        relay.pipe_n = 0
