@@ -57,6 +57,9 @@ KEEPALIVE_ARM_AFTER_S = 1.0
 # Defaults for rules that do not say (config.py owns the documented defaults).
 DEFAULT_IDLE_TIMEOUT_S = 3600.0
 DEFAULT_KEEPALIVE_S = 60.0
+# Copy buffers kept for reuse: a relay holds one only while its destination is full
+# (bytes read but not yet sent), so idle connections hold none.
+MAX_POOLED_BUFFERS = 64
 # DNS lookups in flight at once (getaddrinfo blocks, so it runs off the loop).
 RESOLVER_THREADS = 4
 
@@ -168,7 +171,9 @@ class Forwarder:
         self.loop = EventLoop("dataplane")
         self.register = self.loop.register
         self.pipes = PipePool()
-        self.buffer = memoryview(bytearray(tcp.COPY_BUFFER_BYTES))
+        self._buffer_bytes = tcp.COPY_BUFFER_BYTES  # read at start: a benchmark may patch it
+        self._buffers: list[memoryview] = []
+        self.buffer = self.take_buffer()  # the copy path's shared read buffer
         self.connecting: set[TcpConnection] = set()
         self.connections: set[TcpConnection] = set()
         self._resolver: ThreadPoolExecutor | None = None
@@ -359,6 +364,17 @@ class Forwarder:
         self.connections.discard(conn)
         if self._closing and not self.connections:
             self._idle.set()
+
+    def take_buffer(self) -> memoryview:
+        """A copy buffer from the pool (or a new one)."""
+        try:
+            return self._buffers.pop()
+        except IndexError:
+            return memoryview(bytearray(self._buffer_bytes))
+
+    def give_buffer(self, buf: memoryview) -> None:
+        if len(self._buffers) < MAX_POOLED_BUFFERS:
+            self._buffers.append(buf)
 
     def resolve(self, conn: TcpConnection, target: Target) -> None:
         """Resolve a DNS target off the loop; the answer comes back on the loop thread."""

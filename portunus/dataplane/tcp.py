@@ -75,11 +75,12 @@ class Relay:
 
     __slots__ = ("conn", "src", "dst", "src_fd", "dst_fd", "readable", "writable", "rdhup",
                  "done", "eof", "pending", "uncounted", "pipe", "pipe_n", "bytes", "splice",
-                 "splice_ok", "spliced", "throttle", "paused", "other", "buf")
+                 "splice_ok", "spliced", "throttle", "paused", "other", "ctx", "held")
 
-    def __init__(self, conn: TcpConnection, buf: memoryview, splice_ok: bool, throttle: Any) -> None:
+    def __init__(self, conn: TcpConnection, ctx: Any, splice_ok: bool, throttle: Any) -> None:
         self.conn: Any = conn
-        self.buf = buf
+        self.ctx = ctx
+        self.held: memoryview | None = None  # the copy buffer `pending` points into, if any
         self.readable = False
         self.writable = False
         self.rdhup = False       # the peer sent FIN: read until EOF, a short read proves nothing
@@ -121,7 +122,8 @@ class Relay:
     # ------------------------------------------------------------ copy path
 
     def _run_copy(self) -> None:
-        view = self.buf
+        ctx = self.ctx
+        view = ctx.buffer
         size = len(view)
         recv_into = self.src.recv_into
         send = self.dst.send
@@ -144,9 +146,9 @@ class Relay:
             if throttle is not None:
                 wait_s = throttle.reserve(n)
                 if wait_s > 0:  # tokens taken; the chunk leaves when the debt is repaid
-                    self.pending = memoryview(bytes(view[:n]))
+                    self._hold(ctx, view, 0, n)
                     self.paused = True
-                    self.conn.ctx.loop.call_later(wait_s, self._resume)
+                    ctx.loop.call_later(wait_s, self._resume)
                     return
             try:
                 m = send(view[:n], MSG_DONTWAIT)
@@ -157,7 +159,7 @@ class Relay:
                 return
             self.bytes += m
             if m < n:
-                self.pending = memoryview(bytes(view[m:n]))
+                self._hold(ctx, view, m, n)
                 self.writable = False
                 return
             if n < want:
@@ -171,8 +173,15 @@ class Relay:
                 return
             budget -= n
             if budget <= 0:
-                self.conn.ctx.loop.call_soon(self.run)
+                ctx.loop.call_soon(self.run)
                 return
+
+    def _hold(self, ctx: Any, view: memoryview, start: int, end: int) -> None:
+        """Keep view[start:end] for later without copying: this relay takes the loop's
+        buffer, and the loop takes a fresh one from the pool."""
+        self.held = view
+        self.pending = view[start:end]
+        ctx.buffer = ctx.take_buffer()
 
     def _flush_pending(self) -> bool:
         """Send what an earlier round left over; True when nothing is left."""
@@ -197,6 +206,9 @@ class Relay:
             self.writable = False
             return False
         self.pending = None
+        if self.held is not None:
+            self.ctx.give_buffer(self.held)
+            self.held = None
         return True
 
     def _resume(self) -> None:
@@ -331,9 +343,8 @@ class TcpConnection:
         self.upstream: RawSocket | None = None
         self.upstream_fd = -1
         self.peer = peer
-        buf = ctx.buffer
-        self.relay_in = Relay(self, buf, splice_ok, throttle_in)
-        self.relay_out = Relay(self, buf, splice_ok, throttle_out)
+        self.relay_in = Relay(self, ctx, splice_ok, throttle_in)
+        self.relay_out = Relay(self, ctx, splice_ok, throttle_out)
         self.targets = targets
         self.attempt = 0
         self.attempts: list[str] | None = None  # why earlier targets failed, if any did
@@ -560,6 +571,10 @@ class TcpConnection:
         # reference counting frees this connection now, not the cyclic GC later.
         rin.conn = rout.conn = None
         rin.other = rout.other = rin.pending = rout.pending = None  # type: ignore[assignment]
+        for relay in (rin, rout):
+            if relay.held is not None:
+                ctx.give_buffer(relay.held)
+                relay.held = None
 
 
 def _release_pipe(pool: Any, relay: Relay) -> None:
