@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,9 @@ PROXY_PROTOCOLS = ("v1", "v2")
 
 DEFAULT_UDP_MAX_FLOWS = 1024
 DEFAULT_UDP_FLOW_IDLE_SECS = 60.0
+# Worker processes (event loops) when [global] workers is not set.
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 # Long enough for a short transfer to finish, short enough that a service
 # manager's stop timeout (systemd: 90 s) is never hit.
 DEFAULT_SHUTDOWN_DRAIN_SECS = 10.0
@@ -139,6 +143,7 @@ class GlobalSettings:
     log_level: str = "info"
     log_format: str = "pretty"
     shutdown_drain_secs: float = DEFAULT_SHUTDOWN_DRAIN_SECS
+    workers: int = 1  # resolved: "auto" becomes the number of CPUs at load
 
 
 @dataclass(frozen=True)
@@ -532,7 +537,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     if not isinstance(g, Mapping):
         p.add("[global]", None, "must be a table")
     else:
-        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs"))
+        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs",
+                                          "workers"))
         label = g.get("label", settings.label)
         if not isinstance(label, str) or not label.strip():
             p.add("[global]", "label", f"must be a non-empty string, got {label!r}")
@@ -549,7 +555,13 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         if not _is_number(drain) or drain < 0:
             p.add("[global]", "shutdown_drain_secs", f"must be a number >= 0, got {drain!r}")
             drain = settings.shutdown_drain_secs
-        settings = GlobalSettings(label, level, fmt, float(drain))
+        workers = g.get("workers", DEFAULT_WORKERS)
+        if workers == "auto":
+            workers = max(1, len(os.sched_getaffinity(0)))
+        elif not _is_int(workers) or not 1 <= workers <= MAX_WORKERS:
+            p.add("[global]", "workers", f'must be an integer 1-{MAX_WORKERS} or "auto", got {workers!r}')
+            workers = DEFAULT_WORKERS
+        settings = GlobalSettings(label, level, fmt, float(drain), workers)
 
     d = data.get("defaults", {})
     defaults = Defaults()

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from portunus.config import RateLimit
 
@@ -55,6 +56,19 @@ CHUNKS_PER_SEC = 50
 MIN_CHUNK_BYTES = 512
 # Ceiling: the copy path's buffer size (tcp.COPY_BUFFER_BYTES).
 MAX_CHUNK_BYTES = 256 * 1024
+# NaN marks a bucket that has not started (see TokenBucket._tat).
+_UNSET = float("nan")
+# Floats of state per LimitSet: 3 buckets x (tat, rate, burst), active, UDP flows, spare.
+LIMIT_SET_CELLS = 12
+
+
+def new_cells() -> list[float]:
+    """Fresh state for one LimitSet: buckets not started, no connections."""
+    cells = [0.0] * LIMIT_SET_CELLS
+    cells[0] = cells[3] = cells[6] = _UNSET
+    return cells
+
+
 # Float slack when comparing times: a bucket holding exactly n tokens must
 # admit n (5.0 tokens can come out as 4.9999999 after arithmetic).
 _EPS_S = 1e-9
@@ -70,20 +84,37 @@ class TokenBucket:
             bandwidth buckets start empty and connection buckets full).
     """
 
-    __slots__ = ("_lock", "_clock", "_sleep", "rate", "burst", "start_full", "_tat")
+    __slots__ = ("_lock", "_clock", "_sleep", "rate", "burst", "start_full", "_cells", "_i")
 
     def __init__(self, rate: float | None, burst: float | None = None, *, start_full: bool = False,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self._lock = threading.Lock()
+                 sleep: Callable[[float], None] = time.sleep,
+                 cells: MutableSequence[float] | None = None, index: int = 0,
+                 lock: Any = None) -> None:
+        self._lock = lock if lock is not None else threading.Lock()
         self._clock = clock
         self._sleep = sleep
         self.start_full = start_full
         self.rate: float | None = None
         self.burst = 0.0
-        # Time at which the balance is back to zero; None until first use.
-        self._tat: float | None = None
+        # The state lives in three cells: [tat, rate, burst] from `index`. A
+        # private list normally; shared memory (with a process-shared lock)
+        # when worker processes share one bucket (portunus.dataplane.shared).
+        # tat = the time at which the balance is back to zero; NaN until first
+        # use. rate/burst = what tat was computed under (0 = unlimited), so a
+        # change is applied to shared state once, not once per worker.
+        self._cells: MutableSequence[float] = cells if cells is not None else [_UNSET, 0.0, 0.0]
+        self._i = index
         self.update(rate, burst)
+
+    @property
+    def _tat(self) -> float | None:
+        v = self._cells[self._i]
+        return None if v != v else v  # NaN: not started
+
+    @_tat.setter
+    def _tat(self, value: float | None) -> None:
+        self._cells[self._i] = _UNSET if value is None else value
 
     # -- state (call with the lock held) --------------------------------
 
@@ -101,17 +132,23 @@ class TokenBucket:
         with self._lock:
             new_rate = float(rate) if rate else None
             new_burst = float(burst) if burst else (new_rate or 0.0)
-            if new_rate is None:
-                self._tat = None  # unlimited: a later cap starts afresh
-            elif self.rate is not None and self._tat is not None:
-                now = self._clock()
-                tat = self._floor(now, self.rate)
-                if tat < now:
-                    # Credit keeps its token count (clamped to the new burst),
-                    # so idle time under a low cap is not revalued at a high one.
-                    credit = min((now - tat) * self.rate, new_burst)
-                    self._tat = now - credit / new_rate
-                # Debt keeps its duration: tat stays where it is.
+            cells, i = self._cells, self._i
+            old_rate = cells[i + 1] or None
+            if (old_rate, cells[i + 2]) != (new_rate, new_burst):
+                if new_rate is None:
+                    self._tat = None  # unlimited: a later cap starts afresh
+                elif old_rate is not None and self._tat is not None:
+                    now = self._clock()
+                    self.burst = cells[i + 2]
+                    tat = self._floor(now, old_rate)
+                    if tat < now:
+                        # Credit keeps its token count (clamped to the new burst),
+                        # so idle time under a low cap is not revalued at a high one.
+                        credit = min((now - tat) * old_rate, new_burst)
+                        self._tat = now - credit / new_rate
+                    # Debt keeps its duration: tat stays where it is.
+                cells[i + 1] = new_rate or 0.0
+                cells[i + 2] = new_burst
             self.rate = new_rate
             self.burst = new_burst
 
@@ -222,10 +259,10 @@ def _take_all(buckets: Sequence[TokenBucket], amount: float, need: float) -> boo
     capped = [b for b in buckets if b.rate is not None]
     if not capped:
         return True
-    # Lock in a fixed order: a TCP pump may hold one of these (owner) buckets.
-    capped.sort(key=id)
-    for b in capped:
-        b._lock.acquire()
+    # Each distinct lock once (shared buckets share one), in a fixed order.
+    locks = sorted({id(b._lock): b._lock for b in capped}.items())
+    for _, lock in locks:
+        lock.acquire()
     try:
         new_tats: list[float | None] = []
         for b in capped:
@@ -243,21 +280,44 @@ def _take_all(buckets: Sequence[TokenBucket], amount: float, need: float) -> boo
                 b._tat = tat
         return True
     finally:
-        for b in capped:
-            b._lock.release()
+        for _, lock in locks:
+            lock.release()
 
 
 class LimitSet:
-    """The live limits of one rule or one owner (buckets updated in place on reload)."""
+    """The live limits of one rule or one owner (buckets updated in place on reload).
 
-    def __init__(self, limits: RateLimit | None = None) -> None:
-        self.bandwidth_in = TokenBucket(None)
-        self.bandwidth_out = TokenBucket(None)
-        self.new_connections = TokenBucket(None, start_full=True)
+    Its state is LIMIT_SET_CELLS floats: three buckets of three cells, then
+    the count of admitted connections (or flows) and of live UDP flows. A
+    private list normally; a slot of shared memory when worker processes
+    enforce one limit together (portunus.dataplane.shared).
+    """
+
+    def __init__(self, limits: RateLimit | None = None, *, cells: MutableSequence[float] | None = None,
+                 base: int = 0, lock: Any = None) -> None:
+        if cells is None:
+            cells, base = new_cells(), 0
+        self._cells = cells
+        self._base = base
+        self.bandwidth_in = TokenBucket(None, cells=cells, index=base, lock=lock)
+        self.bandwidth_out = TokenBucket(None, cells=cells, index=base + 3, lock=lock)
+        self.new_connections = TokenBucket(None, start_full=True, cells=cells, index=base + 6, lock=lock)
         self.max_concurrent: int | None = None
-        self.active = 0
         self.limits = RateLimit()
         self.update(limits or RateLimit())
+
+    @property
+    def base(self) -> int:
+        """Index of this set's first cell (its slot, when shared)."""
+        return self._base
+
+    @property
+    def active(self) -> int:
+        return int(self._cells[self._base + 9])
+
+    @active.setter
+    def active(self, value: int) -> None:
+        self._cells[self._base + 9] = value
 
     def update(self, limits: RateLimit) -> None:
         """Apply new limits; live connections holding these buckets see them at their next chunk."""
@@ -289,8 +349,15 @@ REFUSED_CONNECTION_RATE = Admission("connection_rate")
 
 # Admission is rare next to bytes and datagrams; one lock makes "check every
 # set, then take from every set" atomic, so a refusal never leaks a token or
-# a concurrency slot, and two threads cannot both take the last slot.
-_ADMIT_LOCK = threading.Lock()
+# a concurrency slot, and two threads cannot both take the last slot. Worker
+# processes replace it with a process-shared lock (use_admission_lock).
+_ADMIT_LOCK: Any = threading.Lock()
+
+
+def use_admission_lock(lock: Any) -> None:
+    """Make admission atomic across processes (every LimitSet of this process is shared)."""
+    global _ADMIT_LOCK
+    _ADMIT_LOCK = lock
 
 
 def admit(limit_sets: Sequence[LimitSet]) -> Admission:

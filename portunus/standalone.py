@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from portunus.config import Config, ConfigError, load_config
-from portunus.dataplane import BindError, Forwarder, tune_process
+from portunus.dataplane import BindError, Forwarder, open_forwarder, tune_process
 from portunus.metrics import make_registry
 from portunus.runtime import (
     block_runtime_signals,
@@ -98,7 +98,7 @@ def _report_config_error(e: ConfigError) -> None:
         print(f"error: {line}", file=sys.stderr)
 
 
-def _reload(fwd: Forwarder, path: str, current: Config) -> Config:
+def _reload(fwd: Forwarder, path: str, current: Config) -> Config:  # or a WorkerGroup
     try:
         new = load_config(path)
     except ConfigError as e:
@@ -112,6 +112,9 @@ def _reload(fwd: Forwarder, path: str, current: Config) -> Config:
             log.error('reload rejected, keeping running rules: rule "%s": %s', name, reason)
         return current
     setup_logging(new.settings.log_level, new.settings.log_format, new.settings.label)
+    if getattr(new.settings, "workers", 1) != getattr(current.settings, "workers", 1):
+        log.warning("reload: [global] workers changed from %s to %s; this takes a restart",
+                    getattr(current.settings, "workers", 1), getattr(new.settings, "workers", 1))
     log.info("reloaded %s: %d rule(s)", path, len(new.rules))
     return new
 
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(s.log_level, s.log_format, s.label)
     tune_process()
     block_runtime_signals()  # before any thread starts, so all inherit the mask
-    fwd = Forwarder()
+    workers = getattr(s, "workers", 1)
+    fwd = open_forwarder(workers, log_settings=(s.log_level, s.log_format, s.label))
     try:
         fwd.apply(config.rules, config.owners, atomic=True)
     except BindError as e:
@@ -152,8 +156,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --metrics-addr {args.metrics_addr}: {e.strerror or e}", file=sys.stderr)
             fwd.close()
             return 1
-    log.info("running %d rule(s) from %s (splice %s)%s", len(config.rules), args.config,
+    log.info("running %d rule(s) from %s (splice %s, %s)%s", len(config.rules), args.config,
              "on" if fwd.splice_enabled else "off",
+             f"{fwd.workers} worker processes" if hasattr(fwd, "workers") else "1 worker",
              f"; metrics on http://{args.metrics_addr}/metrics" if server else "")
     while True:
         sig = wait_signal()

@@ -26,13 +26,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from portunus.config import Owner, Rule
+from portunus.config import Owner, RateLimit, Rule
 from portunus.dataplane import tcp
 from portunus.dataplane.loop import EPOLLIN, EventLoop
 from portunus.dataplane.pipes import SPLICE_AVAILABLE, PipePool
+from portunus.dataplane.shared import SharedLimits, slot_name
 from portunus.dataplane.stats import RuleStats
 from portunus.dataplane.tcp import RawSocket, Target, TcpConnection, literal_family
-from portunus.limits import LimitSet, ThrottleGroup, admit, release
+from portunus.limits import (
+    LIMIT_SET_CELLS,
+    LimitSet,
+    ThrottleGroup,
+    admit,
+    release,
+    use_admission_lock,
+)
 
 log = logging.getLogger("portunus.forwarder")
 
@@ -79,8 +87,9 @@ class BindError(Exception):
 class RuleState:
     """A running rule: its definition, live limits, counters and per-port dial lists."""
 
-    def __init__(self, rule: Rule, owner_limits: LimitSet | None, stats: RuleStats) -> None:
-        self.limits = LimitSet(rule.rate_limit)
+    def __init__(self, rule: Rule, limits: LimitSet, owner_limits: LimitSet | None,
+                 stats: RuleStats) -> None:
+        self.limits = limits
         self.stats = stats
         self.update(rule, owner_limits)
 
@@ -116,7 +125,7 @@ class _Listener:
     state: RuleState           # reassigned in place when a reload changes the rule
 
 
-def _socket_key(rule: Rule) -> list[tuple[str, str, int]]:
+def socket_keys(rule: Rule) -> list[tuple[str, str, int]]:
     return [(rule.protocol, rule.listen_addr, p) for p in rule.listen_ports]
 
 
@@ -155,7 +164,13 @@ class Forwarder:
     """Runs a rule set on one event loop; thread-safe `apply`, `snapshot` and `close`."""
 
     def __init__(self, *, disable_splice: bool | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, shared: SharedLimits | None = None) -> None:
+        """`shared`: this forwarder is one of several worker processes; its limits live
+        in the supervisor's shared memory (portunus.dataplane.shared)."""
+        self._shared = shared
+        self._slots: dict[str, int] = {}
+        if shared is not None:
+            use_admission_lock(shared.admit_lock)
         if disable_splice is None:
             disable_splice = splice_disabled_by_env()
         self.splice_enabled = SPLICE_AVAILABLE and not disable_splice
@@ -189,32 +204,38 @@ class Forwarder:
             return [s.rule for s in self._states.values()]
 
     def apply(self, rules: Sequence[Rule], owners: Sequence[Owner] = (), *,
-              atomic: bool = True) -> dict[str, str | None]:
+              atomic: bool = True, sockets: dict[tuple[str, str, int], socket.socket] | None = None,
+              slots: dict[str, int] | None = None) -> dict[str, str | None]:
         """Make `rules` the running set; return {rule name: None or failure reason}.
 
         atomic=True (standalone reload): if any listener cannot be opened,
         nothing changes and BindError is raised. atomic=False (control plane):
         rules that cannot be opened are left out and reported, the rest apply.
+        In a worker process the supervisor passes the listening `sockets` it
+        opened for new keys and the shared-limit `slots` of every name.
         """
         with self._lock:
             if self._closing:
                 raise RuntimeError("forwarder is closing")
+            if slots is not None:
+                self._slots = slots
             for o in owners:
-                if o.name in self._owners:
-                    self._owners[o.name].update(o.rate_limit)
+                ls = self._owners.get(o.name)
+                if ls is not None and self._same_slot(ls, "owner", o.name):
+                    ls.update(o.rate_limit)
                 else:
-                    self._owners[o.name] = LimitSet(o.rate_limit)
+                    self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
             known_owners = {o.name for o in owners}
 
             # 1. Open every socket the new set needs that is not open yet.
             new_socks: dict[tuple[str, str, int], socket.socket] = {}
             failures: dict[str, str] = {}
             for rule in rules:
-                for key in _socket_key(rule):
+                for key in socket_keys(rule):
                     if key in self._listeners or key in new_socks:
                         continue
                     try:
-                        new_socks[key] = self._open(key, rule)
+                        new_socks[key] = sockets.pop(key) if sockets and key in sockets else self._open(key, rule)
                     except OSError as e:
                         failures[rule.name] = f"cannot listen on {key[0]} {key[1]}:{key[2]}: {e.strerror or e}"
                         break
@@ -224,7 +245,7 @@ class Forwarder:
                 raise BindError(failures)
             active = [r for r in rules if r.name not in failures]
             # Sockets opened for a rule that failed elsewhere are not needed.
-            needed = {k for r in active for k in _socket_key(r)}
+            needed = {k for r in active for k in socket_keys(r)}
             for key in list(new_socks):
                 if key not in needed:
                     new_socks.pop(key).close()
@@ -234,11 +255,13 @@ class Forwarder:
             for rule in active:
                 owner_ls = self._owners.get(rule.owner) if rule.owner else None
                 if rule.owner and rule.owner not in known_owners and owner_ls is None:
-                    owner_ls = self._owners.setdefault(rule.owner, LimitSet())
+                    owner_ls = self._owners[rule.owner] = self._limit_set("owner", rule.owner, None)
                 st = self._states.get(rule.name)
+                if st is not None and not self._same_slot(st.limits, "rule", rule.name):
+                    st = None
                 if st is None:
                     stats = self._stats.setdefault(rule.name, RuleStats())
-                    st = RuleState(rule, owner_ls, stats)
+                    st = RuleState(rule, self._limit_set("rule", rule.name, rule.rate_limit), owner_ls, stats)
                 else:
                     st.update(rule, owner_ls)
                 states[rule.name] = st
@@ -254,11 +277,22 @@ class Forwarder:
             result.update(failures)
             return result
 
+    def _limit_set(self, kind: str, name: str, limits: RateLimit | None) -> LimitSet:
+        """A rule's or owner's LimitSet: private, or in its shared slot in a worker process."""
+        if self._shared is None:
+            return LimitSet(limits)
+        base = self._slots[slot_name(kind, name)] * LIMIT_SET_CELLS
+        return LimitSet(limits, cells=self._shared.cells, base=base, lock=self._shared.bucket_lock)
+
+    def _same_slot(self, ls: LimitSet, kind: str, name: str) -> bool:
+        """False if the supervisor moved this name to another slot (it was gone, then came back)."""
+        return self._shared is None or ls.base == self._slots[slot_name(kind, name)] * LIMIT_SET_CELLS
+
     def _install(self, active: list[Rule], states: dict[str, RuleState],
                  new_socks: dict[tuple[str, str, int], socket.socket], needed: set) -> None:
         for rule in active:
             st = states[rule.name]
-            for key in _socket_key(rule):
+            for key in socket_keys(rule):
                 lst = self._listeners.get(key)
                 if lst is not None:
                     if key[0] == "tcp" and lst.state.keepalive_s != st.keepalive_s:

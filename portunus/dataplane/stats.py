@@ -121,3 +121,31 @@ class RuleStats:
             out["bytes_in"] += bi
             out["bytes_out"] += bo
         return out
+
+
+# Snapshot fields that are not counters: taken from the first worker that has them.
+_DESCRIPTIVE = ("protocol", "listen", "targets", "current_limits")
+
+
+def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """One snapshot from several workers' (`Forwarder.snapshot`): counters and rates summed."""
+    rules: dict[str, dict[str, Any]] = {}
+    for snap in snapshots:
+        for name, entry in snap.get("rules", {}).items():
+            into = rules.setdefault(name, {})
+            for key, value in entry.items():
+                if key in _DESCRIPTIVE:
+                    into.setdefault(key, value)
+                elif isinstance(value, dict):
+                    tally = into.setdefault(key, {})
+                    for k, v in value.items():
+                        tally[k] = tally.get(k, 0) + v
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    into[key] = into.get(key, 0) + value
+                else:
+                    into.setdefault(key, value)
+    for entry in rules.values():
+        for key in ("rate_in_bytes_per_s", "rate_out_bytes_per_s"):
+            if key in entry:
+                entry[key] = round(entry[key], 1)
+    return {"rules": rules}

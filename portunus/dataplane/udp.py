@@ -73,12 +73,15 @@ SWEEP_MIN_S = 0.05
 SWEEP_MAX_S = 1.0
 
 
-def open_udp_listener(addr: str, port: int) -> socket.socket:
+def open_udp_listener(addr: str, port: int, reuse_port: bool = False) -> socket.socket:
     """Bind a non-blocking UDP socket on addr:port (no SO_REUSEADDR: on UDP it would
-    let a second process bind the same port and steal datagrams)."""
+    let a second process bind the same port and steal datagrams). `reuse_port`: one
+    of several worker sockets on the port; the kernel keeps each flow on one of them."""
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, opt, LISTEN_BUFFER_BYTES)
