@@ -208,10 +208,17 @@ class WorkerGroup:
     def snapshot(self) -> dict[str, Any]:
         """Per-rule counters summed over the workers, JSON-ready."""
         with self._lock:
-            snaps = [w.request(("snapshot",)) for w in self._workers]
+            workers = list(self._workers)
+            snaps = [w.request(("snapshot",)) for w in workers]
         merged = merge_snapshots(snaps)
         merged["splice_enabled"] = self.splice_enabled
         merged["workers"] = len(snaps)
+        # How the kernel spread the load (SO_REUSEPORT hashes each connection's addresses).
+        merged["per_worker"] = [
+            {"pid": w.process.pid,
+             "connections_total": sum(r.get("connections_total", 0) for r in snap["rules"].values()),
+             "connections_active": sum(r.get("connections_active", 0) for r in snap["rules"].values())}
+            for w, snap in zip(workers, snaps, strict=True)]
         return merged
 
     def active_connections(self) -> int:
@@ -253,6 +260,7 @@ class WorkerGroup:
                 with self._lock:
                     if self._closing or w not in self._workers:
                         continue
+                    w.process.join(1.0)  # reap it; its exit code says how it ended
                     log.error("worker %d (pid %s) exited with %s; restarting it", w.index,
                               w.process.pid, w.process.exitcode)
                     w.close_handles()
