@@ -56,6 +56,7 @@ _SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket
 _IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 _SHUT_WR = socket.SHUT_WR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_EINPROGRESS, _EISCONN, _EALREADY = errno.EINPROGRESS, errno.EISCONN, errno.EALREADY
 
 # Copy path buffer, one per event loop (shared by every connection: a relay
 # copies out of it only what the destination did not take at once).
@@ -368,10 +369,13 @@ class TcpConnection:
     # ------------------------------------------------------------ dialing
 
     def start(self) -> None:
-        ctx = self.ctx
-        ctx.register(self.client_fd, EDGE_ALL)
-        ctx.loop.handlers[self.client_fd] = self._on_client
+        """Dial; the client socket joins the loop after the first attempt, so that bytes
+        it already sent, read at once when the dial completes at once, raise no event."""
         self._dial_next()
+        if not self.closed:
+            ctx = self.ctx
+            ctx.register(self.client_fd, EDGE_ALL)
+            ctx.loop.handlers[self.client_fd] = self._on_client
 
     def _failed_attempt(self, reason: str) -> None:
         if self.attempts is None:
@@ -396,18 +400,33 @@ class TcpConnection:
                 sock.close()
                 self._failed_attempt(f"{t.display()}: {e.strerror or e}")
                 continue
-            if rc != errno.EINPROGRESS and rc != 0:
+            if rc == _EINPROGRESS:
+                # On loopback (and often on a LAN) the handshake is complete when
+                # connect() returns: asking again saves a loop round trip of setup time.
+                rc = sock.connect_ex(t.addr)
+                if rc == _EISCONN:
+                    rc = 0
+                elif rc == _EALREADY:
+                    rc = _EINPROGRESS
+            if rc != _EINPROGRESS and rc != 0:
                 sock.close()
                 self._failed_attempt(f"{t.display()}: {os.strerror(rc)}")
                 continue
             self.upstream = sock
             fd = self.upstream_fd = sock.fileno()
             self.proxy = t.proxy
+            ctx.register(fd, EDGE_ALL)
+            ctx.loop.handlers[fd] = self._on_upstream
+            if rc == 0:
+                self._connected()
+                rin = self.relay_in
+                if not self.closed:
+                    rin.readable = rin.writable = True  # optimistic: the request is often here
+                    rin.run()
+                return
             self.state = CONNECTING
             self.deadline = ctx.loop.now + ctx.connect_timeout_s
             ctx.connecting.add(self)
-            ctx.register(fd, EDGE_ALL)
-            ctx.loop.handlers[fd] = self._on_upstream
             return
         self._fail()
 
