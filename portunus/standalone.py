@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --metrics-addr {args.metrics_addr}: {e.strerror or e}", file=sys.stderr)
             fwd.close()
             return 1
-    log.info("running %d rule(s) from %s (splice %s, %s)%s", len(config.rules), args.config,
+    log.info("running %d rule(s) from %s (splice %s); %s%s", len(config.rules), args.config,
              "on" if fwd.splice_enabled else "off",
              f"{fwd.workers} worker processes" if hasattr(fwd, "workers") else "1 worker",
              f"; metrics on http://{args.metrics_addr}/metrics" if server else "")
