@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -15,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
+
+from portunus.bounds import show
 
 RUNTIME_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
 
@@ -47,8 +50,8 @@ def setup_logging(level: str = "info", fmt: str = "pretty", label: str | None = 
 def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
     """"HOST:PORT" or "[V6]:PORT" -> (host, port); ValueError naming `what`."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise ValueError(f'{what} must be HOST:PORT (e.g. 127.0.0.1:9464), got "{text}"')
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536 or not host:
+        raise ValueError(f"{what} must be HOST:PORT (e.g. 127.0.0.1:9464), got {show(text)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)

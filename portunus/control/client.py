@@ -198,6 +198,9 @@ class ControlClient:
                 why = f"{e.code().name}: {e.details()}"
             except (SessionEnded, wire.WireError, TimeoutError, OSError, ValueError) as e:
                 why = str(e) or type(e).__name__
+            except Exception as e:  # a bug must cost a reconnect, never the process and its listeners
+                log.exception("control stream failed unexpectedly")
+                why = f"{type(e).__name__}: {e}"
             if self.sessions > sessions_before:
                 attempt = 0  # we had a working stream: start the backoff afresh
             delay = backoff_delay_s(attempt, self.options.reconnect_base_s, self.options.reconnect_max_s, self._rng)
@@ -290,6 +293,10 @@ class ControlClient:
             results = await loop.run_in_executor(self._executor, lambda: self.fwd.apply(rules, owners, atomic=False))
         except RuntimeError as e:  # forwarder closing
             await self._reject(call, book.version, f"cannot apply: {e}")
+            return
+        except Exception as e:  # validation let something through: refuse the set, keep running
+            log.exception("applying rule set version %d failed", book.version)
+            await self._reject(call, book.version, f"cannot apply: {type(e).__name__}: {e}")
             return
         self.book = book
         report = {name: results.get(name) for name in changed}

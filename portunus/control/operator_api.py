@@ -32,20 +32,25 @@ from typing import Any
 
 from aiohttp import web
 
-from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule
+from portunus.bounds import Bounded, show
+from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule, valid_name
 from portunus.control import rbac
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.hub import AckResult, Hub
 from portunus.control.ruleset import conflicts_with, rate_limit_to_dict
-from portunus.control.settings import ServerSettings
+from portunus.control.settings import ENROLLMENT_TTL_SECS, ServerSettings
 from portunus.control.store import AuditEntry, ClientRow, RuleRow, TokenRow
 
 log = logging.getLogger("portunus.server.api")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Request bodies are small JSON documents; refuse anything that is not.
 MAX_BODY_BYTES = 1 << 20
 MAX_AUDIT_PAGE = 1000
+# Row ids are SQLite INTEGERs: at most 2^63 - 1 (19 digits); a longer path segment names no row.
+_ID_RE = re.compile(r"[0-9]{1,19}")
+_MAX_ROW_ID = 2**63 - 1
+AUDIT_LIMIT = Bounded(True, 1, MAX_AUDIT_PAGE, "entries")
+AUDIT_AFTER_ID = Bounded(True, 0, _MAX_ROW_ID, "audit entry id")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -204,28 +209,56 @@ class OperatorApi:
     # ------------------------------------------------------------ helpers
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        body = await request.read()
         try:
-            data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, "bad_json", f"request body is not JSON: {e}") from None
+            data = json.loads(body)
+        except RecursionError:
+            raise ApiError(400, "bad_json", "request body is nested too deeply") from None
+        except ValueError as e:  # JSONDecodeError, and integers beyond the 4,300-digit conversion limit
+            raise ApiError(400, "bad_json", f"request body is not JSON: {show(str(e))}") from None
         if not isinstance(data, dict):
             raise ApiError(400, "bad_json", "request body must be a JSON object")
+        try:
+            # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8
+            # store (SQLite, logs) accepts: refuse them here, once.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "bad_json", "request body holds a string that is not valid Unicode "
+                           "(an unpaired surrogate escape)") from None
         request["audit_detail"] = data
         return data
 
+    @staticmethod
+    def _row_id(request: web.Request) -> int | None:
+        """The {id} path segment as a row id, or None if it cannot name one."""
+        raw = request.match_info["id"]
+        if not _ID_RE.fullmatch(raw) or int(raw) > _MAX_ROW_ID:
+            return None
+        return int(raw)
+
+    @staticmethod
+    def _query_int(request: web.Request, key: str, default: int, typ: Bounded) -> int:
+        raw = request.query.get(key)
+        if raw is None:
+            return default
+        value = int(raw) if re.fullmatch(r"[0-9]{1,20}", raw) else None
+        if value is None or not typ.contains(value):
+            raise ApiError(400, "invalid", f"{key} must be {typ.describe()}, got {show(raw)}")
+        return value
+
     def _client(self, name: Any) -> ClientRow:
         if not isinstance(name, str):
-            raise ApiError(400, "invalid", f"client must be a client name string, got {name!r}")
+            raise ApiError(400, "invalid", f"client must be a client name string, got {show(name)}")
         client = self.store.client_by_name(name)
         if client is None:
             raise ApiError(404, "client_not_found", f'no client named "{name}" (enroll it first)')
         return client
 
     def _rule_row(self, request: web.Request) -> RuleRow:
-        raw = request.match_info["id"]
-        row = self.store.rule(int(raw)) if raw.isdigit() else None
+        rule_id = self._row_id(request)
+        row = self.store.rule(rule_id) if rule_id is not None else None
         if row is None:
-            raise ApiError(404, "rule_not_found", f"no rule with id {raw}")
+            raise ApiError(404, "rule_not_found", f"no rule with id {show(request.match_info['id'])}")
         return row
 
     @staticmethod
@@ -244,7 +277,13 @@ class OperatorApi:
                                f'"{rule.name}" (id {other.id})', conflicting_rule_id=other.id)
             cached = self._parsed.get(other.id)
             if cached is None or cached[0] != other.updated_at:
-                cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
+                try:
+                    cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
+                except ConfigError as e:
+                    # Stored by an older, laxer server: its client refuses it anyway, and it
+                    # must not block every other change on that client.
+                    log.warning("stored rule %d no longer validates: %s", other.id, "; ".join(e.problems))
+                    continue
                 self._parsed[other.id] = cached
             other_rule = cached[1]
             if conflicts_with([rule], [other_rule]):
@@ -284,13 +323,15 @@ class OperatorApi:
         if unknown:
             raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, address, ttl_secs)")
         name, address = data.get("name"), data.get("address")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
-        if not isinstance(address, str) or not address or len(address) > 255:
-            raise ApiError(400, "invalid", f"address must be the client's host or IP as a string (got {address!r})")
+        if not valid_name(name):
+            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {show(name)})")
+        if not isinstance(address, str) or not address or len(address) > 255 or not address.isprintable():
+            raise ApiError(400, "invalid", "address must be the client's host or IP as a printable string "
+                           f"of 1-255 characters (got {show(address)})")
         ttl = data.get("ttl_secs", self.settings.enrollment_ttl_secs)
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ApiError(400, "invalid", f"ttl_secs must be a number > 0 (got {ttl!r})")
+        problem = ENROLLMENT_TTL_SECS.problem(ttl)
+        if problem is not None:
+            raise ApiError(400, "invalid", f"ttl_secs {problem}")
         request["audit_target"] = f"client {name}"
         client = self.store.client_by_name(name)
         if client is not None and client.public_key is not None:
@@ -324,8 +365,8 @@ class OperatorApi:
         client = self._client(request.match_info["client"])
         owner = request.match_info["owner"]
         request["audit_target"] = f"owner {owner} on client {client.name}"
-        if not _NAME_RE.match(owner):
-            raise ApiError(400, "invalid", f"owner must be 1-128 chars of letters, digits, '_.:-' (got {owner!r})")
+        if not valid_name(owner):
+            raise ApiError(400, "invalid", f"owner must be 1-128 chars of letters, digits, '_.:-' (got {show(owner)})")
         try:
             rl = parse_owner_rate_limit(data, source="request body")
         except ConfigError as e:
@@ -408,12 +449,8 @@ class OperatorApi:
         return web.json_response({"id": row.id, "status": "deleted", "client_acked": ack is not None})
 
     async def list_audit(self, request: web.Request) -> web.Response:
-        try:
-            limit = int(request.query.get("limit", "100"))
-            after = int(request.query.get("after_id", "0"))
-        except ValueError:
-            raise ApiError(400, "invalid", "limit and after_id must be integers") from None
-        limit = max(1, min(limit, MAX_AUDIT_PAGE))
+        limit = self._query_int(request, "limit", 100, AUDIT_LIMIT)
+        after = self._query_int(request, "after_id", 0, AUDIT_AFTER_ID)
         return web.json_response({"entries": [render_audit(e) for e in self.store.list_audit(limit=limit,
                                                                                               after_id=after)]})
 
@@ -424,10 +461,10 @@ class OperatorApi:
         unknown = sorted(set(data) - {"name", "role"})
         if unknown:
             raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, role)")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
+        if not valid_name(name):
+            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {show(name)})")
         if role not in rbac.ROLES:
-            raise ApiError(400, "invalid", f"role must be one of {', '.join(rbac.ROLES)} (got {role!r})")
+            raise ApiError(400, "invalid", f"role must be one of {', '.join(rbac.ROLES)} (got {show(role)})")
         request["audit_target"] = f"token {name} ({role})"
         if any(t.name == name for t in self.store.list_tokens()):
             raise ApiError(409, "duplicate_name", f'a token named "{name}" exists (names stay taken after revocation)')
@@ -439,10 +476,10 @@ class OperatorApi:
         return web.json_response({"tokens": [render_token(t) for t in self.store.list_tokens()]})
 
     async def revoke_token(self, request: web.Request) -> web.Response:
-        raw = request.match_info["id"]
-        row = self.store.token_by_id(int(raw)) if raw.isdigit() else None
+        token_id = self._row_id(request)
+        row = self.store.token_by_id(token_id) if token_id is not None else None
         if row is None:
-            raise ApiError(404, "token_not_found", f"no token with id {raw}")
+            raise ApiError(404, "token_not_found", f"no token with id {show(request.match_info['id'])}")
         request["audit_target"] = f"token {row.name}"
         self.store.revoke_token(row.id)
         return web.json_response({"id": row.id, "status": "revoked"})

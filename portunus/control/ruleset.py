@@ -72,6 +72,8 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
         out["rate_limit"] = limits
     out["udp_max_flows"] = rule.udp_max_flows
     out["udp_flow_idle_secs"] = rule.udp_flow_idle_secs
+    out["idle_timeout_secs"] = rule.idle_timeout_secs
+    out["tcp_keepalive_secs"] = rule.tcp_keepalive_secs
     return out
 
 

@@ -6,12 +6,12 @@ reported at once, and each message names the file and the key.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portunus.bounds import Bounded, show
 from portunus.config import LOG_FORMATS, LOG_LEVELS, ConfigError, read_toml
 from portunus.runtime import parse_host_port
 
@@ -23,6 +23,12 @@ DEFAULT_ENROLLMENT_TTL_SECS = 3600.0
 # How long POST/PUT /v1/rules waits for the client's Active/Failed ack before
 # answering 504; applying a rule is a bind() or two, so seconds are plenty.
 DEFAULT_ACK_TIMEOUT_SECS = 10.0
+# A one-time URI is a bearer secret in transit: a week covers any hand-over.
+MAX_ENROLLMENT_TTL_SECS = 7 * 86400
+# An API call waiting longer than an hour for a bind() is waiting for nothing.
+MAX_ACK_TIMEOUT_SECS = 3600.0
+ENROLLMENT_TTL_SECS = Bounded(False, 0, MAX_ENROLLMENT_TTL_SECS, "seconds", lo_open=True)
+ACK_TIMEOUT_SECS = Bounded(False, 0, MAX_ACK_TIMEOUT_SECS, "seconds", lo_open=True)
 
 SERVER_KEYS = (
     "control_listen",
@@ -76,7 +82,7 @@ def parse_server_settings(data: Mapping[str, Any], source: str = "server.toml") 
             continue
         v = data[key]
         if not isinstance(v, str):
-            bad(key, f'must be a string "HOST:PORT", got {v!r}')
+            bad(key, f'must be a string "HOST:PORT", got {show(v)}')
             continue
         try:
             parse_host_port(v, key)
@@ -95,21 +101,21 @@ def parse_server_settings(data: Mapping[str, Any], source: str = "server.toml") 
         else:
             values["operator_token"] = token
 
-    for key in ("enrollment_ttl_secs", "ack_timeout_secs"):
+    for key, typ in (("enrollment_ttl_secs", ENROLLMENT_TTL_SECS), ("ack_timeout_secs", ACK_TIMEOUT_SECS)):
         if key in data:
-            v = data[key]
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                bad(key, f"must be a number of seconds > 0, got {v!r}")
+            problem = typ.problem(data[key])
+            if problem is not None:
+                bad(key, problem)
             else:
-                values[key] = float(v)
+                values[key] = typ.coerce(data[key])
     if "log_level" in data:
         if data["log_level"] not in LOG_LEVELS:
-            bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {data['log_level']!r}")
+            bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {show(data['log_level'])}")
         else:
             values["log_level"] = data["log_level"]
     if "log_format" in data:
         if data["log_format"] not in LOG_FORMATS:
-            bad("log_format", f'must be "json" or "pretty", got {data["log_format"]!r}')
+            bad("log_format", f'must be "json" or "pretty", got {show(data["log_format"])}')
         else:
             values["log_format"] = data["log_format"]
 

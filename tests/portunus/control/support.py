@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,22 @@ class ControlPlane:
 
     def api(self, token: str | None = None) -> OperatorClient:
         return OperatorClient(self.http_endpoint, self.token if token is None else token)
+
+    def raw(self, method: str, path: str, body: bytes | None = None, token: str | None = None) -> ApiResponse:
+        """A request with a body sent byte for byte (JSON that json.dumps would not write)."""
+        req = urllib.request.Request(f"http://{self.http_endpoint}{path}", data=body, method=method)
+        req.add_header("Authorization", f"Bearer {self.token if token is None else token}")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return ApiResponse(resp.status, json.loads(resp.read() or b"null"))
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return ApiResponse(e.code, json.loads(raw))
+            except ValueError:
+                return ApiResponse(e.code, raw.decode(errors="replace"))
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
