@@ -1,6 +1,9 @@
 """The operator HTTP API (aiohttp). Bearer tokens, roles, JSON errors, audit.
 
-    POST   /v1/client-enrollments                     operator  {"name", "address", "ttl_secs"?} -> 201 {"uri", ...}
+    POST   /v1/client-enrollments                     operator  {"name", "address", "ttl_secs"?} -> 201 {"uri", "id", ...}
+                                                      (a newer URI for a client revokes its outstanding one)
+    GET    /v1/client-enrollments                     viewer    every URI: id, client, status, expiry (no secret)
+    DELETE /v1/client-enrollments/{id}                operator  revoke an unused URI -> 200
     GET    /v1/clients                                viewer
     PUT    /v1/clients/{client}/owners/{owner}/rate-limit   operator  {rate_limit keys} -> 200
     POST   /v1/rules[?wait=false]                     operator  rule (TOML keys) + "client" -> 201 | 202
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -39,7 +43,7 @@ from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.hub import AckResult, Hub
 from portunus.control.ruleset import conflicts_with, rate_limit_to_dict
 from portunus.control.settings import ENROLLMENT_TTL_SECS, ServerSettings
-from portunus.control.store import AuditEntry, ClientRow, RuleRow, TokenRow
+from portunus.control.store import AuditEntry, ClientRow, EnrollmentRow, RuleRow, TokenRow
 
 log = logging.getLogger("portunus.server.api")
 
@@ -49,6 +53,8 @@ MAX_AUDIT_PAGE = 1000
 # Row ids are SQLite INTEGERs: at most 2^63 - 1 (19 digits); a longer path segment names no row.
 _ID_RE = re.compile(r"[0-9]{1,19}")
 _MAX_ROW_ID = 2**63 - 1
+# Timestamps up to the year 9999 render as ISO 8601.
+_MAX_ISO_TS = 253402300800.0
 AUDIT_LIMIT = Bounded(True, 1, MAX_AUDIT_PAGE, "entries")
 AUDIT_AFTER_ID = Bounded(True, 0, _MAX_ROW_ID, "audit entry id")
 
@@ -69,8 +75,8 @@ def _error_response(status: int, code: str, message: str, **extra: Any) -> web.R
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+    if ts is None or not math.isfinite(ts) or not 0 <= ts < _MAX_ISO_TS:
+        return None  # only a row written by an older, laxer server holds such a time
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
@@ -78,6 +84,12 @@ def render_rule(row: RuleRow, stats: dict[str, Any] | None) -> dict[str, Any]:
     return {"id": row.id, "client": row.client, "name": row.name, "status": row.status,
             "status_reason": row.status_reason, "rule": row.spec, "created_at": _iso(row.created_at),
             "updated_at": _iso(row.updated_at), "stats": stats}
+
+
+def render_enrollment(e: EnrollmentRow, now: float) -> dict[str, Any]:
+    return {"id": e.id, "client": e.client, "status": e.status(now), "created_at": _iso(e.created_at),
+            "created_by": e.created_by, "expires_at": _iso(e.expires_at), "used_at": _iso(e.used_at),
+            "revoked_at": _iso(e.revoked_at), "revoked_by": e.revoked_by}
 
 
 def render_token(t: TokenRow) -> dict[str, Any]:
@@ -107,6 +119,9 @@ class OperatorApi:
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_post("/v1/client-enrollments", self._audited("enrollment.create", rbac.WRITE, self.create_enrollment))
+        r.add_get("/v1/client-enrollments", self._reader(self.list_enrollments))
+        r.add_delete("/v1/client-enrollments/{id}", self._audited("enrollment.revoke", rbac.WRITE,
+                                                                  self.revoke_enrollment))
         r.add_get("/v1/clients", self._reader(self.list_clients))
         r.add_put("/v1/clients/{client}/owners/{owner}/rate-limit",
                   self._audited("owner.rate_limit.set", rbac.WRITE, self.set_owner_rate_limit))
@@ -339,10 +354,31 @@ class OperatorApi:
         if client is None:
             client = self.store.create_client(name, address)
         secret = new_secret()
-        self.store.add_enrollment(client.id, secret_hash(secret), float(ttl), request["principal"].actor)
+        enrollment_id, superseded = self.store.add_enrollment(client.id, secret_hash(secret), float(ttl),
+                                                              request["principal"].actor)
+        request["audit_target"] = f"enrollment {enrollment_id} for client {name}"
         uri = EnrollmentUri(self.settings.endpoint, secret, self.fingerprint).render()
-        return web.json_response({"uri": uri, "client": name, "expires_at": _iso(time.time() + float(ttl)),
+        return web.json_response({"uri": uri, "id": enrollment_id, "client": name,
+                                  "expires_at": _iso(time.time() + float(ttl)), "superseded": superseded,
                                   "server_fingerprint": f"sha256:{self.fingerprint}"}, status=201)
+
+    async def list_enrollments(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return web.json_response({"enrollments": [render_enrollment(e, now) for e in self.store.list_enrollments()]})
+
+    async def revoke_enrollment(self, request: web.Request) -> web.Response:
+        enrollment_id = self._row_id(request)
+        row = self.store.enrollment(enrollment_id) if enrollment_id is not None else None
+        if row is None:
+            raise ApiError(404, "enrollment_not_found", f"no enrollment with id {show(request.match_info['id'])}")
+        request["audit_target"] = f"enrollment {row.id} for client {row.client}"
+        if row.used_at is not None:
+            raise ApiError(409, "enrollment_used", f"enrollment {row.id} was already used: client {row.client} "
+                           "is enrolled (its URI can no longer be redeemed)")
+        self.store.revoke_enrollment(row.id, request["principal"].actor)
+        updated = self.store.enrollment(row.id)
+        assert updated is not None
+        return web.json_response(render_enrollment(updated, time.time()))
 
     def _client_view(self, c: ClientRow) -> dict[str, Any]:
         rules = self.store.rules_for_client(c.id)
