@@ -13,6 +13,7 @@ from typing import Any
 
 from portunus.bounds import Bounded, show
 from portunus.config import LOG_FORMATS, LOG_LEVELS, ConfigError, read_toml
+from portunus.control.files import others_may_access
 from portunus.runtime import parse_host_port
 
 # An operator token is a bearer secret: 16 characters is the floor below which
@@ -130,10 +131,23 @@ def parse_server_settings(data: Mapping[str, Any], source: str = "server.toml") 
     return ServerSettings(**values)
 
 
+def readable_by_others_warning(path: str | Path) -> str | None:
+    """A loud warning if server.toml (which holds operator_token) is open to group or others."""
+    mode = others_may_access(Path(path))
+    if mode is None:
+        return None
+    return (f"{path} is mode {mode:04o}: other local users can read operator_token, an admin token; "
+            f"run `chmod 600 {path}` and rotate the token (see README 'Security')")
+
+
 def load_server_settings(path: str | Path) -> ServerSettings:
     """Read and validate server.toml; raise ConfigError (unreadable file included)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError([f"{path}: not found (create it with control_listen, operator_http_listen, "
                            "metrics_listen and operator_token; see README 'Control plane')"])
+    mode = others_may_access(path)
+    if mode is not None and mode & 0o022:
+        raise ConfigError([f"{path}: mode {mode:04o} lets other users change it (and so the admin token and "
+                           f"the listeners); run `chmod 600 {path}`"])
     return parse_server_settings(read_toml(path), str(path))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portunus.control.files import PRIVATE_MODE, make_private
 from portunus.control.mounts import volatile_mount
 
 # Schema history:
@@ -506,6 +507,12 @@ def open_store(data_dir: str | Path) -> Store:
     lock_fd = _acquire_lock(data_dir)
     path = data_dir / DB_NAME
     try:
+        if not path.exists():
+            # Created here, 0600, so SQLite's WAL and shm files (which copy the
+            # database file's mode) are private too.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_MODE))
+        for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME):
+            make_private(data_dir / name)  # a data dir from an older server, or restored from a backup
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout = 5000")

@@ -103,6 +103,7 @@ class ControlPlane:
             f'metrics_listen = "127.0.0.1:{self.metrics_port}"\n'
             f'operator_token = "{self.token}"\n'
             f"ack_timeout_secs = {ack_timeout_secs}\n" + extra_toml)
+        (self.data_dir / "server.toml").chmod(0o600)  # it holds an admin token
         self.server: Proc | None = None
         self.procs: list[Proc] = []
 
