@@ -40,6 +40,7 @@ from portunus.bounds import Bounded, show
 from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule, valid_name
 from portunus.control import rbac
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
+from portunus.control.guard import Guard
 from portunus.control.hub import AckResult, Hub
 from portunus.control.ruleset import conflicts_with, rate_limit_to_dict
 from portunus.control.settings import ENROLLMENT_TTL_SECS, ServerSettings
@@ -106,8 +107,9 @@ def render_audit(e: AuditEntry) -> dict[str, Any]:
 
 
 class OperatorApi:
-    def __init__(self, hub: Hub, settings: ServerSettings, fingerprint: str) -> None:
+    def __init__(self, hub: Hub, settings: ServerSettings, fingerprint: str, guard: Guard) -> None:
         self.hub = hub
+        self.guard = guard
         self.store = hub.store
         self.metrics = hub.metrics
         self.settings = settings
@@ -169,18 +171,29 @@ class OperatorApi:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/healthz":
             return await handler(request)
+        peer = request.remote or "unknown"
+        wait_s = self.guard.retry_after_s("http", peer)
+        if wait_s is not None:
+            # Credentials are not even looked at: a blocked peer learns nothing about its guesses.
+            self.metrics.auth_failures.labels("http", "throttled").inc()
+            raise ApiError(429, "too_many_failures", f"too many failed authentications from {peer}; "
+                           f"retry in {math.ceil(wait_s)} s", retry_after_secs=math.ceil(wait_s))
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            self.metrics.auth_failures.labels("http", "missing").inc()
+            self._auth_failed(request, peer, "missing", "missing bearer token")
             raise ApiError(401, "unauthenticated", "missing bearer token (send 'Authorization: Bearer TOKEN')")
         principal = self._principal(token)
         if principal is None:
-            self.metrics.auth_failures.labels("http", "invalid").inc()
+            self._auth_failed(request, peer, "invalid", "invalid or revoked token")
             raise ApiError(401, "unauthenticated", "invalid or revoked token")
         request["principal"] = principal
         return await handler(request)
+
+    def _auth_failed(self, request: web.Request, peer: str, reason: str, why: str) -> None:
+        self.metrics.auth_failures.labels("http", reason).inc()
+        self.guard.failed("http", peer, "auth.failed", show(f"{request.method} {request.path}"), f"refused: {why}")
 
     def _principal(self, token: str) -> rbac.Principal | None:
         if rbac.same_token(token, self.settings.operator_token):

@@ -60,4 +60,7 @@ class ServerMetrics:
                                          "Rule sets a client refused to apply", registry=r)
         self.enrollments = Counter(f"{PREFIX}_server_enrollments",
                                    "Enrollment attempts, by result", ["result"], registry=r)
+        self.audit_suppressed = Counter(f"{PREFIX}_server_audit_suppressed",
+                                        "Unauthenticated events not written to the audit log (rate limit), "
+                                        "by action", ["action"], registry=r)
         r.register(ClientStatsCollector(reports))

@@ -16,9 +16,9 @@ from portunus.config import LOG_FORMATS, LOG_LEVELS, ConfigError, read_toml
 from portunus.control.files import others_may_access
 from portunus.runtime import parse_host_port
 
-# An operator token is a bearer secret: 16 characters is the floor below which
-# guessing becomes plausible; `portunus-server gen-token` makes 43.
-MIN_TOKEN_CHARS = 16
+# An operator token is a bearer secret and an admin's: 32 characters of
+# gen-token's alphabet carry 192 bits; `portunus-server gen-token` makes 43.
+MIN_TOKEN_CHARS = 32
 # How long a one-time enrollment URI stays valid unless the request says otherwise.
 DEFAULT_ENROLLMENT_TTL_SECS = 3600.0
 # How long POST/PUT /v1/rules waits for the client's Active/Failed ack before

@@ -434,6 +434,17 @@ class Store:
                        (time.time(), actor, role, action, target,
                         json.dumps(detail, sort_keys=True) if detail is not None else None, result))
 
+    def prune_audit(self, actor_prefix: str, keep: int) -> int:
+        """Delete all but the newest `keep` entries whose actor starts with `actor_prefix`; return how many."""
+        pattern = actor_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM audit WHERE actor LIKE ? ESCAPE '\\' ORDER BY id DESC "
+                             "LIMIT 1 OFFSET ?", (pattern, keep)).fetchone()
+            if row is None:
+                return 0
+            return db.execute("DELETE FROM audit WHERE actor LIKE ? ESCAPE '\\' AND id <= ?",
+                              (pattern, row["id"])).rowcount
+
     def list_audit(self, *, limit: int = 100, after_id: int = 0) -> list[AuditEntry]:
         rows = self.db.execute("SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit))
         return [AuditEntry(r["id"], r["ts"], r["actor"], r["role"], r["action"], r["target"],

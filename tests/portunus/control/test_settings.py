@@ -30,7 +30,7 @@ def test_every_problem_names_file_and_key() -> None:
     assert "D/server.toml: colour: unknown key (allowed: " in got[0]
     assert "D/server.toml: operator_http_listen: missing" in got
     assert any(p.startswith("D/server.toml: control_listen: control_listen must be HOST:PORT") for p in got)
-    assert any(p.startswith("D/server.toml: operator_token: must be at least 16 characters") and "gen-token" in p
+    assert any(p.startswith("D/server.toml: operator_token: must be at least 32 characters") and "gen-token" in p
                for p in got)
     assert any(p.startswith("D/server.toml: ack_timeout_secs: must be a number > 0 and <= 3600 (seconds)") for p in got)
     assert any(p.startswith("D/server.toml: log_level:") for p in got)
