@@ -505,6 +505,34 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     return SCHEMA_VERSION
 
 
+def _refuse_emptied(data_dir: Path, path: Path) -> None:
+    """A state.db that exists but is empty is a lost database, not a fresh install: refuse it.
+
+    The one empty file that is harmless is the one a first start left when it
+    died before writing anything; that start never got as far as the keys
+    (tls/), and then there is nothing to lose.
+    """
+    if not path.exists() or path.stat().st_size > 0:
+        return
+    wal = path.with_name(f"{DB_NAME}-wal")
+    if not (data_dir / "tls").exists() and not (wal.exists() and wal.stat().st_size > 0):
+        return
+    raise StoreError(f"{path}: is empty (0 bytes) in a data dir that has been used: starting on it would "
+                     "silently drop every client, rule and token. Restore state.db from a backup; to really "
+                     "start afresh, move the data dir's state.db* files away first")
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """A SQLite file with tables but none of ours is someone else's database: refuse to add ours to it."""
+    if _schema_version(db) > 0:
+        return
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{path}: not a portunus-server state database (it has tables {shown} and no "
+                         "schema version); point --data-dir at the right directory or restore state.db")
+
+
 def open_store(data_dir: str | Path) -> Store:
     """Lock `data_dir`, open (or create) state.db and migrate it; raise StoreError."""
     data_dir = Path(data_dir)
@@ -518,6 +546,7 @@ def open_store(data_dir: str | Path) -> Store:
     lock_fd = _acquire_lock(data_dir)
     path = data_dir / DB_NAME
     try:
+        _refuse_emptied(data_dir, path)
         if not path.exists():
             # Created here, 0600, so SQLite's WAL and shm files (which copy the
             # database file's mode) are private too.
@@ -532,6 +561,7 @@ def open_store(data_dir: str | Path) -> Store:
             raise StoreError(f"{path}: cannot switch to WAL journal mode (got {mode})")
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
+        _refuse_foreign(db, path)
         migrate(db, path)
     except sqlite3.DatabaseError as e:
         os.close(lock_fd)
