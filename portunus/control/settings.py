@@ -31,6 +31,8 @@ MAX_ACK_TIMEOUT_SECS = 3600.0
 ENROLLMENT_TTL_SECS = Bounded(False, 0, MAX_ENROLLMENT_TTL_SECS, "seconds", lo_open=True)
 ACK_TIMEOUT_SECS = Bounded(False, 0, MAX_ACK_TIMEOUT_SECS, "seconds", lo_open=True)
 
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
 SERVER_KEYS = (
     "control_listen",
     "operator_http_listen",
@@ -119,6 +121,13 @@ def parse_server_settings(data: Mapping[str, Any], source: str = "server.toml") 
             bad("log_format", f'must be "json" or "pretty", got {show(data["log_format"])}')
         else:
             values["log_format"] = data["log_format"]
+
+    # Enrollment URIs carry the endpoint clients dial: a wildcard bind address is no address to dial.
+    endpoint_key = "advertised_endpoint" if "advertised_endpoint" in values else "control_listen"
+    if endpoint_key in values and parse_host_port(values[endpoint_key])[0] in WILDCARD_HOSTS:
+        bad(endpoint_key, f"{values[endpoint_key]} binds every address but is no address a client can dial, and "
+            "enrollment URIs would carry it; set advertised_endpoint to the HOST:PORT clients reach "
+            '(e.g. advertised_endpoint = "ctl.example.com:7443")')
 
     listens = [(k, values[k]) for k in ("control_listen", "operator_http_listen", "metrics_listen") if k in values]
     for i, (k, v) in enumerate(listens):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from portunus.config import (
     parse_config,
     parse_rule,
 )
+from tests.support.net import free_port
 from tests.support.proc import run_cli
 
 GOOD = """
@@ -256,3 +258,14 @@ def test_check_refuses_a_file_without_rules(tmp_path: Path):
     r = run_cli("portunus-standalone", "--config", str(empty), "--check")
     assert r.returncode == 2 and r.stdout == "", r.stdout
     assert r.stderr.strip() == f"error: {empty}: [[rule]]: no rules: a rules file needs at least one [[rule]] table"
+
+
+def test_sighup_to_a_file_without_rules_keeps_the_running_rules(standalone):
+    """Issue 15 item 9: a reload to an emptied file used to drop every rule."""
+    port = free_port()
+    proc = standalone(f'[[rule]]\nname = "keep"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
+                      'target = "127.0.0.1:9"\n', wait_ports=[port])
+    proc.reload("# truncated by an editor or a failed deploy\n")
+    out = proc.wait_log("reload rejected")
+    assert "[[rule]]: no rules: a rules file needs at least one [[rule]] table" in out
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()  # still listening

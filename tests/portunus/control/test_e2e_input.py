@@ -71,6 +71,21 @@ def test_owner_limits_and_enrollment_ttl_are_bounded(edge: ControlPlane) -> None
     _no_traceback(edge)
 
 
+def test_names_with_a_trailing_newline_are_refused(edge: ControlPlane) -> None:
+    """Issue 15 item 9: "web" and "web\\n" used to coexist as two rules."""
+    port = free_port()
+    resp = edge.api().post("/v1/rules", {"client": "edge", "name": "nl\n", "listen_addr": "127.0.0.1",
+                                         "listen_port": port, "target": "127.0.0.1:9"})
+    assert resp.status == 400 and "name: must be 1-128 chars" in resp.error["message"], resp
+    for path, body in (("/v1/client-enrollments", {"name": "edge2\n", "address": "127.0.0.1"}),
+                       ("/v1/tokens", {"name": "t\n", "role": "viewer"})):
+        resp = edge.api().post(path, body)
+        assert resp.status == 400 and "name must be 1-128 chars" in resp.error["message"], resp
+    resp = edge.api().put("/v1/clients/edge/owners/acme%0A/rate-limit", {"bandwidth_in_bps": 10})
+    assert resp.status == 400 and "owner must be" in resp.error["message"], resp
+    _no_traceback(edge)
+
+
 def test_ids_and_query_numbers_that_name_no_row(edge: ControlPlane) -> None:
     for path in ("/v1/rules/%C2%B2", "/v1/rules/" + "9" * 20, "/v1/rules/" + "9" * 19, "/v1/rules/-1"):
         assert edge.raw("GET", path).status == 404, path
