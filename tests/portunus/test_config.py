@@ -16,7 +16,7 @@ from portunus.config import (
     parse_config,
     parse_rule,
 )
-from tests.support.net import free_port
+from tests.support.net import echo_handler, free_port, tcp_server
 from tests.support.proc import run_cli
 
 GOOD = """
@@ -263,9 +263,12 @@ def test_check_refuses_a_file_without_rules(tmp_path: Path):
 def test_sighup_to_a_file_without_rules_keeps_the_running_rules(standalone):
     """Issue 15 item 9: a reload to an emptied file used to drop every rule."""
     port = free_port()
-    proc = standalone(f'[[rule]]\nname = "keep"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
-                      'target = "127.0.0.1:9"\n', wait_ports=[port])
-    proc.reload("# truncated by an editor or a failed deploy\n")
-    out = proc.wait_log("reload rejected")
-    assert "[[rule]]: no rules: a rules file needs at least one [[rule]] table" in out
-    socket.create_connection(("127.0.0.1", port), timeout=5).close()  # still listening
+    with tcp_server(echo_handler) as echo:
+        proc = standalone(f'[[rule]]\nname = "keep"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
+                          f'target = "127.0.0.1:{echo.port}"\n', wait_ports=[port])
+        proc.reload("# truncated by an editor or a failed deploy\n")
+        out = proc.wait_log("reload rejected")
+        assert "[[rule]]: no rules: a rules file needs at least one [[rule]] table" in out
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:  # still forwarding
+            c.sendall(b"still here")
+            assert c.recv(10) == b"still here"
