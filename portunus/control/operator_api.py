@@ -19,7 +19,8 @@
 
 Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
 lists every issue), 401, 403, 404, 409 (port in use on that client, duplicate
-name), 422 (the client could not activate the rule: the change is rolled
+name, enrollment already used), 429 (too many failed authentications from
+that address: see `guard`), 422 (the client could not activate the rule: the change is rolled
 back) and 504 (the client did not ack in time: the change stays stored and is
 applied when the client connects; 504 bodies carry the rule "id").
 """
