@@ -145,3 +145,17 @@ def test_client_refuses_a_stored_out_of_range_rule_and_keeps_forwarding(plane: C
         assert "Traceback" not in client.log() and "Traceback" not in plane.server.log()
     finally:
         target.close()
+
+
+def test_timeout_and_keepalive_keys_are_accepted_and_reach_the_client(edge: ControlPlane) -> None:
+    """The schema keys the data plane implements (idle timeout, keepalive) travel like any rule field."""
+    resp = edge.push("edge", "quiet", free_port(), "127.0.0.1:9", idle_timeout_secs=120, tcp_keepalive_secs=7.5)
+    assert resp.status == 201, resp
+    stored = edge.api().get(f"/v1/rules/{resp.body['id']}").body["rule"]
+    assert (stored["idle_timeout_secs"], stored["tcp_keepalive_secs"]) == (120.0, 7.5)
+    # The client's last-known file holds what it applied, as the server signed it.
+    lines = (edge.root / "edge.bundle.json.ruleset.jsonl").read_text().splitlines()
+    payloads = [json.loads(json.loads(line)["signed"]["payload"]) for line in lines[1:]]
+    pushed = [r for p in payloads for r in p.get("upsert", p.get("rules", [])) if r["name"] == "quiet"]
+    assert pushed and (pushed[-1]["idle_timeout_secs"], pushed[-1]["tcp_keepalive_secs"]) == (120.0, 7.5)
+    assert edge.api().delete(f"/v1/rules/{resp.body['id']}").status == 200
