@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from portunus.control.api_client import ApiResponse, OperatorClient
-from tests.support.net import free_ports, wait_port
+from tests.support.net import ExchangeServer, exchange, free_ports, random_payload, wait_port
 from tests.support.proc import BIN, run_cli
 
 # Starting Python with grpc, aiohttp and cryptography takes ~1 s here; a
@@ -42,6 +44,21 @@ def wait_until(pred: Any, timeout_s: float = 15.0, what: str = "condition", inte
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def through(port: int, target: ExchangeServer, tag: bytes, payload_bytes: int = 4096) -> None:
+    """One exchange through `port` that must reach `target` intact (tags are 16 bytes)."""
+    sent, got = exchange(port, random_payload(payload_bytes, random.Random(tag)), tag, timeout_s=30)
+    assert wait_until(lambda: target.results.get(tag), 10, "target result") == (sent, got)
+
+
+def refused(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
 
 
 class Proc:

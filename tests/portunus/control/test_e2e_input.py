@@ -10,8 +10,8 @@ import sqlite3
 
 import pytest
 
-from tests.portunus.control.support import ControlPlane, wait_until
-from tests.support.net import ExchangeServer, exchange, free_port, random_payload
+from tests.portunus.control.support import ControlPlane, through, wait_until
+from tests.support.net import ExchangeServer, free_port
 
 HUGE = "1" + "0" * 400          # 10**400: an int Python parses, a float cannot hold
 DIGITS_5000 = "7" * 5000        # beyond Python's 4,300-digit int conversion limit
@@ -22,11 +22,6 @@ def _rule_json(name: str, port: int, extra: str) -> bytes:
     base = json.dumps({"client": "edge", "name": name, "listen_addr": "127.0.0.1", "listen_port": port,
                        "target": "127.0.0.1:9"})
     return (base[:-1] + ", " + extra + "}").encode()
-
-
-def _through(port: int, target: ExchangeServer, tag: bytes) -> None:
-    sent, got = exchange(port, random_payload(4096, random.Random(tag)), tag, timeout_s=30)
-    assert wait_until(lambda: target.results.get(tag), 10, "target result") == (sent, got)
 
 
 def _no_traceback(plane: ControlPlane) -> None:
@@ -122,7 +117,7 @@ def test_client_refuses_a_stored_out_of_range_rule_and_keeps_forwarding(plane: C
         plane.wait_online("edge")
         port = free_port()
         assert plane.push("edge", "keep", port, f"127.0.0.1:{target.port}").status == 201
-        _through(port, target, b"before-000000001")
+        through(port, target, b"before-000000001")
 
         assert plane.server is not None
         plane.server.stop()
@@ -138,7 +133,7 @@ def test_client_refuses_a_stored_out_of_range_rule_and_keeps_forwarding(plane: C
         assert "bandwidth_in_bps: must be an integer from 1 to 1000000000000" in client.log()
         wait_until(lambda: client.stats()["control"]["rulesets_rejected"] >= 1, 10, "rejection counted")
         assert client.alive()
-        _through(port, target, b"after-0000000001")
+        through(port, target, b"after-0000000001")
         # A further change is answered (not a 500): the client refuses the whole set it belongs to.
         resp = plane.push("edge", "other", free_port(), f"127.0.0.1:{target.port}")
         assert resp.status == 422 and "bandwidth_in_bps" in resp.error["message"], resp

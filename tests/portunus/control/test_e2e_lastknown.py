@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import time
 
 import pytest
 
-from tests.portunus.control.support import ControlPlane, wait_until
-from tests.support.net import ExchangeServer, exchange, free_port, random_payload
+from tests.portunus.control.support import ControlPlane, refused, through, wait_until
+from tests.support.net import ExchangeServer, free_port
 
 
 @pytest.fixture
@@ -26,19 +25,6 @@ def target():
         srv.close()
 
 
-def _through(port: int, target: ExchangeServer, tag: bytes) -> None:
-    sent, got = exchange(port, random_payload(2048, random.Random(tag)), tag, timeout_s=30)
-    assert wait_until(lambda: target.results.get(tag), 10, "target result") == (sent, got)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_client_started_while_its_server_is_down_serves_its_last_rules(plane: ControlPlane,
                                                                        target: ExchangeServer) -> None:
     bundle = plane.enroll("edge")
@@ -47,21 +33,21 @@ def test_client_started_while_its_server_is_down_serves_its_last_rules(plane: Co
     p1, p2 = free_port(), free_port()
     assert plane.push("edge", "one", p1, f"127.0.0.1:{target.port}").status == 201
     assert plane.push("edge", "two", p2, f"127.0.0.1:{target.port}").status == 201
-    _through(p1, target, b"before-000000001")
+    through(p1, target, b"before-000000001")
     version = client.stats()["control"]["ruleset_version"]
 
     client.stop()
     assert plane.server is not None
     plane.server.kill9()  # a control-plane outage, then the edge host reboots
-    assert not _accepts(p1)
+    assert refused(p1)
 
     t0 = time.monotonic()
     client = plane.start_client(bundle)
-    wait_until(lambda: _accepts(p1) and _accepts(p2), 30, "restored listeners", 0.01)
+    wait_until(lambda: not refused(p1) and not refused(p2), 30, "restored listeners", 0.01)
     serving_s = time.monotonic() - t0
     print(f"\nclient started with its server down: forwarding after {serving_s:.2f} s")
-    _through(p1, target, b"server-down-0001")
-    _through(p2, target, b"server-down-0002")
+    through(p1, target, b"server-down-0001")
+    through(p2, target, b"server-down-0002")
     status = client.stats()["control"]
     assert (status["connected"], status["ruleset_version"], status["restored_rules"]) == (False, version, 2)
     log = client.log()
@@ -74,7 +60,7 @@ def test_client_started_while_its_server_is_down_serves_its_last_rules(plane: Co
     plane.wait_online("edge")
     p3 = free_port()
     assert plane.push("edge", "three", p3, f"127.0.0.1:{target.port}").status == 201
-    _through(p3, target, b"server-back-0001")
+    through(p3, target, b"server-back-0001")
 
 
 def test_an_older_validly_signed_rule_set_is_refused_after_a_restart(plane: ControlPlane,
@@ -106,4 +92,4 @@ def test_an_older_validly_signed_rule_set_is_refused_after_a_restart(plane: Cont
     client.wait_log("stale rule set", timeout_s=30)
     assert f"older than the running {newest}" in client.log()
     assert client.stats()["control"]["ruleset_version"] == newest
-    _through(pb, target, b"newest-rules-001")  # rule "b" (newer than the backup) still runs
+    through(pb, target, b"newest-rules-001")  # rule "b" (newer than the backup) still runs
