@@ -34,6 +34,8 @@ REQUEST_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 256
 # A scrape's request is one line and a few headers.
 MAX_REQUEST_BYTES = 16 * 1024
+# At shutdown, a response being written gets this long to finish.
+SHUTDOWN_GRACE_S = 1.0
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
@@ -51,6 +53,7 @@ class MetricsServer:
         self._ready = threading.Event()
         # Connections still waiting for their request, oldest first (the ones evicted at the cap).
         self._waiting: dict[asyncio.StreamWriter, None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._open = 0
         self._thread = threading.Thread(target=self._run, name="metrics", daemon=True)
         self._thread.start()
@@ -72,6 +75,13 @@ class MetricsServer:
         self._ready.set()
         async with server:
             await self._stop.wait()
+            for writer in list(self._waiting):  # idle ones would hold up the close
+                writer.transport.abort()
+            if self._tasks:
+                _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE_S)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
     def shutdown(self) -> None:
         """Stop serving and close the listener (returns once the thread is done)."""
@@ -80,6 +90,10 @@ class MetricsServer:
             self._thread.join(10)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self._open >= MAX_CONNECTIONS and self._waiting:
             oldest = next(iter(self._waiting))
             del self._waiting[oldest]
