@@ -9,14 +9,15 @@ a file in one pass. The same validation serves the control plane's JSON rules
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
+
+from portunus.bounds import Bounded, is_int, show
 
 PROTOCOLS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -25,15 +26,62 @@ PROXY_PROTOCOLS = ("v1", "v2")
 
 DEFAULT_UDP_MAX_FLOWS = 1024
 DEFAULT_UDP_FLOW_IDLE_SECS = 60.0
-# Worker processes (event loops) when [global] workers is not set.
-DEFAULT_WORKERS = 1
-MAX_WORKERS = 64
 # Long enough for a short transfer to finish, short enough that a service
 # manager's stop timeout (systemd: 90 s) is never hit.
 DEFAULT_SHUTDOWN_DRAIN_SECS = 10.0
+# A TCP connection with no bytes either way for this long is closed: one hour,
+# like HAProxy's commonly used `timeout tunnel 1h` (long-lived but quiet
+# sessions survive; peers that vanished do not hold sockets forever).
+DEFAULT_IDLE_TIMEOUT_SECS = 3600.0
+# TCP keepalive idle time before the first probe on both sockets of a
+# forwarded connection: notices a vanished peer long before the idle timeout.
+DEFAULT_TCP_KEEPALIVE_SECS = 60.0
+# Worker loops sharing the listeners; `auto` = CPUs. One until the data plane's
+# measurements say more pays off.
+DEFAULT_WORKERS = 1
 
-_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Upper bounds of numeric fields: far above any real use, and low enough that
+# the float arithmetic downstream (token buckets, timers, select()) stays finite.
+# 10^12 bytes/s is 8 Tbit/s, beyond any NIC.
+MAX_BANDWIDTH_BPS = 10**12
+# 2^53: the largest integer a float (the token bucket's type) holds exactly.
+MAX_BURST_BYTES = 2**53
+# Ten million connections (per second, or at once) is beyond what one host
+# accepts or has file descriptors for.
+MAX_CONNECTIONS = 10**7
+# A thousandth of a connection per second (one per ~17 min) is the slowest
+# rate worth a limit; smaller ones underflow the bucket's arithmetic.
+MIN_CONNECTIONS_PER_SEC = 0.001
+# Each UDP flow holds a socket: a million is far beyond the fd limit.
+MAX_UDP_FLOWS = 10**6
+# 30 days: longer than any sensible idle, drain or enrollment time.
+MAX_DURATION_SECS = 30 * 86400
+# Linux refuses TCP_KEEPIDLE above 32767 s (MAX_TCP_KEEPIDLE in the kernel).
+MAX_TCP_KEEPALIVE_SECS = 32767
+# 16 bits, like DNS SRV priorities: plenty of room for failover tiers.
+MAX_PRIORITY = 65535
+# Beyond 64 worker loops a single process gains nothing on any host we target.
+MAX_WORKERS = 64
+
+# Field types: one schema for the TOML, the operator API and pushed rule sets.
+BANDWIDTH_BPS = Bounded(True, 1, MAX_BANDWIDTH_BPS, "bytes per second")
+BURST_BYTES = Bounded(True, 1, MAX_BURST_BYTES, "bytes")
+CONNECTIONS_PER_SEC = Bounded(False, MIN_CONNECTIONS_PER_SEC, MAX_CONNECTIONS, "connections per second")
+CONNECTIONS = Bounded(True, 1, MAX_CONNECTIONS, "connections")
+UDP_FLOWS = Bounded(True, 1, MAX_UDP_FLOWS, "flows")
+IDLE_SECS = Bounded(False, 0, MAX_DURATION_SECS, "seconds", lo_open=True)
+KEEPALIVE_SECS = Bounded(False, 0, MAX_TCP_KEEPALIVE_SECS, "seconds", lo_open=True)
+DRAIN_SECS = Bounded(False, 0, MAX_DURATION_SECS, "seconds")
+PRIORITY = Bounded(True, 0, MAX_PRIORITY)
+WORKERS = Bounded(True, 1, MAX_WORKERS, 'worker loops, or "auto"')
+
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def valid_name(v: Any) -> TypeGuard[str]:
+    """True for a rule, owner, client or token name: 1-128 of letters, digits, '_.:-', whole string."""
+    return isinstance(v, str) and _NAME_RE.fullmatch(v) is not None
 
 
 class ConfigError(Exception):
@@ -80,6 +128,22 @@ RATE_LIMIT_KEYS = (
     "bandwidth_out_burst",
     "new_connections_burst",
 )
+RATE_LIMIT_TYPES = {
+    "bandwidth_in_bps": BANDWIDTH_BPS,
+    "bandwidth_out_bps": BANDWIDTH_BPS,
+    "new_connections_per_sec": CONNECTIONS_PER_SEC,
+    "concurrent_connections": CONNECTIONS,
+    "bandwidth_in_burst": BURST_BYTES,
+    "bandwidth_out_burst": BURST_BYTES,
+    "new_connections_burst": CONNECTIONS,
+}
+# Numeric rule keys whose default comes from [defaults].
+_RULE_NUMBERS = {
+    "udp_max_flows": UDP_FLOWS,
+    "udp_flow_idle_secs": IDLE_SECS,
+    "idle_timeout_secs": IDLE_SECS,
+    "tcp_keepalive_secs": KEEPALIVE_SECS,
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +179,8 @@ class Rule:
     rate_limit: RateLimit = field(default_factory=RateLimit)
     udp_max_flows: int = DEFAULT_UDP_MAX_FLOWS
     udp_flow_idle_secs: float = DEFAULT_UDP_FLOW_IDLE_SECS
+    idle_timeout_secs: float = DEFAULT_IDLE_TIMEOUT_SECS
+    tcp_keepalive_secs: float = DEFAULT_TCP_KEEPALIVE_SECS
 
     @property
     def listen_ports(self) -> range:
@@ -143,7 +209,7 @@ class GlobalSettings:
     log_level: str = "info"
     log_format: str = "pretty"
     shutdown_drain_secs: float = DEFAULT_SHUTDOWN_DRAIN_SECS
-    workers: int = 1  # resolved: "auto" becomes the number of CPUs at load
+    workers: int = DEFAULT_WORKERS  # "auto" in the file is resolved to the CPU count at load
 
 
 @dataclass(frozen=True)
@@ -151,6 +217,8 @@ class Defaults:
     protocol: str = "tcp"
     udp_max_flows: int = DEFAULT_UDP_MAX_FLOWS
     udp_flow_idle_secs: float = DEFAULT_UDP_FLOW_IDLE_SECS
+    idle_timeout_secs: float = DEFAULT_IDLE_TIMEOUT_SECS
+    tcp_keepalive_secs: float = DEFAULT_TCP_KEEPALIVE_SECS
 
 
 @dataclass(frozen=True)
@@ -184,12 +252,13 @@ class _Problems:
         self.items.append(f"{loc}: {message}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+def _bounded(p: _Problems, where: str, key: str, v: Any, typ: Bounded, fallback: Any) -> Any:
+    """`v` as `typ`'s Python type, or `fallback` after recording why it is not allowed."""
+    problem = typ.problem(v)
+    if problem is not None:
+        p.add(where, key, problem)
+        return fallback
+    return typ.coerce(v)
 
 
 def _check_unknown(p: _Problems, where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -199,8 +268,8 @@ def _check_unknown(p: _Problems, where: str, data: Mapping[str, Any], allowed: S
 
 
 def _port(p: _Problems, where: str, key: str, v: Any) -> int | None:
-    if not _is_int(v):
-        p.add(where, key, f"must be an integer port 1-65535, got {v!r}")
+    if not is_int(v):
+        p.add(where, key, f"must be an integer port 1-65535, got {show(v)}")
         return None
     if not 1 <= v <= 65535:
         p.add(where, key, f"port {v} out of range (1-65535)")
@@ -210,18 +279,18 @@ def _port(p: _Problems, where: str, key: str, v: Any) -> int | None:
 
 def _port_range(p: _Problems, where: str, key: str, text: str) -> tuple[int, int] | None:
     """Parse "A-B" (or a single "A") into an inclusive port range."""
-    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    m = re.fullmatch(r"\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?", text)
     if not m:
-        p.add(where, key, f'bad port range {text!r} (expected "A-B")')
+        p.add(where, key, f'bad port range {show(text)} (expected "A-B")')
         return None
     start = int(m.group(1))
     end = int(m.group(2)) if m.group(2) is not None else start
     bad = [x for x in (start, end) if not 1 <= x <= 65535]
     if bad:
-        p.add(where, key, f"port {bad[0]} out of range (1-65535) in {text!r}")
+        p.add(where, key, f"port {bad[0]} out of range (1-65535) in {show(text)}")
         return None
     if start > end:
-        p.add(where, key, f"inverted range {text!r} (start > end)")
+        p.add(where, key, f"inverted range {show(text)} (start > end)")
         return None
     return start, end
 
@@ -238,27 +307,27 @@ def valid_hostname(host: str) -> bool:
     if re.fullmatch(r"[0-9.]+", host):
         return False  # looks like a broken IPv4 literal, not a name
     labels = host.rstrip(".").split(".")
-    return all(_LABEL_RE.match(label) for label in labels)
+    return all(_LABEL_RE.fullmatch(label) for label in labels)
 
 
 def _host(p: _Problems, where: str, key: str, text: str) -> str | None:
     """Validate a host: IPv4, [IPv6] (brackets required) or DNS name. Returns it unbracketed."""
     if text.startswith("["):
         if not text.endswith("]"):
-            p.add(where, key, f"bad host {text!r}: unterminated '['")
+            p.add(where, key, f"bad host {show(text)}: unterminated '['")
             return None
         inner = text[1:-1]
         try:
             ipaddress.IPv6Address(inner)
         except ValueError:
-            p.add(where, key, f"bad IPv6 address {text!r}")
+            p.add(where, key, f"bad IPv6 address {show(text)}")
             return None
         return inner
     if ":" in text:
-        p.add(where, key, f"bare IPv6 address {text!r}: write it in brackets, e.g. [{text}]")
+        p.add(where, key, f"bare IPv6 address {show(text)}: write it in brackets, e.g. [{text[:45]}]")
         return None
     if not valid_hostname(text):
-        p.add(where, key, f"bad host {text!r} (expected IPv4, [IPv6] or a DNS name)")
+        p.add(where, key, f"bad host {show(text)} (expected IPv4, [IPv6] or a DNS name)")
         return None
     return text
 
@@ -267,14 +336,14 @@ def _split_host_port(p: _Problems, where: str, key: str, text: str) -> tuple[str
     if text.startswith("["):
         close = text.find("]")
         if close < 0 or text[close + 1 : close + 2] != ":":
-            p.add(where, key, f'bad target {text!r} (expected "[IPv6]:port")')
+            p.add(where, key, f'bad target {show(text)} (expected "[IPv6]:port")')
             return None
         return text[: close + 1], text[close + 2 :]
     if text.count(":") > 1:
-        p.add(where, key, f"bare IPv6 address in {text!r}: write it in brackets, e.g. [::1]:80")
+        p.add(where, key, f"bare IPv6 address in {show(text)}: write it in brackets, e.g. [::1]:80")
         return None
     if ":" not in text:
-        p.add(where, key, f'missing port in {text!r} (expected "host:port")')
+        p.add(where, key, f'missing port in {show(text)} (expected "host:port")')
         return None
     host, _, port = text.rpartition(":")
     return host, port
@@ -282,13 +351,13 @@ def _split_host_port(p: _Problems, where: str, key: str, text: str) -> tuple[str
 
 def _listen_addr(p: _Problems, where: str, v: Any) -> str | None:
     if not isinstance(v, str):
-        p.add(where, "listen_addr", f"must be a string IP address, got {v!r}")
+        p.add(where, "listen_addr", f"must be a string IP address, got {show(v)}")
         return None
     text = v[1:-1] if v.startswith("[") and v.endswith("]") else v
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        p.add(where, "listen_addr", f"bad IP address {v!r} (listen_addr takes an IPv4 or IPv6 literal)")
+        p.add(where, "listen_addr", f"bad IP address {show(v)} (listen_addr takes an IPv4 or IPv6 literal)")
         return None
 
 
@@ -302,15 +371,13 @@ def parse_rate_limit(p: _Problems, where: str, data: Any) -> RateLimit:
     for key in RATE_LIMIT_KEYS:
         if key not in data:
             continue
-        v = data[key]
-        ok = _is_number(v) if key == "new_connections_per_sec" else _is_int(v)
-        kind = "a number" if key == "new_connections_per_sec" else "an integer"
-        if not ok:
-            p.add(where, f"{key0}.{key}", f"must be {kind} > 0, got {v!r}")
-        elif v <= 0:
-            p.add(where, f"{key0}.{key}", f"must be > 0 (got {v}); leave the key out for no limit")
+        v, typ = data[key], RATE_LIMIT_TYPES[key]
+        if typ.has_type(v) and v <= 0:
+            p.add(where, f"{key0}.{key}", f"must be > 0 (got {show(v)}); leave the key out for no limit")
         else:
-            values[key] = float(v) if key == "new_connections_per_sec" else int(v)
+            value = _bounded(p, where, f"{key0}.{key}", v, typ, None)
+            if value is not None:
+                values[key] = value
     for burst, rate in (
         ("bandwidth_in_burst", "bandwidth_in_bps"),
         ("bandwidth_out_burst", "bandwidth_out_bps"),
@@ -329,27 +396,24 @@ def _target_list(p: _Problems, where: str, v: Any) -> list[Target]:
     for i, t in enumerate(v):
         tw = f"targets[{i}]"
         if not isinstance(t, Mapping):
-            p.add(where, tw, f"must be a table, got {t!r}")
+            p.add(where, tw, f"must be a table, got {show(t)}")
             continue
         _check_unknown(p, f"{where}: {tw}", t, _TARGET_KEYS)
         host = port = None
         if "host" not in t:
             p.add(where, f"{tw}.host", "missing")
         elif not isinstance(t["host"], str):
-            p.add(where, f"{tw}.host", f"must be a string, got {t['host']!r}")
+            p.add(where, f"{tw}.host", f"must be a string, got {show(t['host'])}")
         else:
             host = _host(p, where, f"{tw}.host", t["host"])
         if "port" not in t:
             p.add(where, f"{tw}.port", "missing")
         else:
             port = _port(p, where, f"{tw}.port", t["port"])
-        prio = t.get("priority", 0)
-        if not _is_int(prio) or prio < 0:
-            p.add(where, f"{tw}.priority", f"must be an integer >= 0, got {prio!r}")
-            prio = 0
+        prio = _bounded(p, where, f"{tw}.priority", t.get("priority", 0), PRIORITY, 0)
         proxy = t.get("proxy_protocol")
         if proxy is not None and proxy not in PROXY_PROTOCOLS:
-            p.add(where, f"{tw}.proxy_protocol", f'must be "v1" or "v2", got {proxy!r}')
+            p.add(where, f"{tw}.proxy_protocol", f'must be "v1" or "v2", got {show(proxy)}')
             proxy = None
         if host is not None and port is not None:
             out.append(Target(host, port, port, prio, proxy))
@@ -370,6 +434,8 @@ RULE_KEYS = (
     "rate_limit",
     "udp_max_flows",
     "udp_flow_idle_secs",
+    "idle_timeout_secs",
+    "tcp_keepalive_secs",
 )
 
 
@@ -384,12 +450,12 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
 
     if "name" not in data:
         p.add(where, "name", "missing")
-    elif not isinstance(name, str) or not _NAME_RE.match(name):
-        p.add(where, "name", f"must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
+    elif not valid_name(name):
+        p.add(where, "name", f"must be 1-128 chars of letters, digits, '_.:-' (got {show(name)})")
 
     protocol = data.get("protocol", defaults.protocol)
     if protocol not in PROTOCOLS:
-        p.add(where, "protocol", f'must be "tcp" or "udp", got {protocol!r}')
+        p.add(where, "protocol", f'must be "tcp" or "udp", got {show(protocol)}')
 
     listen_addr = _listen_addr(p, where, data.get("listen_addr", "0.0.0.0"))
 
@@ -405,7 +471,7 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
     else:
         v = data["listen_ports"]
         if not isinstance(v, str):
-            p.add(where, "listen_ports", f'must be a string "A-B", got {v!r}')
+            p.add(where, "listen_ports", f'must be a string "A-B", got {show(v)}')
         else:
             span = _port_range(p, where, "listen_ports", v)
 
@@ -418,7 +484,7 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
     elif has_t:
         v = data["target"]
         if not isinstance(v, str):
-            p.add(where, "target", f'must be a string "host:port", got {v!r}')
+            p.add(where, "target", f'must be a string "host:port", got {show(v)}')
         else:
             hp = _split_host_port(p, where, "target", v)
             if hp:
@@ -440,20 +506,14 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
         targets = _target_list(p, where, data["targets"])
 
     owner = data.get("owner")
-    if owner is not None and (not isinstance(owner, str) or not _NAME_RE.match(owner)):
-        p.add(where, "owner", f"must be an owner name, got {owner!r}")
+    if owner is not None and not valid_name(owner):
+        p.add(where, "owner", f"must be an owner name, got {show(owner)}")
         owner = None
 
     rate_limit = parse_rate_limit(p, where, data["rate_limit"]) if "rate_limit" in data else RateLimit()
 
-    max_flows = data.get("udp_max_flows", defaults.udp_max_flows)
-    if not _is_int(max_flows) or max_flows <= 0:
-        p.add(where, "udp_max_flows", f"must be an integer > 0, got {max_flows!r}")
-        max_flows = defaults.udp_max_flows
-    idle = data.get("udp_flow_idle_secs", defaults.udp_flow_idle_secs)
-    if not _is_number(idle) or idle <= 0:
-        p.add(where, "udp_flow_idle_secs", f"must be a number > 0, got {idle!r}")
-        idle = defaults.udp_flow_idle_secs
+    timing = {key: _bounded(p, where, key, data.get(key, getattr(defaults, key)), typ, getattr(defaults, key))
+              for key, typ in _RULE_NUMBERS.items()}
 
     if len(p.items) != before or span is None or listen_addr is None:
         return None
@@ -466,8 +526,7 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
         targets=tuple(targets),
         owner=owner,
         rate_limit=rate_limit,
-        udp_max_flows=int(max_flows),
-        udp_flow_idle_secs=float(idle),
+        **timing,
     )
 
 
@@ -488,6 +547,15 @@ def parse_owner_rate_limit(data: Any, *, source: str = "rate_limit") -> RateLimi
     if p.items:
         raise ConfigError(p.items)
     return rl
+
+
+def auto_workers() -> int:
+    """`workers = "auto"`: the CPUs this process may run on, within the allowed range."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
 
 
 def _overlaps(a: Rule, b: Rule) -> bool:
@@ -537,51 +605,41 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     if not isinstance(g, Mapping):
         p.add("[global]", None, "must be a table")
     else:
-        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs",
-                                          "workers"))
+        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs", "workers"))
         label = g.get("label", settings.label)
         if not isinstance(label, str) or not label.strip():
-            p.add("[global]", "label", f"must be a non-empty string, got {label!r}")
+            p.add("[global]", "label", f"must be a non-empty string, got {show(label)}")
             label = settings.label
         level = g.get("log_level", settings.log_level)
         if level not in LOG_LEVELS:
-            p.add("[global]", "log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+            p.add("[global]", "log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {show(level)}")
             level = settings.log_level
         fmt = g.get("log_format", settings.log_format)
         if fmt not in LOG_FORMATS:
-            p.add("[global]", "log_format", f'must be "json" or "pretty", got {fmt!r}')
+            p.add("[global]", "log_format", f'must be "json" or "pretty", got {show(fmt)}')
             fmt = settings.log_format
-        drain = g.get("shutdown_drain_secs", settings.shutdown_drain_secs)
-        if not _is_number(drain) or drain < 0:
-            p.add("[global]", "shutdown_drain_secs", f"must be a number >= 0, got {drain!r}")
-            drain = settings.shutdown_drain_secs
-        workers = g.get("workers", DEFAULT_WORKERS)
+        drain = _bounded(p, "[global]", "shutdown_drain_secs", g.get("shutdown_drain_secs", settings.shutdown_drain_secs),
+                         DRAIN_SECS, settings.shutdown_drain_secs)
+        workers = g.get("workers", settings.workers)
         if workers == "auto":
-            workers = max(1, len(os.sched_getaffinity(0)))
-        elif not _is_int(workers) or not 1 <= workers <= MAX_WORKERS:
-            p.add("[global]", "workers", f'must be an integer 1-{MAX_WORKERS} or "auto", got {workers!r}')
-            workers = DEFAULT_WORKERS
-        settings = GlobalSettings(label, level, fmt, float(drain), workers)
+            workers = auto_workers()
+        else:
+            workers = _bounded(p, "[global]", "workers", workers, WORKERS, settings.workers)
+        settings = GlobalSettings(label, level, fmt, drain, workers)
 
     d = data.get("defaults", {})
     defaults = Defaults()
     if not isinstance(d, Mapping):
         p.add("[defaults]", None, "must be a table")
     else:
-        _check_unknown(p, "[defaults]", d, ("protocol", "udp_max_flows", "udp_flow_idle_secs"))
+        _check_unknown(p, "[defaults]", d, ("protocol", *_RULE_NUMBERS))
         proto = d.get("protocol", defaults.protocol)
         if proto not in PROTOCOLS:
-            p.add("[defaults]", "protocol", f'must be "tcp" or "udp", got {proto!r}')
+            p.add("[defaults]", "protocol", f'must be "tcp" or "udp", got {show(proto)}')
             proto = defaults.protocol
-        mf = d.get("udp_max_flows", defaults.udp_max_flows)
-        if not _is_int(mf) or mf <= 0:
-            p.add("[defaults]", "udp_max_flows", f"must be an integer > 0, got {mf!r}")
-            mf = defaults.udp_max_flows
-        idle = d.get("udp_flow_idle_secs", defaults.udp_flow_idle_secs)
-        if not _is_number(idle) or idle <= 0:
-            p.add("[defaults]", "udp_flow_idle_secs", f"must be a number > 0, got {idle!r}")
-            idle = defaults.udp_flow_idle_secs
-        defaults = Defaults(proto, int(mf), float(idle))
+        numbers = {key: _bounded(p, "[defaults]", key, d.get(key, getattr(defaults, key)), typ, getattr(defaults, key))
+                   for key, typ in _RULE_NUMBERS.items()}
+        defaults = Defaults(proto, **numbers)
 
     owners: list[Owner] = []
     raw_owners = data.get("owner", [])
@@ -596,8 +654,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
             p.add(where, None, "must be a table")
             continue
         _check_unknown(p, where, o, ("name", "rate_limit"))
-        if not isinstance(oname, str) or not _NAME_RE.match(oname):
-            p.add(where, "name", f"missing or invalid owner name {oname!r}")
+        if not valid_name(oname):
+            p.add(where, "name", f"missing or invalid owner name {show(oname)}")
             continue
         if oname in owner_names:
             p.add(where, "name", f"duplicate owner name (also owner #{owner_names[oname] + 1})")
@@ -618,6 +676,10 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
 
     if not p.items:
         p.items.extend(check_rule_set(rules, list(owner_names), source))
+    if not p.items and not rules:
+        # A file that lost its rules (truncated, half-written) must not silently
+        # stop every forward at a reload; the spec's reference refuses it too.
+        p.add("[[rule]]", None, "no rules: a rules file needs at least one [[rule]] table")
     if p.items:
         raise ConfigError(p.items)
     return Config(settings, defaults, tuple(owners), tuple(rules))
@@ -636,6 +698,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not UTF-8 text: {e}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: TOML syntax error: {e}"]) from e
+    except RecursionError:
+        raise ConfigError([f"{path}: TOML nested too deeply"]) from None
+    except ValueError as e:  # e.g. an integer literal beyond Python's 4,300-digit conversion limit
+        raise ConfigError([f"{path}: TOML value not readable: {show(str(e))}"]) from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -12,6 +12,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from portunus.bounds import Bounded, show
+
 PREFIX = "portunus"
 
 
@@ -68,6 +70,62 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
         splice.add_metric([*lv, rule, "splice"], c.get("splice_connections", 0))
         splice.add_metric([*lv, rule, "copy"], c.get("copy_connections", 0))
     return [by, active, total, fails, failovers, rejected, dropped, splice, rate, limit]
+
+
+# A counter report is data from another process: every value rule_metrics
+# reads is checked here, so one bad report is refused whole instead of
+# breaking every scrape (KeyError, OverflowError) for the whole fleet.
+_COUNTERS_REQUIRED = ("bytes_in", "bytes_out", "connections_active", "connections_total", "connect_failures")
+_COUNTERS_OPTIONAL = ("failovers", "splice_connections", "copy_connections", "rate_in_bytes_per_s",
+                      "rate_out_bytes_per_s")
+_COUNTER_MAPS = ("rejected", "dropped", "current_limits")
+_COUNTER = Bounded(False, 0, 2**64, "counter")
+_MAX_LABEL_CHARS = 128
+
+
+def _counter(where: str, v: Any) -> Any:
+    problem = _COUNTER.problem(v)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    return v
+
+
+def parse_rule_counters(rules: Any) -> dict[str, dict[str, Any]]:
+    """Check a {rule: counters} report (as `Forwarder.snapshot()["rules"]` makes it); ValueError says what is wrong.
+
+    Known keys are checked; unknown keys are kept only when they are
+    counters (a newer client may report more), and text fields are cut short.
+    """
+    if not isinstance(rules, dict):
+        raise ValueError("rules must be an object")
+    out: dict[str, dict[str, Any]] = {}
+    for name, c in rules.items():
+        where = f"rule {show(name)}"
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_LABEL_CHARS:
+            raise ValueError(f"{where}: bad rule name")
+        if not isinstance(c, dict):
+            raise ValueError(f"{where}: counters must be an object")
+        entry: dict[str, Any] = {}
+        for key in _COUNTERS_REQUIRED:
+            if key not in c:
+                raise ValueError(f"{where}: {key} missing")
+            entry[key] = _counter(f"{where}: {key}", c[key])
+        for key, v in c.items():
+            if key in _COUNTERS_REQUIRED:
+                continue
+            if key in _COUNTER_MAPS:
+                if not isinstance(v, dict):
+                    raise ValueError(f"{where}: {key} must be an object")
+                entry[key] = {str(k)[:_MAX_LABEL_CHARS]: _counter(f"{where}: {key}.{show(k)}", n)
+                              for k, n in v.items()}
+            elif key in _COUNTERS_OPTIONAL or _COUNTER.contains(v):
+                entry[key] = _counter(f"{where}: {key}", v)
+            elif isinstance(v, str):
+                entry[key] = v[:_MAX_LABEL_CHARS]
+            elif isinstance(v, list) and all(isinstance(x, str) for x in v):
+                entry[key] = [x[:_MAX_LABEL_CHARS] for x in v[:64]]
+        out[name] = entry
+    return out
 
 
 def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

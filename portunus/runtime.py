@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
+
+from portunus.bounds import show
+from portunus.metrics_http import MetricsServer, open_listener
 
 RUNTIME_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
 
@@ -47,54 +48,17 @@ def setup_logging(level: str = "info", fmt: str = "pretty", label: str | None = 
 def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
     """"HOST:PORT" or "[V6]:PORT" -> (host, port); ValueError naming `what`."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise ValueError(f'{what} must be HOST:PORT (e.g. 127.0.0.1:9464), got "{text}"')
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536 or not host:
+        raise ValueError(f"{what} must be HOST:PORT (e.g. 127.0.0.1:9464), got {show(text)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    registry: CollectorRegistry
-    stats: Callable[[], dict[str, Any]]
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            body = generate_latest(self.registry)
-            ctype = CONTENT_TYPE_LATEST
-        elif path in ("/stats", "/stats.json"):
-            body = json.dumps(self.stats(), indent=2, sort_keys=True).encode()
-            ctype = "application/json"
-        elif path == "/healthz":
-            body, ctype = b"ok\n", "text/plain"
-        else:
-            self.send_error(404, "try /metrics, /stats or /healthz")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: scrapes are not news
-        pass
-
-
-def serve_metrics(addr: str, registry: CollectorRegistry,
-                  stats: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
-    """Serve /metrics (Prometheus), /stats (JSON) and /healthz on `addr` in a daemon thread."""
+def serve_metrics(addr: str, registry: CollectorRegistry, stats: Callable[[], dict[str, Any]]) -> MetricsServer:
+    """Serve /metrics (Prometheus), /stats (JSON) and /healthz on `addr` in a daemon thread (OSError if it cannot bind)."""
     host, port = parse_host_port(addr, "--metrics-addr")
-    handler = type("Handler", (_Handler,), {"registry": registry, "stats": staticmethod(stats)})
-    server_cls: type[ThreadingHTTPServer] = ThreadingHTTPServer
-    if ":" in host:
-        import socket
-
-        server_cls = type("V6Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
-    server = server_cls((host, port), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
+    return MetricsServer(open_listener(host, port), registry, stats)
 
 
 def block_runtime_signals() -> None:

@@ -112,9 +112,9 @@ def _reload(fwd: Forwarder, path: str, current: Config) -> Config:  # or a Worke
             log.error('reload rejected, keeping running rules: rule "%s": %s', name, reason)
         return current
     setup_logging(new.settings.log_level, new.settings.log_format, new.settings.label)
-    if getattr(new.settings, "workers", 1) != getattr(current.settings, "workers", 1):
-        log.warning("reload: [global] workers changed from %s to %s; this takes a restart",
-                    getattr(current.settings, "workers", 1), getattr(new.settings, "workers", 1))
+    if new.settings.workers != current.settings.workers:
+        log.warning("reload: [global] workers changed from %d to %d; this takes a restart",
+                    current.settings.workers, new.settings.workers)
     log.info("reloaded %s: %d rule(s)", path, len(new.rules))
     return new
 
@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(s.log_level, s.log_format, s.label)
     tune_process()
     block_runtime_signals()  # before any thread starts, so all inherit the mask
-    workers = getattr(s, "workers", 1)
-    fwd = open_forwarder(workers, log_settings=(s.log_level, s.log_format, s.label))
+    fwd = open_forwarder(s.workers, log_settings=(s.log_level, s.log_format, s.label))
     try:
         fwd.apply(config.rules, config.owners, atomic=True)
     except BindError as e:

@@ -4,6 +4,7 @@ The modules read in the order data flows:
 
     settings      server.toml -> ServerSettings
     mounts        which filesystem holds a path (state.db refuses tmpfs)
+    files         0600 atomic writes that never follow a planted link
     store         SQLite state.db: schema + migrations, file lock, typed rows
     pki           the server's TLS certificate and Ed25519 signing key, fingerprints
     enrollment    one-time enrollment URIs and secrets
@@ -11,11 +12,13 @@ The modules read in the order data flows:
     signing       canonical JSON, Ed25519 sign / verify
     wire          gRPC method names, JSON codec, stream message types
     rbac          roles and what each may do
+    guard         what unauthenticated callers may cost: per-address throttle, bounded audit
     hub           server side of the streams: sessions, versions, pushes, acks
     grpc_service  the gRPC Enroll / Session handlers
     operator_api  the operator HTTP API (aiohttp)
     server_metrics, server, server_cli    the `portunus-server` process
-    bundle, client, client_cli            the `portunus-client` process
+    bundle, lastknown, client, client_cli the `portunus-client` process (lastknown: its
+                  verified last rule set on disk, so it forwards while the server is down)
     bench_push    rule push -> listener latency benchmark
 
 The client applies rules to the same `portunus.dataplane.Forwarder` as

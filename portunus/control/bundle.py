@@ -12,12 +12,12 @@ pinned certificate matches the pinned fingerprint.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from portunus.control.files import write_private
 from portunus.control.pki import cert_fingerprint, load_private_key_pem, load_public_key_b64
 
 # Bundle format history:
@@ -47,15 +47,9 @@ class ClientBundle:
 
 
 def dump_bundle(path: str | Path, bundle: ClientBundle) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"format": BUNDLE_FORMAT, **asdict(bundle)}, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write the bundle atomically, mode 0600 (see `files.write_private`)."""
+    text = json.dumps({"format": BUNDLE_FORMAT, **asdict(bundle)}, indent=2, sort_keys=True) + "\n"
+    write_private(path, text.encode())
 
 
 def load_bundle(path: str | Path) -> ClientBundle:

@@ -32,6 +32,7 @@ from prometheus_client.registry import CollectorRegistry
 from portunus.control import wire
 from portunus.control.bundle import ClientBundle
 from portunus.control.enrollment import EnrollmentUriError, parse_enrollment_uri
+from portunus.control.lastknown import LastKnown
 from portunus.control.pki import TLS_NAME, private_key_pem, public_key_b64
 from portunus.control.ruleset import BundleRejected, NeedResync, RuleBook
 from portunus.control.signing import SESSION_CONTEXT, SignatureError, sign_bytes, verify_document
@@ -153,11 +154,15 @@ class ControlClient:
     """Runs the control stream for one Forwarder until `stop` is set."""
 
     def __init__(self, bundle: ClientBundle, fwd: Forwarder, options: ClientOptions,
-                 apply_executor: concurrent.futures.Executor | None = None) -> None:
+                 apply_executor: concurrent.futures.Executor | None = None,
+                 last_known: LastKnown | None = None) -> None:
         self.bundle = bundle
         self.fwd = fwd
         self.options = options
         self.book = RuleBook(bundle.client)
+        self.last_known = last_known
+        self.restored_rules = 0
+        self._full_set_asked = False
         self._signing_key = bundle.signing_key()
         self._client_key = bundle.client_key()
         self._executor = apply_executor
@@ -173,7 +178,34 @@ class ControlClient:
     def status(self) -> dict[str, Any]:
         return {"client": self.bundle.client, "server": self.bundle.endpoint, "connected": self.connected,
                 "ruleset_version": self.book.version, "rules": len(self.book.rules), "sessions": self.sessions,
-                "rulesets_rejected": self.rejections, "last_rejection": self.last_rejection}
+                "rulesets_rejected": self.rejections, "last_rejection": self.last_rejection,
+                "restored_rules": self.restored_rules}
+
+    def restore(self) -> None:
+        """Run the last-known rule set from disk (verified) before the server is reached."""
+        if self.last_known is None:
+            return
+        t0 = time.monotonic()
+        restored = self.last_known.restore()
+        self.book = restored.book
+        self.metrics.version.set(self.book.version)
+        if not restored.book.rules:
+            if restored.high_water:
+                log.info("no usable last-known rules; accepting rule sets from version %d on", restored.high_water)
+            return
+        rules, owners = list(self.book.rules.values()), list(self.book.owners.values())
+        try:
+            self._last_results = self.fwd.apply(rules, owners, atomic=False)
+        except Exception:  # start as if there were no file, at the same version floor
+            log.exception("applying the last-known rule set from %s failed", self.last_known.path)
+            self.book = RuleBook(self.bundle.client, restored.high_water)
+            return
+        self.restored_rules = len(rules)
+        failed = {n: r for n, r in self._last_results.items() if r is not None}
+        log.info("restored %d rule(s) at version %d from %s in %.1f ms (verified; used until the server "
+                 "answers), %d failed%s", len(rules), self.book.version, self.last_known.path,
+                 (time.monotonic() - t0) * 1000, len(failed),
+                 "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
 
     def stats(self) -> dict[str, Any]:
         return {**self.fwd.snapshot(), "control": self.status()}
@@ -198,6 +230,9 @@ class ControlClient:
                 why = f"{e.code().name}: {e.details()}"
             except (SessionEnded, wire.WireError, TimeoutError, OSError, ValueError) as e:
                 why = str(e) or type(e).__name__
+            except Exception as e:  # a bug must cost a reconnect, never the process and its listeners
+                log.exception("control stream failed unexpectedly")
+                why = f"{type(e).__name__}: {e}"
             if self.sessions > sessions_before:
                 attempt = 0  # we had a working stream: start the backoff afresh
             delay = backoff_delay_s(attempt, self.options.reconnect_base_s, self.options.reconnect_max_s, self._rng)
@@ -291,7 +326,12 @@ class ControlClient:
         except RuntimeError as e:  # forwarder closing
             await self._reject(call, book.version, f"cannot apply: {e}")
             return
+        except Exception as e:  # validation let something through: refuse the set, keep running
+            log.exception("applying rule set version %d failed", book.version)
+            await self._reject(call, book.version, f"cannot apply: {type(e).__name__}: {e}")
+            return
         self.book = book
+        await self._remember(call, loop, signed, payload.get("kind", ""), book.version)
         report = {name: results.get(name) for name in changed}
         for name, reason in results.items():
             if self._last_results.get(name, "unset") != reason:
@@ -304,6 +344,25 @@ class ControlClient:
                  payload.get("kind"), (time.monotonic() - t0) * 1000, len(results), len(failed),
                  "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
         await self._write(call, wire.ack(book.version, report))
+
+
+    async def _remember(self, call: Any, loop: asyncio.AbstractEventLoop, signed: dict[str, Any], kind: str,
+                        version: int) -> None:
+        """Persist an applied rule set (off the loop: it fsyncs); ask for a full set once deltas pile up."""
+        last_known = self.last_known
+        if last_known is None:
+            return
+        try:
+            await loop.run_in_executor(self._executor, lambda: last_known.record(signed, kind, version))
+        except OSError as e:
+            log.error("cannot save the last-known rule set to %s: %s (a restart without the server "
+                      "would start with older rules)", last_known.path, e.strerror or e)
+            return
+        if kind == "full":
+            self._full_set_asked = False
+        elif last_known.wants_full_set and not self._full_set_asked:
+            self._full_set_asked = True
+            await self._write(call, wire.resync(f"{last_known.deltas} deltas on disk; a full set replaces them"))
 
 
 def _suppress_all() -> contextlib.suppress:

@@ -56,6 +56,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help=f"seconds between stats reports to the server (default {DEFAULT_STATS_INTERVAL_S:g})")
     p.add_argument("--metrics-addr", metavar="HOST:PORT",
                    help="serve Prometheus /metrics, JSON /stats and /healthz here (default: off)")
+    p.add_argument("--state-file", metavar="FILE",
+                   help="where the last-known signed rule set is kept, so a restart while the server is "
+                   "down forwards at once (default: BUNDLE.ruleset.jsonl)")
     p.add_argument("--reconnect-max-secs", type=float, default=DEFAULT_RECONNECT_MAX_S, metavar="N",
                    help=f"ceiling of the reconnect backoff (default {DEFAULT_RECONNECT_MAX_S:g})")
     p.add_argument("--shutdown-drain-secs", type=float, default=DEFAULT_SHUTDOWN_DRAIN_SECS, metavar="N",
@@ -95,6 +98,7 @@ async def _serve(control: object, stop: asyncio.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     from portunus.control.bundle import BundleFileError, load_bundle
     from portunus.control.client import ClientOptions, ControlClient
+    from portunus.control.lastknown import LastKnown, default_path
     from portunus.dataplane import Forwarder, tune_process
 
     try:
@@ -124,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = ClientOptions(stats_interval_s=args.stats_report_interval_secs,
                             reconnect_max_s=args.reconnect_max_secs)
-    control = ControlClient(bundle, fwd, options, apply_executor)
+    last_known = LastKnown(Path(args.state_file) if args.state_file else default_path(args.bundle), bundle)
+    control = ControlClient(bundle, fwd, options, apply_executor, last_known)
+    apply_executor.submit(control.restore).result()  # on the thread that applies rule sets (signals blocked)
     server = None
     if args.metrics_addr:
         try:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -13,6 +14,7 @@ import grpc
 
 from portunus.control import wire
 from portunus.control.enrollment import secret_hash
+from portunus.control.guard import Guard, peer_address
 from portunus.control.hub import Hub
 from portunus.control.pki import load_public_key_b64
 from portunus.control.signing import SESSION_CONTEXT, verify_bytes
@@ -25,8 +27,9 @@ NONCE_BYTES = 32
 
 
 class ControlService:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, guard: Guard) -> None:
         self.hub = hub
+        self.guard = guard
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(wire.SERVICE, {
@@ -40,17 +43,20 @@ class ControlService:
 
     async def enroll(self, msg: dict[str, Any], context: grpc.aio.ServicerContext) -> dict[str, Any]:
         store, metrics = self.hub.store, self.hub.metrics
+        peer = peer_address(context.peer())
+        await self._unless_throttled(context, peer, "enrollment")
         try:
             req = wire.EnrollRequest.from_wire(msg)
             load_public_key_b64(req.public_key)
         except ValueError as e:
             metrics.enrollments.labels("invalid").inc()
+            self.guard.failed("grpc", peer, "client.enroll", None, "refused: bad enrollment request")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad enrollment request: {e}")
         client, why = store.consume_enrollment(secret_hash(req.secret), req.public_key)
         if client is None:
             metrics.enrollments.labels("refused").inc()
             metrics.auth_failures.labels("grpc", "enrollment").inc()
-            store.add_audit(f"peer:{context.peer()}", None, "client.enroll", None, None, f"refused: {why}")
+            self.guard.failed("grpc", peer, "client.enroll", None, f"refused: {why}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         assert client is not None
         metrics.enrollments.labels("ok").inc()
@@ -61,12 +67,22 @@ class ControlService:
 
     # ------------------------------------------------------------ session
 
+    async def _unless_throttled(self, context: grpc.aio.ServicerContext, peer: str, what: str) -> None:
+        """Abort with RESOURCE_EXHAUSTED if `peer` failed too often lately."""
+        wait_s = self.guard.retry_after_s("grpc", peer)
+        if wait_s is not None:
+            self.hub.metrics.auth_failures.labels("grpc", "throttled").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many failed attempts from {peer}; "
+                                f"{what} refused for {math.ceil(wait_s)} s")
+
     async def _deny(self, context: grpc.aio.ServicerContext, reason: str, message: str) -> None:
         self.hub.metrics.auth_failures.labels("grpc", reason).inc()
         log.warning("session from %s refused: %s", context.peer(), message)
+        self.guard.failed("grpc", peer_address(context.peer()), "client.session", None, f"refused: {message}")
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     async def session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await self._unless_throttled(context, peer_address(context.peer()), "session")
         nonce = base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode()
         await context.write(wire.challenge(nonce))
         try:

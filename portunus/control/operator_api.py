@@ -1,6 +1,9 @@
 """The operator HTTP API (aiohttp). Bearer tokens, roles, JSON errors, audit.
 
-    POST   /v1/client-enrollments                     operator  {"name", "address", "ttl_secs"?} -> 201 {"uri", ...}
+    POST   /v1/client-enrollments                     operator  {"name", "address", "ttl_secs"?} -> 201 {"uri", "id", ...}
+                                                      (a newer URI for a client revokes its outstanding one)
+    GET    /v1/client-enrollments                     viewer    every URI: id, client, status, expiry (no secret)
+    DELETE /v1/client-enrollments/{id}                operator  revoke an unused URI -> 200
     GET    /v1/clients                                viewer
     PUT    /v1/clients/{client}/owners/{owner}/rate-limit   operator  {rate_limit keys} -> 200
     POST   /v1/rules[?wait=false]                     operator  rule (TOML keys) + "client" -> 201 | 202
@@ -16,7 +19,8 @@
 
 Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
 lists every issue), 401, 403, 404, 409 (port in use on that client, duplicate
-name), 422 (the client could not activate the rule: the change is rolled
+name, enrollment already used), 429 (too many failed authentications from
+that address: see `guard`), 422 (the client could not activate the rule: the change is rolled
 back) and 504 (the client did not ack in time: the change stays stored and is
 applied when the client connects; 504 bodies carry the rule "id").
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -32,20 +37,28 @@ from typing import Any
 
 from aiohttp import web
 
-from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule
+from portunus.bounds import Bounded, show
+from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule, valid_name
 from portunus.control import rbac
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
+from portunus.control.guard import Guard
 from portunus.control.hub import AckResult, Hub
 from portunus.control.ruleset import conflicts_with, rate_limit_to_dict
-from portunus.control.settings import ServerSettings
-from portunus.control.store import AuditEntry, ClientRow, RuleRow, TokenRow
+from portunus.control.settings import ENROLLMENT_TTL_SECS, ServerSettings
+from portunus.control.store import AuditEntry, ClientRow, EnrollmentRow, RuleRow, TokenRow
 
 log = logging.getLogger("portunus.server.api")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Request bodies are small JSON documents; refuse anything that is not.
 MAX_BODY_BYTES = 1 << 20
 MAX_AUDIT_PAGE = 1000
+# Row ids are SQLite INTEGERs: at most 2^63 - 1 (19 digits); a longer path segment names no row.
+_ID_RE = re.compile(r"[0-9]{1,19}")
+_MAX_ROW_ID = 2**63 - 1
+# Timestamps up to the year 9999 render as ISO 8601.
+_MAX_ISO_TS = 253402300800.0
+AUDIT_LIMIT = Bounded(True, 1, MAX_AUDIT_PAGE, "entries")
+AUDIT_AFTER_ID = Bounded(True, 0, _MAX_ROW_ID, "audit entry id")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,8 +77,8 @@ def _error_response(status: int, code: str, message: str, **extra: Any) -> web.R
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+    if ts is None or not math.isfinite(ts) or not 0 <= ts < _MAX_ISO_TS:
+        return None  # only a row written by an older, laxer server holds such a time
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
@@ -73,6 +86,12 @@ def render_rule(row: RuleRow, stats: dict[str, Any] | None) -> dict[str, Any]:
     return {"id": row.id, "client": row.client, "name": row.name, "status": row.status,
             "status_reason": row.status_reason, "rule": row.spec, "created_at": _iso(row.created_at),
             "updated_at": _iso(row.updated_at), "stats": stats}
+
+
+def render_enrollment(e: EnrollmentRow, now: float) -> dict[str, Any]:
+    return {"id": e.id, "client": e.client, "status": e.status(now), "created_at": _iso(e.created_at),
+            "created_by": e.created_by, "expires_at": _iso(e.expires_at), "used_at": _iso(e.used_at),
+            "revoked_at": _iso(e.revoked_at), "revoked_by": e.revoked_by}
 
 
 def render_token(t: TokenRow) -> dict[str, Any]:
@@ -89,8 +108,9 @@ def render_audit(e: AuditEntry) -> dict[str, Any]:
 
 
 class OperatorApi:
-    def __init__(self, hub: Hub, settings: ServerSettings, fingerprint: str) -> None:
+    def __init__(self, hub: Hub, settings: ServerSettings, fingerprint: str, guard: Guard) -> None:
         self.hub = hub
+        self.guard = guard
         self.store = hub.store
         self.metrics = hub.metrics
         self.settings = settings
@@ -102,6 +122,9 @@ class OperatorApi:
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_post("/v1/client-enrollments", self._audited("enrollment.create", rbac.WRITE, self.create_enrollment))
+        r.add_get("/v1/client-enrollments", self._reader(self.list_enrollments))
+        r.add_delete("/v1/client-enrollments/{id}", self._audited("enrollment.revoke", rbac.WRITE,
+                                                                  self.revoke_enrollment))
         r.add_get("/v1/clients", self._reader(self.list_clients))
         r.add_put("/v1/clients/{client}/owners/{owner}/rate-limit",
                   self._audited("owner.rate_limit.set", rbac.WRITE, self.set_owner_rate_limit))
@@ -149,18 +172,29 @@ class OperatorApi:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/healthz":
             return await handler(request)
+        peer = request.remote or "unknown"
+        wait_s = self.guard.retry_after_s("http", peer)
+        if wait_s is not None:
+            # Credentials are not even looked at: a blocked peer learns nothing about its guesses.
+            self.metrics.auth_failures.labels("http", "throttled").inc()
+            raise ApiError(429, "too_many_failures", f"too many failed authentications from {peer}; "
+                           f"retry in {math.ceil(wait_s)} s", retry_after_secs=math.ceil(wait_s))
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            self.metrics.auth_failures.labels("http", "missing").inc()
+            self._auth_failed(request, peer, "missing", "missing bearer token")
             raise ApiError(401, "unauthenticated", "missing bearer token (send 'Authorization: Bearer TOKEN')")
         principal = self._principal(token)
         if principal is None:
-            self.metrics.auth_failures.labels("http", "invalid").inc()
+            self._auth_failed(request, peer, "invalid", "invalid or revoked token")
             raise ApiError(401, "unauthenticated", "invalid or revoked token")
         request["principal"] = principal
         return await handler(request)
+
+    def _auth_failed(self, request: web.Request, peer: str, reason: str, why: str) -> None:
+        self.metrics.auth_failures.labels("http", reason).inc()
+        self.guard.failed("http", peer, "auth.failed", show(f"{request.method} {request.path}"), f"refused: {why}")
 
     def _principal(self, token: str) -> rbac.Principal | None:
         if rbac.same_token(token, self.settings.operator_token):
@@ -204,28 +238,56 @@ class OperatorApi:
     # ------------------------------------------------------------ helpers
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        body = await request.read()
         try:
-            data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, "bad_json", f"request body is not JSON: {e}") from None
+            data = json.loads(body)
+        except RecursionError:
+            raise ApiError(400, "bad_json", "request body is nested too deeply") from None
+        except ValueError as e:  # JSONDecodeError, and integers beyond the 4,300-digit conversion limit
+            raise ApiError(400, "bad_json", f"request body is not JSON: {show(str(e))}") from None
         if not isinstance(data, dict):
             raise ApiError(400, "bad_json", "request body must be a JSON object")
+        try:
+            # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8
+            # store (SQLite, logs) accepts: refuse them here, once.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "bad_json", "request body holds a string that is not valid Unicode "
+                           "(an unpaired surrogate escape)") from None
         request["audit_detail"] = data
         return data
 
+    @staticmethod
+    def _row_id(request: web.Request) -> int | None:
+        """The {id} path segment as a row id, or None if it cannot name one."""
+        raw = request.match_info["id"]
+        if not _ID_RE.fullmatch(raw) or int(raw) > _MAX_ROW_ID:
+            return None
+        return int(raw)
+
+    @staticmethod
+    def _query_int(request: web.Request, key: str, default: int, typ: Bounded) -> int:
+        raw = request.query.get(key)
+        if raw is None:
+            return default
+        value = int(raw) if re.fullmatch(r"[0-9]{1,20}", raw) else None
+        if value is None or not typ.contains(value):
+            raise ApiError(400, "invalid", f"{key} must be {typ.describe()}, got {show(raw)}")
+        return value
+
     def _client(self, name: Any) -> ClientRow:
         if not isinstance(name, str):
-            raise ApiError(400, "invalid", f"client must be a client name string, got {name!r}")
+            raise ApiError(400, "invalid", f"client must be a client name string, got {show(name)}")
         client = self.store.client_by_name(name)
         if client is None:
             raise ApiError(404, "client_not_found", f'no client named "{name}" (enroll it first)')
         return client
 
     def _rule_row(self, request: web.Request) -> RuleRow:
-        raw = request.match_info["id"]
-        row = self.store.rule(int(raw)) if raw.isdigit() else None
+        rule_id = self._row_id(request)
+        row = self.store.rule(rule_id) if rule_id is not None else None
         if row is None:
-            raise ApiError(404, "rule_not_found", f"no rule with id {raw}")
+            raise ApiError(404, "rule_not_found", f"no rule with id {show(request.match_info['id'])}")
         return row
 
     @staticmethod
@@ -244,7 +306,13 @@ class OperatorApi:
                                f'"{rule.name}" (id {other.id})', conflicting_rule_id=other.id)
             cached = self._parsed.get(other.id)
             if cached is None or cached[0] != other.updated_at:
-                cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
+                try:
+                    cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
+                except ConfigError as e:
+                    # Stored by an older, laxer server: its client refuses it anyway, and it
+                    # must not block every other change on that client.
+                    log.warning("stored rule %d no longer validates: %s", other.id, "; ".join(e.problems))
+                    continue
                 self._parsed[other.id] = cached
             other_rule = cached[1]
             if conflicts_with([rule], [other_rule]):
@@ -284,13 +352,15 @@ class OperatorApi:
         if unknown:
             raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, address, ttl_secs)")
         name, address = data.get("name"), data.get("address")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
-        if not isinstance(address, str) or not address or len(address) > 255:
-            raise ApiError(400, "invalid", f"address must be the client's host or IP as a string (got {address!r})")
+        if not valid_name(name):
+            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {show(name)})")
+        if not isinstance(address, str) or not address or len(address) > 255 or not address.isprintable():
+            raise ApiError(400, "invalid", "address must be the client's host or IP as a printable string "
+                           f"of 1-255 characters (got {show(address)})")
         ttl = data.get("ttl_secs", self.settings.enrollment_ttl_secs)
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ApiError(400, "invalid", f"ttl_secs must be a number > 0 (got {ttl!r})")
+        problem = ENROLLMENT_TTL_SECS.problem(ttl)
+        if problem is not None:
+            raise ApiError(400, "invalid", f"ttl_secs {problem}")
         request["audit_target"] = f"client {name}"
         client = self.store.client_by_name(name)
         if client is not None and client.public_key is not None:
@@ -298,10 +368,31 @@ class OperatorApi:
         if client is None:
             client = self.store.create_client(name, address)
         secret = new_secret()
-        self.store.add_enrollment(client.id, secret_hash(secret), float(ttl), request["principal"].actor)
+        enrollment_id, superseded = self.store.add_enrollment(client.id, secret_hash(secret), float(ttl),
+                                                              request["principal"].actor)
+        request["audit_target"] = f"enrollment {enrollment_id} for client {name}"
         uri = EnrollmentUri(self.settings.endpoint, secret, self.fingerprint).render()
-        return web.json_response({"uri": uri, "client": name, "expires_at": _iso(time.time() + float(ttl)),
+        return web.json_response({"uri": uri, "id": enrollment_id, "client": name,
+                                  "expires_at": _iso(time.time() + float(ttl)), "superseded": superseded,
                                   "server_fingerprint": f"sha256:{self.fingerprint}"}, status=201)
+
+    async def list_enrollments(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return web.json_response({"enrollments": [render_enrollment(e, now) for e in self.store.list_enrollments()]})
+
+    async def revoke_enrollment(self, request: web.Request) -> web.Response:
+        enrollment_id = self._row_id(request)
+        row = self.store.enrollment(enrollment_id) if enrollment_id is not None else None
+        if row is None:
+            raise ApiError(404, "enrollment_not_found", f"no enrollment with id {show(request.match_info['id'])}")
+        request["audit_target"] = f"enrollment {row.id} for client {row.client}"
+        if row.used_at is not None:
+            raise ApiError(409, "enrollment_used", f"enrollment {row.id} was already used: client {row.client} "
+                           "is enrolled (its URI can no longer be redeemed)")
+        self.store.revoke_enrollment(row.id, request["principal"].actor)
+        updated = self.store.enrollment(row.id)
+        assert updated is not None
+        return web.json_response(render_enrollment(updated, time.time()))
 
     def _client_view(self, c: ClientRow) -> dict[str, Any]:
         rules = self.store.rules_for_client(c.id)
@@ -324,8 +415,8 @@ class OperatorApi:
         client = self._client(request.match_info["client"])
         owner = request.match_info["owner"]
         request["audit_target"] = f"owner {owner} on client {client.name}"
-        if not _NAME_RE.match(owner):
-            raise ApiError(400, "invalid", f"owner must be 1-128 chars of letters, digits, '_.:-' (got {owner!r})")
+        if not valid_name(owner):
+            raise ApiError(400, "invalid", f"owner must be 1-128 chars of letters, digits, '_.:-' (got {show(owner)})")
         try:
             rl = parse_owner_rate_limit(data, source="request body")
         except ConfigError as e:
@@ -408,12 +499,8 @@ class OperatorApi:
         return web.json_response({"id": row.id, "status": "deleted", "client_acked": ack is not None})
 
     async def list_audit(self, request: web.Request) -> web.Response:
-        try:
-            limit = int(request.query.get("limit", "100"))
-            after = int(request.query.get("after_id", "0"))
-        except ValueError:
-            raise ApiError(400, "invalid", "limit and after_id must be integers") from None
-        limit = max(1, min(limit, MAX_AUDIT_PAGE))
+        limit = self._query_int(request, "limit", 100, AUDIT_LIMIT)
+        after = self._query_int(request, "after_id", 0, AUDIT_AFTER_ID)
         return web.json_response({"entries": [render_audit(e) for e in self.store.list_audit(limit=limit,
                                                                                               after_id=after)]})
 
@@ -424,10 +511,10 @@ class OperatorApi:
         unknown = sorted(set(data) - {"name", "role"})
         if unknown:
             raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, role)")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {name!r})")
+        if not valid_name(name):
+            raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {show(name)})")
         if role not in rbac.ROLES:
-            raise ApiError(400, "invalid", f"role must be one of {', '.join(rbac.ROLES)} (got {role!r})")
+            raise ApiError(400, "invalid", f"role must be one of {', '.join(rbac.ROLES)} (got {show(role)})")
         request["audit_target"] = f"token {name} ({role})"
         if any(t.name == name for t in self.store.list_tokens()):
             raise ApiError(409, "duplicate_name", f'a token named "{name}" exists (names stay taken after revocation)')
@@ -439,10 +526,10 @@ class OperatorApi:
         return web.json_response({"tokens": [render_token(t) for t in self.store.list_tokens()]})
 
     async def revoke_token(self, request: web.Request) -> web.Response:
-        raw = request.match_info["id"]
-        row = self.store.token_by_id(int(raw)) if raw.isdigit() else None
+        token_id = self._row_id(request)
+        row = self.store.token_by_id(token_id) if token_id is not None else None
         if row is None:
-            raise ApiError(404, "token_not_found", f"no token with id {raw}")
+            raise ApiError(404, "token_not_found", f"no token with id {show(request.match_info['id'])}")
         request["audit_target"] = f"token {row.name}"
         self.store.revoke_token(row.id)
         return web.json_response({"id": row.id, "status": "revoked"})

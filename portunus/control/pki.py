@@ -15,7 +15,6 @@ import base64
 import datetime
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
+
+from portunus.control.files import make_private, write_private
 
 # The name clients verify (gRPC option grpc.ssl_target_name_override).
 TLS_NAME = "portunus-server"
@@ -113,25 +114,17 @@ def make_self_signed_cert(hosts: list[str]) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_or_create_keys(data_dir: Path, hosts: list[str]) -> ServerKeys:
     """Load D/tls/*, creating whatever is missing (a new cert changes the fingerprint)."""
     tls = data_dir / "tls"
     tls.mkdir(mode=0o700, exist_ok=True)
     cert_path, key_path, sign_path = tls / "server.crt", tls / "server.key", tls / "signing.key"
+    for path in (key_path, sign_path):
+        make_private(path)  # keys copied in (or restored) with a looser mode
     if not (cert_path.exists() and key_path.exists()):
         cert_pem, key_pem = make_self_signed_cert(hosts)
-        _write_private(key_path, key_pem)
-        _write_private(cert_path, cert_pem)
+        write_private(key_path, key_pem)
+        write_private(cert_path, cert_pem)
     if not sign_path.exists():
-        _write_private(sign_path, private_key_pem(Ed25519PrivateKey.generate()).encode())
+        write_private(sign_path, private_key_pem(Ed25519PrivateKey.generate()).encode())
     return ServerKeys(cert_path.read_bytes(), key_path.read_bytes(), load_private_key_pem(sign_path.read_bytes()))

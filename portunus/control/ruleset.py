@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portunus.config import (
+    DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_TCP_KEEPALIVE_SECS,
     ConfigError,
     Owner,
     RateLimit,
@@ -72,6 +74,12 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
         out["rate_limit"] = limits
     out["udp_max_flows"] = rule.udp_max_flows
     out["udp_flow_idle_secs"] = rule.udp_flow_idle_secs
+    # Keys newer than the first clients travel only when set, so a client that
+    # predates them still takes every rule that does not use them.
+    if rule.idle_timeout_secs != DEFAULT_IDLE_TIMEOUT_SECS:
+        out["idle_timeout_secs"] = rule.idle_timeout_secs
+    if rule.tcp_keepalive_secs != DEFAULT_TCP_KEEPALIVE_SECS:
+        out["tcp_keepalive_secs"] = rule.tcp_keepalive_secs
     return out
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from portunus.control import wire
 from portunus.control.grpc_service import ControlService
+from portunus.control.guard import Guard
 from portunus.control.hub import Hub
 from portunus.control.operator_api import OperatorApi
 from portunus.control.pki import load_or_create_keys
@@ -68,7 +69,8 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
         hub: Hub | None = None
         metrics = ServerMetrics(lambda: hub.reports() if hub else {})
         hub = Hub(store, keys, metrics)
-        service = ControlService(hub)
+        guard = Guard(store, metrics)
+        service = ControlService(hub, guard)
 
         grpc_server = grpc.aio.server(options=wire.SERVER_OPTIONS)
         grpc_server.add_generic_rpc_handlers((service.handler(),))
@@ -83,7 +85,7 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
                                "or not local)", 1)
         await grpc_server.start()
 
-        api = OperatorApi(hub, settings, keys.fingerprint)
+        api = OperatorApi(hub, settings, keys.fingerprint, guard)
         http_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await http_runner.setup()
         host, hport = parse_host_port(settings.operator_http_listen)

@@ -14,6 +14,7 @@ bad server.toml or an unusable data dir.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -139,7 +140,7 @@ def create_enrollment(args: argparse.Namespace) -> int:
 
 def serve(data_dir: str | None) -> int:
     from portunus.control.server import run_server
-    from portunus.control.settings import load_server_settings
+    from portunus.control.settings import load_server_settings, readable_by_others_warning
     from portunus.runtime import setup_logging
 
     if not data_dir:
@@ -153,6 +154,11 @@ def serve(data_dir: str | None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format, "portunus-server")
+    # Everything the server creates in D (state.db and its WAL, keys, lock) is for its own user only.
+    os.umask(0o077)
+    warning = readable_by_others_warning(path / "server.toml")
+    if warning is not None:
+        logging.getLogger("portunus.server").warning("%s", warning)
     return run_server(path, settings)
 
 

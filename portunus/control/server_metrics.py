@@ -7,6 +7,7 @@ families as standalone (`portunus.metrics.rule_metrics`) with an extra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from portunus.metrics import PREFIX, rule_metrics
+
+log = logging.getLogger("portunus.server.metrics")
 
 
 class ClientStatsCollector(Collector):
@@ -29,8 +32,13 @@ class ClientStatsCollector(Collector):
                                    "Open connections on each client (latest stats report)", labels=["client"])
         merged: dict[str, Metric] = {}
         for client, report in sorted(reports.items()):
+            try:
+                families = list(rule_metrics(report.get("rules", {}), {"client": client}))
+            except Exception:  # one client's report never takes the fleet's metrics down
+                log.exception('client "%s": its stats report cannot be exported; skipped', client)
+                continue
             active.add_metric([client], report.get("active_connections", 0))
-            for fam in rule_metrics(report.get("rules", {}), {"client": client}):
+            for fam in families:
                 if fam.name in merged:
                     merged[fam.name].samples.extend(fam.samples)
                 else:
@@ -60,4 +68,7 @@ class ServerMetrics:
                                          "Rule sets a client refused to apply", registry=r)
         self.enrollments = Counter(f"{PREFIX}_server_enrollments",
                                    "Enrollment attempts, by result", ["result"], registry=r)
+        self.audit_suppressed = Counter(f"{PREFIX}_server_audit_suppressed",
+                                        "Unauthenticated events not written to the audit log (rate limit), "
+                                        "by action", ["action"], registry=r)
         r.register(ClientStatsCollector(reports))

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portunus.control.files import PRIVATE_MODE, make_private
 from portunus.control.mounts import volatile_mount
 
 # Schema history:
 #   1  clients, enrollments, owners, rules, tokens, audit, meta(schema_version)
-SCHEMA_VERSION = 1
+#   2  enrollments.revoked_at / revoked_by: one-time URIs can be revoked (and a
+#      newer URI for the same client supersedes an outstanding one)
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -90,6 +93,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             result TEXT NOT NULL
         )""",
     ),
+    2: (
+        "ALTER TABLE enrollments ADD COLUMN revoked_at REAL",
+        "ALTER TABLE enrollments ADD COLUMN revoked_by TEXT",
+    ),
 }
 
 LOCK_NAME = "state.lock"
@@ -130,6 +137,28 @@ class RuleRow:
     status_reason: str | None
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class EnrollmentRow:
+    """A one-time enrollment URI as stored (its secret only as a SHA-256)."""
+
+    id: int
+    client: str
+    created_at: float
+    expires_at: float
+    created_by: str
+    used_at: float | None
+    revoked_at: float | None
+    revoked_by: str | None
+
+    def status(self, now: float) -> str:
+        """used | revoked | expired | outstanding."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at < now else "outstanding"
 
 
 @dataclass(frozen=True)
@@ -246,33 +275,68 @@ class Store:
 
     # -------------------------------------------------------------- enrollments
 
-    def add_enrollment(self, client_id: int, secret_sha256: str, ttl_s: float, created_by: str) -> None:
+    def add_enrollment(self, client_id: int, secret_sha256: str, ttl_s: float, created_by: str) -> tuple[int, int]:
+        """Store a new one-time secret for the client: (its id, how many outstanding ones it superseded).
+
+        A client has at most one outstanding URI: a new one revokes the older
+        ones, so a URI that leaked or was sent twice cannot be redeemed later.
+        """
         now = time.time()
         with self.transaction() as db:
-            db.execute("INSERT INTO enrollments (client_id, secret_sha256, created_at, expires_at, created_by) "
-                       "VALUES (?, ?, ?, ?, ?)", (client_id, secret_sha256, now, now + ttl_s, created_by))
+            superseded = db.execute("UPDATE enrollments SET revoked_at = ?, revoked_by = ? WHERE client_id = ? "
+                                    "AND used_at IS NULL AND revoked_at IS NULL",
+                                    (now, f"superseded by a newer URI ({created_by})", client_id)).rowcount
+            cur = db.execute("INSERT INTO enrollments (client_id, secret_sha256, created_at, expires_at, created_by) "
+                             "VALUES (?, ?, ?, ?, ?)", (client_id, secret_sha256, now, now + ttl_s, created_by))
+            row_id = cur.lastrowid
+        assert row_id is not None
+        return row_id, superseded
 
     def consume_enrollment(self, secret_sha256: str, public_key: str) -> tuple[ClientRow | None, str]:
         """Use a one-time secret: (client, "") on success, else (None, why it was refused).
 
         The check and the use are one transaction, so two clients racing with
-        the same URI cannot both win.
+        the same URI (or two URIs of one client) cannot both win, and a client
+        that holds a key keeps it: no URI replaces an enrolled client's key.
         """
         now = time.time()
         with self.transaction() as db:
-            row = db.execute("SELECT id, client_id, expires_at, used_at FROM enrollments WHERE secret_sha256 = ?",
-                             (secret_sha256,)).fetchone()
+            row = db.execute("SELECT e.id, e.client_id, e.expires_at, e.used_at, e.revoked_at, e.revoked_by, "
+                             "c.public_key FROM enrollments e JOIN clients c ON c.id = e.client_id "
+                             "WHERE e.secret_sha256 = ?", (secret_sha256,)).fetchone()
             if row is None:
                 return None, "unknown enrollment secret (was the URI copied whole?)"
             if row["used_at"] is not None:
                 return None, "enrollment URI already used (URIs are single-use; ask an operator for a new one)"
+            if row["revoked_at"] is not None:
+                return None, f"enrollment URI revoked ({row['revoked_by']}); ask an operator for a new one"
             if row["expires_at"] < now:
                 return None, "enrollment URI expired (ask an operator for a new one)"
+            if row["public_key"] is not None:
+                return None, "this client is already enrolled; its key is not replaced by another URI"
             db.execute("UPDATE enrollments SET used_at = ? WHERE id = ?", (now, row["id"]))
+            db.execute("UPDATE enrollments SET revoked_at = ?, revoked_by = ? WHERE client_id = ? AND id != ? "
+                       "AND used_at IS NULL AND revoked_at IS NULL",
+                       (now, "client enrolled with another URI", row["client_id"], row["id"]))
             db.execute("UPDATE clients SET public_key = ?, enrolled_at = ? WHERE id = ?",
                        (public_key, now, row["client_id"]))
         client = self.client_by_id(row["client_id"])
         return client, ""
+
+    def enrollment(self, enrollment_id: int) -> EnrollmentRow | None:
+        row = self.db.execute(_ENROLLMENT_SELECT + " WHERE e.id = ?", (enrollment_id,)).fetchone()
+        return _enrollment(row) if row else None
+
+    def list_enrollments(self) -> list[EnrollmentRow]:
+        return [_enrollment(r) for r in self.db.execute(_ENROLLMENT_SELECT + " ORDER BY e.id")]
+
+    def revoke_enrollment(self, enrollment_id: int, revoked_by: str) -> bool:
+        """Revoke an unused, unrevoked URI; False if it was used or revoked already."""
+        with self.transaction() as db:
+            n = db.execute("UPDATE enrollments SET revoked_at = ?, revoked_by = ? WHERE id = ? "
+                           "AND used_at IS NULL AND revoked_at IS NULL",
+                           (time.time(), f"revoked by {revoked_by}", enrollment_id)).rowcount
+        return n == 1
 
     # -------------------------------------------------------------- owners
 
@@ -370,6 +434,17 @@ class Store:
                        (time.time(), actor, role, action, target,
                         json.dumps(detail, sort_keys=True) if detail is not None else None, result))
 
+    def prune_audit(self, actor_prefix: str, keep: int) -> int:
+        """Delete all but the newest `keep` entries whose actor starts with `actor_prefix`; return how many."""
+        pattern = actor_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM audit WHERE actor LIKE ? ESCAPE '\\' ORDER BY id DESC "
+                             "LIMIT 1 OFFSET ?", (pattern, keep)).fetchone()
+            if row is None:
+                return 0
+            return db.execute("DELETE FROM audit WHERE actor LIKE ? ESCAPE '\\' AND id <= ?",
+                              (pattern, row["id"])).rowcount
+
     def list_audit(self, *, limit: int = 100, after_id: int = 0) -> list[AuditEntry]:
         rows = self.db.execute("SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit))
         return [AuditEntry(r["id"], r["ts"], r["actor"], r["role"], r["action"], r["target"],
@@ -378,6 +453,12 @@ class Store:
 
 
 _RULE_SELECT = ("SELECT r.*, c.name AS client_name FROM rules r JOIN clients c ON c.id = r.client_id")
+_ENROLLMENT_SELECT = ("SELECT e.*, c.name AS client_name FROM enrollments e JOIN clients c ON c.id = e.client_id")
+
+
+def _enrollment(r: sqlite3.Row) -> EnrollmentRow:
+    return EnrollmentRow(r["id"], r["client_name"], r["created_at"], r["expires_at"], r["created_by"], r["used_at"],
+                         r["revoked_at"], r["revoked_by"])
 
 
 def _client(r: sqlite3.Row) -> ClientRow:
@@ -424,6 +505,34 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     return SCHEMA_VERSION
 
 
+def _refuse_emptied(data_dir: Path, path: Path) -> None:
+    """A state.db that exists but is empty is a lost database, not a fresh install: refuse it.
+
+    The one empty file that is harmless is the one a first start left when it
+    died before writing anything; that start never got as far as the keys
+    (tls/), and then there is nothing to lose.
+    """
+    if not path.exists() or path.stat().st_size > 0:
+        return
+    wal = path.with_name(f"{DB_NAME}-wal")
+    if not (data_dir / "tls").exists() and not (wal.exists() and wal.stat().st_size > 0):
+        return
+    raise StoreError(f"{path}: is empty (0 bytes) in a data dir that has been used: starting on it would "
+                     "silently drop every client, rule and token. Restore state.db from a backup; to really "
+                     "start afresh, move the data dir's state.db* files away first")
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """A SQLite file with tables but none of ours is someone else's database: refuse to add ours to it."""
+    if _schema_version(db) > 0:
+        return
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{path}: not a portunus-server state database (it has tables {shown} and no "
+                         "schema version); point --data-dir at the right directory or restore state.db")
+
+
 def open_store(data_dir: str | Path) -> Store:
     """Lock `data_dir`, open (or create) state.db and migrate it; raise StoreError."""
     data_dir = Path(data_dir)
@@ -437,6 +546,13 @@ def open_store(data_dir: str | Path) -> Store:
     lock_fd = _acquire_lock(data_dir)
     path = data_dir / DB_NAME
     try:
+        _refuse_emptied(data_dir, path)
+        if not path.exists():
+            # Created here, 0600, so SQLite's WAL and shm files (which copy the
+            # database file's mode) are private too.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_MODE))
+        for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME):
+            make_private(data_dir / name)  # a data dir from an older server, or restored from a backup
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout = 5000")
@@ -445,6 +561,7 @@ def open_store(data_dir: str | Path) -> Store:
             raise StoreError(f"{path}: cannot switch to WAL journal mode (got {mode})")
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
+        _refuse_foreign(db, path)
         migrate(db, path)
     except sqlite3.DatabaseError as e:
         os.close(lock_fd)

@@ -26,6 +26,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from portunus.metrics import parse_rule_counters
+
 SERVICE = "portunus.control.v1.Control"
 ENROLL_METHOD = f"/{SERVICE}/Enroll"
 SESSION_METHOD = f"/{SERVICE}/Session"
@@ -90,10 +92,14 @@ def _str(msg: dict[str, Any], key: str) -> str:
     return v
 
 
+# Versions and counts travel as JSON integers; SQLite (and every gauge) holds at most 2^63 - 1.
+MAX_WIRE_INT = 2**63 - 1
+
+
 def _int(msg: dict[str, Any], key: str) -> int:
     v = msg.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise WireError(f"{msg.get('type', 'message')}: {key} must be an integer >= 0")
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_WIRE_INT:
+        raise WireError(f"{msg.get('type', 'message')}: {key} must be an integer from 0 to {MAX_WIRE_INT}")
     return v
 
 
@@ -180,9 +186,10 @@ def parse_client_message(msg: dict[str, Any]) -> ClientMessage:
     if kind == "resync":
         return Resync(str(msg.get("reason", "")))
     if kind == "stats":
-        rules = msg.get("rules")
-        if not isinstance(rules, dict):
-            raise WireError("stats: rules must be an object")
+        try:
+            rules = parse_rule_counters(msg.get("rules"))
+        except ValueError as e:
+            raise WireError(f"stats: {e}") from None
         return Stats(rules, _int(msg, "active_connections"))
     raise WireError(f"unknown client message type {kind!r}")
 

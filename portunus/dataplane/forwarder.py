@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from portunus.config import Owner, RateLimit, Rule
+from portunus.config import DEFAULT_TCP_KEEPALIVE_SECS, Owner, RateLimit, Rule
 from portunus.dataplane import tcp
 from portunus.dataplane.loop import EPOLLIN, EventLoop
 from portunus.dataplane.pipes import SPLICE_AVAILABLE, PipePool
@@ -62,9 +62,6 @@ KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_PROBES = 6
 # Upstream keepalive is armed for connections open at least this long (checked each second).
 KEEPALIVE_ARM_AFTER_S = 1.0
-# Defaults for rules that do not say (config.py owns the documented defaults).
-DEFAULT_IDLE_TIMEOUT_S = 3600.0
-DEFAULT_KEEPALIVE_S = 60.0
 # Copy buffers kept for reuse: a relay holds one only while its destination is full
 # (bytes read but not yet sent), so idle connections hold none.
 MAX_POOLED_BUFFERS = 64
@@ -99,8 +96,8 @@ class RuleState:
         self.owner_limits = owner_limits
         self.sets: tuple[LimitSet, ...] = (self.limits,) if owner_limits is None else (self.limits, owner_limits)
         self.capped = any(ls.has_bandwidth_cap for ls in self.sets)
-        self.idle_timeout_s = float(getattr(rule, "idle_timeout_secs", None) or DEFAULT_IDLE_TIMEOUT_S)
-        self.keepalive_s = float(getattr(rule, "tcp_keepalive_secs", None) or DEFAULT_KEEPALIVE_S)
+        self.idle_timeout_s = rule.idle_timeout_secs
+        self.keepalive_s = rule.tcp_keepalive_secs
         self._targets: dict[int, list[Target]] = {}
 
     def limit_sets(self) -> tuple[LimitSet, ...]:
@@ -140,7 +137,7 @@ def set_keepalive(sock: socket.socket | RawSocket, idle_s: float) -> None:
         pass
 
 
-def open_tcp_listener(addr: str, port: int, keepalive_s: float = DEFAULT_KEEPALIVE_S,
+def open_tcp_listener(addr: str, port: int, keepalive_s: float = DEFAULT_TCP_KEEPALIVE_SECS,
                       reuse_port: bool = False) -> socket.socket:
     """A non-blocking listener; accepted sockets inherit its TCP_NODELAY and keepalive
     settings (Linux copies them at accept), which saves syscalls per connection."""
@@ -312,8 +309,7 @@ class Forwarder:
     def _open(self, key: tuple[str, str, int], rule: Rule) -> socket.socket:
         proto, addr, port = key
         if proto == "tcp":
-            keepalive = float(getattr(rule, "tcp_keepalive_secs", None) or DEFAULT_KEEPALIVE_S)
-            return open_tcp_listener(addr, port, keepalive)
+            return open_tcp_listener(addr, port, rule.tcp_keepalive_secs)
         from portunus.dataplane.udp import open_udp_listener
         return open_udp_listener(addr, port)
 

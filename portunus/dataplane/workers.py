@@ -69,8 +69,7 @@ def resolve_workers(value: int | str | None) -> int:
 def open_reuseport_socket(key: Key, rule: Rule) -> socket.socket:
     proto, addr, port = key
     if proto == "tcp":
-        keepalive = getattr(rule, "tcp_keepalive_secs", None)
-        return open_tcp_listener(addr, port, keepalive or 60.0, reuse_port=True)
+        return open_tcp_listener(addr, port, rule.tcp_keepalive_secs, reuse_port=True)
     from portunus.dataplane.udp import open_udp_listener
     return open_udp_listener(addr, port, reuse_port=True)
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from portunus.config import ConfigError, load_config, parse_config, parse_rule
+from portunus.config import (
+    DEFAULT_WORKERS,
+    ConfigError,
+    auto_workers,
+    load_config,
+    parse_config,
+    parse_rule,
+)
+from tests.support.net import echo_handler, free_port, tcp_server
 from tests.support.proc import run_cli
 
 GOOD = """
@@ -118,7 +128,8 @@ CASES = [
     ('[[rule]]\nname = "r"\nlisten_port = 80\ntarget = "a:80"\nrate_limit = { concurrent_connections = -1 }\n',
      'rule "r" (rule #1): rate_limit.concurrent_connections: must be > 0'),
     ('[[rule]]\nname = "r"\nlisten_port = 80\ntarget = "a:80"\nrate_limit = { bandwidth_out_bps = true }\n',
-     'rule "r" (rule #1): rate_limit.bandwidth_out_bps: must be an integer > 0, got True'),
+     'rule "r" (rule #1): rate_limit.bandwidth_out_bps: must be an integer from 1 to 1000000000000 '
+     '(bytes per second), got True'),
     ('[[rule]]\nname = "r"\nlisten_port = 80\ntarget = "a:80"\nrate_limit = { speed = 1 }\n',
      'rule "r" (rule #1): rate_limit: speed: unknown key'),
     ('[[rule]]\nname = "r"\nlisten_port = 80\ntarget = "a:80"\nprotocol = "sctp"\n',
@@ -132,7 +143,31 @@ CASES = [
     (RULE + RULE.replace('"r"', '"s"'),
      'rule "s" (rule #2): listen_port: tcp 0.0.0.0:8080-8080 overlaps rule "r" (rule #1)'),
     ('[global]\nlog_format = "xml"\n', "[global]: log_format: must be \"json\" or \"pretty\""),
-    ('[global]\nshutdown_drain_secs = -1\n', "[global]: shutdown_drain_secs: must be a number >= 0"),
+    ('[global]\nshutdown_drain_secs = -1\n', "[global]: shutdown_drain_secs: must be a number from 0 to 2592000"),
+    # Bounded numbers (issue 15 item 1): the limit is in the message, and nothing overflows.
+    (RULE + f"rate_limit = {{ bandwidth_in_bps = {10**400} }}\n",
+     'rule "r" (rule #1): rate_limit.bandwidth_in_bps: must be an integer from 1 to 1000000000000 '
+     '(bytes per second), got an integer of about 401 digits'),
+    (RULE + "rate_limit = { new_connections_per_sec = inf }\n",
+     "rate_limit.new_connections_per_sec: must be a number from 0.001 to 10000000 (connections per second), got inf"),
+    (RULE + "rate_limit = { new_connections_per_sec = nan }\n", "new_connections_per_sec: must be a number"),
+    (RULE + f"rate_limit = {{ concurrent_connections = {10**400} }}\n",
+     "concurrent_connections: must be an integer from 1 to 10000000 (connections)"),
+    (RULE + f"udp_flow_idle_secs = {10**400}\n",
+     'udp_flow_idle_secs: must be a number > 0 and <= 2592000 (seconds), got an integer of about 401 digits'),
+    (RULE + "idle_timeout_secs = 0\n", 'idle_timeout_secs: must be a number > 0 and <= 2592000 (seconds), got 0'),
+    (RULE + "tcp_keepalive_secs = 40000\n", "tcp_keepalive_secs: must be a number > 0 and <= 32767 (seconds)"),
+    ('[defaults]\nidle_timeout_secs = -1\n' + RULE, "[defaults]: idle_timeout_secs: must be a number > 0"),
+    ('[global]\nworkers = 0\n' + RULE, '[global]: workers: must be an integer from 1 to 64 (worker loops, or "auto")'),
+    ('[global]\nworkers = "many"\n' + RULE, "[global]: workers: must be an integer from 1 to 64"),
+    ('[[rule]]\nname = "r"\nlisten_port = 80\ntargets = [{host = "a", port = 80, priority = 70000}]\n',
+     "targets[0].priority: must be an integer from 0 to 65535, got 70000"),
+    ('[[rule]]\nname = "r"\nlisten_ports = "8' + "0" * 5000 + '-9"\ntarget = "a:80"\n', "listen_ports: bad port range"),
+    # Low items (issue 15 item 9): a trailing newline is not part of a name; a file needs rules.
+    (RULE.replace('"r"', '"web\\n"'), "name: must be 1-128 chars of letters, digits, '_.:-' (got 'web\\n')"),
+    ('[[rule]]\nname = "r"\nlisten_port = 80\ntarget = "a\\n:80"\n', "target: bad host"),
+    ("", "x.toml: [[rule]]: no rules: a rules file needs at least one [[rule]] table"),
+    ('[global]\nlabel = "x"\n', "no rules"),
 ]
 
 
@@ -182,3 +217,58 @@ def test_check_cli_ok_and_errors(tmp_path: Path):
     assert len(lines) == 2 and all(line.startswith(f"error: {bad}: rule \"r\" (rule #1): ") for line in lines)
     r = run_cli("portunus-standalone", "--bogus-flag")
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_timeouts_and_workers_take_defaults_then_rule_values():
+    cfg = parse_config(__import__("tomllib").loads(
+        '[global]\nworkers = 4\n[defaults]\nidle_timeout_secs = 600\ntcp_keepalive_secs = 30\n'
+        + RULE + '[[rule]]\nname = "s"\nlisten_port = 8081\ntarget = "a:1"\nidle_timeout_secs = 5.5\n'
+        'tcp_keepalive_secs = 1\n'), "x.toml")
+    assert cfg.settings.workers == 4
+    r, s = cfg.rules
+    assert (r.idle_timeout_secs, r.tcp_keepalive_secs) == (600.0, 30.0)
+    assert (s.idle_timeout_secs, s.tcp_keepalive_secs) == (5.5, 1.0)
+    plain = parse_config(__import__("tomllib").loads(RULE), "x.toml")
+    assert plain.settings.workers == DEFAULT_WORKERS
+    assert (plain.rules[0].idle_timeout_secs, plain.rules[0].tcp_keepalive_secs) == (3600.0, 60.0)
+
+
+def test_workers_auto_resolves_to_cpu_count():
+    cfg = parse_config(__import__("tomllib").loads('[global]\nworkers = "auto"\n' + RULE), "x.toml")
+    assert cfg.settings.workers == auto_workers() == max(1, min(64, len(os.sched_getaffinity(0))))
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("x = " + "1" * 5000, "TOML value not readable"),          # beyond Python's int conversion limit
+    ("x = " + "[" * 5000 + "]" * 5000, "TOML nested too deeply"),
+    (b"\xff\xfe".decode("latin-1"), "not UTF-8 text"),
+])
+def test_unreadable_toml_is_a_config_error_not_a_crash(tmp_path: Path, text: str, fragment: str):
+    path = tmp_path / "x.toml"
+    path.write_bytes(text.encode("latin-1") if text.startswith("\xff") else text.encode())
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(path)
+    r = run_cli("portunus-standalone", "--config", str(path), "--check")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and fragment in r.stderr, r.stderr
+
+
+def test_check_refuses_a_file_without_rules(tmp_path: Path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# all rules were removed\n")
+    r = run_cli("portunus-standalone", "--config", str(empty), "--check")
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.strip() == f"error: {empty}: [[rule]]: no rules: a rules file needs at least one [[rule]] table"
+
+
+def test_sighup_to_a_file_without_rules_keeps_the_running_rules(standalone):
+    """Issue 15 item 9: a reload to an emptied file used to drop every rule."""
+    port = free_port()
+    with tcp_server(echo_handler) as echo:
+        proc = standalone(f'[[rule]]\nname = "keep"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
+                          f'target = "127.0.0.1:{echo.port}"\n', wait_ports=[port])
+        proc.reload("# truncated by an editor or a failed deploy\n")
+        out = proc.wait_log("reload rejected")
+        assert "[[rule]]: no rules: a rules file needs at least one [[rule]] table" in out
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:  # still forwarding
+            c.sendall(b"still here")
+            assert c.recv(10) == b"still here"

@@ -14,6 +14,7 @@ import os
 import random
 import resource
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -37,12 +38,12 @@ def raise_fd_limit() -> None:
 def process_tree(pid: int) -> list[int]:
     pids = [pid]
     for task in os.listdir(f"/proc/{pid}/task"):
-        pids += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
     return pids
 
 
 def status(pid: int, field: str) -> int:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)

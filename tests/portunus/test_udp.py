@@ -276,7 +276,7 @@ def test_udp_keys_are_validated():
         f.flush()
         r = run_cli("portunus-standalone", "--config", f.name, "--check")
     assert r.returncode == 2
-    assert "[defaults]: udp_max_flows: must be an integer > 0" in r.stderr
+    assert "[defaults]: udp_max_flows: must be an integer from 1 to 1000000 (flows), got -1" in r.stderr
     assert 'rule "u" (rule #1): udp_flow_idle_secs: must be a number > 0' in r.stderr
     assert "rate_limit.bandwidth_out_bps: must be > 0" in r.stderr
 

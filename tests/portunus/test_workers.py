@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,9 +48,9 @@ def worker_pids(pid: int) -> list[int]:
     """Children of the supervisor that are workers (not multiprocessing's resource tracker)."""
     out = []
     children = [c for task in os.listdir(f"/proc/{pid}/task")  # a restart comes from another thread
-                for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+                for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
     for child in children:
-        cmd = open(f"/proc/{child}/cmdline", "rb").read()
+        cmd = Path(f"/proc/{child}/cmdline").read_bytes()
         if b"spawn_main" in cmd:
             out.append(int(child))
     return sorted(out)

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from portunus.control.api_client import ApiResponse, OperatorClient
-from tests.support.net import free_ports, wait_port
+from tests.support.net import ExchangeServer, exchange, free_ports, random_payload, wait_port
 from tests.support.proc import BIN, run_cli
 
 # Starting Python with grpc, aiohttp and cryptography takes ~1 s here; a
@@ -41,6 +44,21 @@ def wait_until(pred: Any, timeout_s: float = 15.0, what: str = "condition", inte
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def through(port: int, target: ExchangeServer, tag: bytes, payload_bytes: int = 4096) -> None:
+    """One exchange through `port` that must reach `target` intact (tags are 16 bytes)."""
+    sent, got = exchange(port, random_payload(payload_bytes, random.Random(tag)), tag, timeout_s=30)
+    assert wait_until(lambda: target.results.get(tag), 10, "target result") == (sent, got)
+
+
+def refused(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
 
 
 class Proc:
@@ -102,6 +120,7 @@ class ControlPlane:
             f'metrics_listen = "127.0.0.1:{self.metrics_port}"\n'
             f'operator_token = "{self.token}"\n'
             f"ack_timeout_secs = {ack_timeout_secs}\n" + extra_toml)
+        (self.data_dir / "server.toml").chmod(0o600)  # it holds an admin token
         self.server: Proc | None = None
         self.procs: list[Proc] = []
 
@@ -120,6 +139,22 @@ class ControlPlane:
 
     def api(self, token: str | None = None) -> OperatorClient:
         return OperatorClient(self.http_endpoint, self.token if token is None else token)
+
+    def raw(self, method: str, path: str, body: bytes | None = None, token: str | None = None) -> ApiResponse:
+        """A request with a body sent byte for byte (JSON that json.dumps would not write)."""
+        req = urllib.request.Request(f"http://{self.http_endpoint}{path}", data=body, method=method)
+        req.add_header("Authorization", f"Bearer {self.token if token is None else token}")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return ApiResponse(resp.status, json.loads(resp.read() or b"null"))
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return ApiResponse(e.code, json.loads(raw))
+            except ValueError:
+                return ApiResponse(e.code, raw.decode(errors="replace"))
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import random
 import shutil
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -22,26 +21,18 @@ from portunus.control.mounts import MOUNTINFO_PATH, parse_mountinfo
 from portunus.control.pki import load_private_key_pem
 from portunus.control.ruleset import full_payload
 from portunus.control.signing import sign_document
-from tests.portunus.control.support import ControlPlane, new_plane, remove_plane, wait_until
-from tests.support.net import ExchangeServer, exchange, free_port, random_payload
+from tests.portunus.control.support import (
+    ControlPlane,
+    new_plane,
+    refused,
+    remove_plane,
+    through,
+    wait_until,
+)
+from tests.support.net import ExchangeServer, free_port
 from tests.support.proc import run_cli
 
 PAYLOAD_BYTES = 256 * 1024
-
-
-def _through(port: int, target: ExchangeServer, tag: bytes) -> None:
-    """One exchange through `port` that must reach `target` intact."""
-    sent, got = exchange(port, random_payload(PAYLOAD_BYTES, random.Random(tag)), tag, timeout_s=30)
-    server_got, server_sent = wait_until(lambda: target.results.get(tag), 10, "target result")
-    assert (server_got, server_sent) == (sent, got)
-
-
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return False
-    except ConnectionRefusedError:
-        return True
 
 
 @pytest.fixture
@@ -59,13 +50,13 @@ def test_kill9_server_forwarding_continues_restart_resyncs(plane: ControlPlane, 
     p1, p2 = free_port(), free_port()
     r1 = plane.push("edge", "one", p1, f"127.0.0.1:{target.port}")
     assert r1.status == 201, r1
-    _through(p1, target, b"before-kill-0001")
+    through(p1, target, b"before-kill-0001", PAYLOAD_BYTES)
 
     assert plane.server is not None
     plane.server.kill9()
     client.wait_log(" down (")  # it noticed
     for i in range(3):
-        _through(p1, target, f"server-dead-{i:04d}".encode())
+        through(p1, target, f"server-dead-{i:04d}".encode(), PAYLOAD_BYTES)
     assert client.stats()["control"]["connected"] is False
 
     plane.start_server()  # same data dir: the kernel dropped the dead server's lock
@@ -74,11 +65,11 @@ def test_kill9_server_forwarding_continues_restart_resyncs(plane: ControlPlane, 
     rule = plane.api().get(f"/v1/rules/{r1.body['id']}")
     assert rule.status == 200 and rule.body["status"] == "active" and rule.body["name"] == "one"
     assert ("rule.create", "ok") in {(e["action"], e["result"]) for e in plane.api().get("/v1/audit").body["entries"]}
-    _through(p1, target, b"after-restart-01")
+    through(p1, target, b"after-restart-01", PAYLOAD_BYTES)
 
     r2 = plane.push("edge", "two", p2, f"127.0.0.1:{target.port}")
     assert r2.status == 201, r2
-    _through(p2, target, b"second-rule-0001")
+    through(p2, target, b"second-rule-0001", PAYLOAD_BYTES)
     assert client.stats()["control"]["ruleset_version"] == plane.client_view("edge")["ruleset_version"]
 
     # A change made while the client is away reaches it when it comes back.
@@ -89,8 +80,8 @@ def test_kill9_server_forwarding_continues_restart_resyncs(plane: ControlPlane, 
     plane.wait_online("edge")
     wait_until(lambda: client.stats()["control"]["ruleset_version"] == plane.client_view("edge")["ruleset_version"],
                15, "client synced")
-    assert _refused(p1)
-    _through(p2, target, b"resynced-rule-02")
+    assert refused(p1)
+    through(p2, target, b"resynced-rule-02", PAYLOAD_BYTES)
 
 
 class RogueServer:
@@ -146,7 +137,7 @@ def test_tampered_rule_sets_are_rejected_and_old_rules_keep_running(plane: Contr
         plane.wait_online("edge")
         port = free_port()
         assert plane.push("edge", "web", port, f"127.0.0.1:{target.port}").status == 201
-        _through(port, target, b"genuine-rule-001")
+        through(port, target, b"genuine-rule-001", PAYLOAD_BYTES)
         version = client.stats()["control"]["ruleset_version"]
         spec = plane.api().get("/v1/rules?client=edge").body["rules"][0]["rule"]
         evil = {**spec, "target": f"127.0.0.1:{decoy.port}"}
@@ -181,13 +172,13 @@ def test_tampered_rule_sets_are_rejected_and_old_rules_keep_running(plane: Contr
         assert log.count("rule set refused, keeping the 1 running rule(s)") == 4
 
         # The genuine rule is still the running one: traffic reaches the real target, never the decoy.
-        _through(port, target, b"after-attacks-01")
+        through(port, target, b"after-attacks-01", PAYLOAD_BYTES)
         assert decoy.accepted == 0
 
         # The real server comes back; the client converges to it again.
         plane.start_server()
         plane.wait_online("edge")
-        _through(port, target, b"after-return-001")
+        through(port, target, b"after-return-001", PAYLOAD_BYTES)
     finally:
         decoy.close()
 

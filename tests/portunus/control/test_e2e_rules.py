@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from tests.portunus.control.support import ControlPlane, wait_until
+from tests.portunus.control.support import ControlPlane, refused, wait_until
 from tests.support.net import ExchangeServer, exchange, free_port, free_ports, random_payload
 
 PAYLOAD_BYTES = 512 * 1024
@@ -55,14 +55,6 @@ def targets():
         b.close()
 
 
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-
-
 def test_push_traffic_change_delete(edge: ControlPlane, targets) -> None:
     a, b = targets
     port = free_port()
@@ -94,7 +86,7 @@ def test_push_traffic_change_delete(edge: ControlPlane, targets) -> None:
 
     resp = edge.api().delete(f"/v1/rules/{rule_id}")
     assert resp.status == 200 and resp.body == {"id": rule_id, "status": "deleted", "client_acked": True}
-    assert _refused(port), "listener still open after DELETE was acked"
+    assert refused(port), "listener still open after DELETE was acked"
     assert edge.api().get(f"/v1/rules/{rule_id}").status == 404
 
     actions = [(e["action"], e["result"]) for e in edge.api().get("/v1/audit").body["entries"]]

@@ -43,6 +43,13 @@ listen_port = 5353
 targets = [{ host = "a.example", port = 53, priority = 1, proxy_protocol = "v2" }, { host = "[2001:db8::1]", port = 53 }]
 udp_max_flows = 10
 udp_flow_idle_secs = 2.5
+
+[[rule]]
+name = "long-lived"
+listen_port = 8443
+target = "127.0.0.1:443"
+idle_timeout_secs = 86400
+tcp_keepalive_secs = 15.5
 """
 
 
@@ -50,6 +57,11 @@ def test_rule_to_dict_round_trips() -> None:
     cfg = parse_config(tomllib.loads(RULES_TOML))
     for rule in cfg.rules:
         assert parse_rule(rule_to_dict(rule)) == rule
+    # Keys newer than the first clients travel only when a rule sets them (older clients refuse unknown keys).
+    plain, long_lived = cfg.rules[0], cfg.rules[-1]
+    assert not {"idle_timeout_secs", "tcp_keepalive_secs"} & set(rule_to_dict(plain))
+    assert (rule_to_dict(long_lived)["idle_timeout_secs"], rule_to_dict(long_lived)["tcp_keepalive_secs"]) == \
+        (86400.0, 15.5)
 
 
 def spec(name: str, port: int, target: str = "127.0.0.1:80") -> dict:

@@ -30,9 +30,9 @@ def test_every_problem_names_file_and_key() -> None:
     assert "D/server.toml: colour: unknown key (allowed: " in got[0]
     assert "D/server.toml: operator_http_listen: missing" in got
     assert any(p.startswith("D/server.toml: control_listen: control_listen must be HOST:PORT") for p in got)
-    assert any(p.startswith("D/server.toml: operator_token: must be at least 16 characters") and "gen-token" in p
+    assert any(p.startswith("D/server.toml: operator_token: must be at least 32 characters") and "gen-token" in p
                for p in got)
-    assert any(p.startswith("D/server.toml: ack_timeout_secs: must be a number of seconds > 0") for p in got)
+    assert any(p.startswith("D/server.toml: ack_timeout_secs: must be a number > 0 and <= 3600 (seconds)") for p in got)
     assert any(p.startswith("D/server.toml: log_level:") for p in got)
 
 
@@ -48,3 +48,17 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "server.toml").write_text("control_listen = \n")
     with pytest.raises(ConfigError, match="TOML syntax error"):
         load_server_settings(tmp_path / "server.toml")
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ({"control_listen": "0.0.0.0:7443"}, "control_listen"),
+    ({"control_listen": "[::]:7443"}, "control_listen"),
+    ({"advertised_endpoint": "0.0.0.0:7443"}, "advertised_endpoint"),
+])
+def test_enrollment_uris_never_carry_a_wildcard_address(extra: dict, key: str) -> None:
+    """Issue 15 item 9: the README's 0.0.0.0 control_listen made portunus://0.0.0.0:7443/ URIs."""
+    got = problems({**GOOD, **extra})
+    assert len(got) == 1 and got[0].startswith(f"D/server.toml: {key}: ") and "set advertised_endpoint" in got[0]
+    ok = parse_server_settings({**GOOD, "control_listen": "0.0.0.0:7443",
+                                "advertised_endpoint": "ctl.example.com:7443"})
+    assert ok.endpoint == "ctl.example.com:7443"

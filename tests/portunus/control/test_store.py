@@ -5,12 +5,19 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from portunus.control.store import SCHEMA_VERSION, DataDirLocked, StoreError, open_store
+from portunus.control.store import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    DataDirLocked,
+    StoreError,
+    open_store,
+)
 
 
 @pytest.fixture
@@ -79,14 +86,61 @@ def test_tmpfs_and_missing_dirs_are_refused() -> None:
 def test_enrollment_secret_single_use_and_expiry(data_dir: Path) -> None:
     s = open_store(data_dir)
     try:
-        c = s.create_client("edge", "h")
+        c, late = s.create_client("edge", "h"), s.create_client("late", "h")
         s.add_enrollment(c.id, "hash-1", 60, "op")
-        s.add_enrollment(c.id, "hash-2", -1, "op")
+        s.add_enrollment(late.id, "hash-2", -1, "op")
         client, why = s.consume_enrollment("hash-1", "pubkey")
         assert client is not None and client.public_key == "pubkey" and why == ""
         assert s.consume_enrollment("hash-1", "other")[1].startswith("enrollment URI already used")
         assert s.consume_enrollment("hash-2", "other")[1].startswith("enrollment URI expired")
         assert s.consume_enrollment("nope", "other")[1].startswith("unknown enrollment secret")
         assert s.client_by_id(c.id).public_key == "pubkey"
+    finally:
+        s.close()
+
+
+def test_one_outstanding_uri_per_client_and_no_key_replacement(data_dir: Path) -> None:
+    """Issue 15 item 2: a second URI for the same name must not replace an enrolled client's key."""
+    s = open_store(data_dir)
+    try:
+        c = s.create_client("edge", "h")
+        first, superseded = s.add_enrollment(c.id, "hash-1", 60, "op")
+        assert superseded == 0
+        second, superseded = s.add_enrollment(c.id, "hash-2", 60, "op")
+        assert superseded == 1
+        assert s.consume_enrollment("hash-1", "key-1") == (None, "enrollment URI revoked (superseded by a newer "
+                                                            "URI (op)); ask an operator for a new one")
+        client, why = s.consume_enrollment("hash-2", "key-2")
+        assert client is not None and client.public_key == "key-2", why
+        # A URI for an enrolled client (the API refuses to make one; an old server did) cannot take it over.
+        third, _ = s.add_enrollment(c.id, "hash-3", 60, "op")
+        assert s.consume_enrollment("hash-3", "key-3")[1].startswith("this client is already enrolled")
+        assert s.client_by_id(c.id).public_key == "key-2"
+        now = time.time()
+        assert [(e.id, e.status(now)) for e in s.list_enrollments()] == [
+            (first, "revoked"), (second, "used"), (third, "outstanding")]
+        assert s.revoke_enrollment(third, "admin") and not s.revoke_enrollment(third, "admin")
+        assert not s.revoke_enrollment(second, "admin")  # used: nothing left to revoke
+        assert s.enrollment(third).revoked_by == "revoked by admin"
+    finally:
+        s.close()
+
+
+def test_schema_1_is_upgraded_in_place(data_dir: Path) -> None:
+    db = sqlite3.connect(data_dir / "state.db")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    for stmt in _MIGRATIONS[1]:
+        db.execute(stmt)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO clients (name, address, created_at) VALUES ('edge', 'h', 0)")
+    db.execute("INSERT INTO enrollments (client_id, secret_sha256, created_at, expires_at, created_by) "
+               "VALUES (1, 'hash-1', 0, 1e12, 'op')")
+    db.commit()
+    db.close()
+    s = open_store(data_dir)
+    try:
+        assert s.schema_version == SCHEMA_VERSION == 2
+        assert [e.status(time.time()) for e in s.list_enrollments()] == ["outstanding"]
+        assert s.consume_enrollment("hash-1", "key")[0] is not None
     finally:
         s.close()

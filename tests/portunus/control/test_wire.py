@@ -17,7 +17,7 @@ def test_client_messages_parse() -> None:
 
 
 @pytest.mark.parametrize("msg, message", [
-    ({"type": "hello", "client": "e", "signature": "s", "version": -1}, "version must be an integer >= 0"),
+    ({"type": "hello", "client": "e", "signature": "s", "version": -1}, "version must be an integer from 0 to"),
     ({"type": "hello", "client": 1, "signature": "s", "version": 1}, "client must be a string"),
     ({"type": "ack", "version": 1, "results": {"r": 5}}, "results must map rule names"),
     ({"type": "stats", "rules": [], "active_connections": 0}, "rules must be an object"),
