@@ -57,7 +57,8 @@ _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 HOUSEKEEPING_S = 0.25
 # How often per-rule byte totals are sampled for the rate metric, and idle connections swept.
 RATE_SAMPLE_INTERVAL_S = 1.0
-# Keepalive probes after the idle time: every 10 s, 6 unanswered = dead (Linux counts them).
+# Keepalive probes after the idle time: every 10 s (or every idle time, if shorter),
+# 6 unanswered = dead, so a vanished peer is dropped within idle + 60 s.
 KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_PROBES = 6
 # Upstream keepalive is armed for connections open at least this long (checked each second).
@@ -131,7 +132,8 @@ def set_keepalive(sock: socket.socket | RawSocket, idle_s: float) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle_s)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL,
+                        max(1, min(KEEPALIVE_INTERVAL_S, int(idle_s))))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     except (OSError, AttributeError):
         pass
