@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness import procs  # noqa: E402 - after the sys.path line above
+from harness.errors import PathError  # noqa: E402
 from harness.executor.local import LOCAL  # noqa: E402
 from harness.netutil import LOOPBACK, free_port  # noqa: E402
 from harness.paths.base import ForwardPath, PathSetup  # noqa: E402
@@ -175,23 +176,36 @@ def check_import_origin(tree: Path) -> None:
 
 
 @contextmanager
-def open_paths(names: list[str], target_port: int, workdir: Path) -> Iterator[dict[str, tuple[ForwardPath, Any]]]:
-    """Start every path, forwarding to target_port; yield {name: (path, endpoint)}; stop all on exit."""
-    started: dict[str, tuple[ForwardPath, Any]] = {}
+def open_paths(names: list[str], target_port: int, workdir: Path) -> Iterator[dict[str, list[Any]]]:
+    """Start every path, forwarding to target_port; yield {name: [path, endpoint, setup]}; stop all on exit."""
+    started: dict[str, list[Any]] = {}
     try:
         for name in names:
             path = PATH_TYPES[name]()
             d = workdir / name
             d.mkdir(parents=True, exist_ok=True)
             setup = PathSetup(target_port=target_port, workdir=d, alloc_port=free_port, protocol="udp")
-            started[name] = (path, None)
-            ep = path.start(setup)
+            started[name] = [path, None, setup]
+            started[name][1] = path.start(setup)
             path.ready(READY_TIMEOUT_S)
-            started[name] = (path, ep)
         yield started
     finally:
-        for path, _ep in started.values():
+        for path, _ep, _setup in started.values():
             path.stop()
+
+
+def ensure_up(entry: list[Any]) -> None:
+    """Restart a path whose state vanished: on a shared host another run's cleanup may
+    remove our iptables chain (ready() checks the NAT rules are still there)."""
+    path, _ep, setup = entry
+    if not isinstance(path, IptablesPath):
+        return
+    try:
+        path.ready(READY_TIMEOUT_S)
+    except PathError:
+        path.stop()
+        entry[1] = path.start(setup)
+        path.ready(READY_TIMEOUT_S)
 
 
 def run_iperf(host: str, port: int, target_port: int, point: Point, seconds: int, omit_s: int,
@@ -344,8 +358,9 @@ def main() -> int:
             with open_paths(names, target_port, workdir / f"round{rnd}") as paths:
                 for point in rng.sample(points, len(points)):
                     for name in rng.sample(names, len(names)):
-                        path, ep = paths[name]
-                        wait_quiet([p for pa, _ in paths.values() for p in pa.forwarder_pids()])
+                        ensure_up(paths[name])
+                        path, ep, _setup = paths[name]
+                        wait_quiet([p for pa, _e, _s in paths.values() for p in pa.forwarder_pids()])
                         rec = measure(name, path, ep, target_port, point, args, rnd, workdir)
                         records.append(rec)
                         print(f"round {rnd} {name:>10} {point.size_bytes:>5} B -w {point.window_bytes:>7} "
