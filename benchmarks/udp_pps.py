@@ -78,7 +78,7 @@ QUIET_CPU_S = 0.01
 QUIET_TIMEOUT_S = 15.0
 CLIENT_MARGIN_S = 20.0
 # Offered rates: "150k" = 150,000 datagrams/s; "1000M" = 1000 Mbit/s of payload (iperf3 -b).
-DEFAULT_GRID = ("64:25k,50k,100k,150k,200k,250k 512:50k,100k,150k,200k 1400:500M,1000M,2000M "
+DEFAULT_GRID = ("64:25k,50k,100k,150k,200k,250k,300k 512:50k,100k,150k,200k 1400:500M,1000M,2000M "
                 "1400@0:1000M,2000M")
 
 
@@ -230,6 +230,23 @@ def run_iperf(host: str, port: int, target_port: int, point: Point, seconds: int
         procs.stop(server)
 
 
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped at UDP sockets bound to port (all of them: nginx has one per
+    worker), from the `drops` column of /proc/net/udp and udp6: where a forwarder's input overflowed."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                total += int(cols[-1])
+    return total
+
+
 def wait_quiet(pids: list[int]) -> float:
     """Wait until the forwarders use (almost) no CPU; return the seconds waited."""
     start = time.monotonic()
@@ -253,9 +270,12 @@ def measure(name: str, path: ForwardPath, ep: Any, target_port: int, point: Poin
     pids = path.forwarder_pids()
     try:
         before = [LOCAL.tree_cpu_seconds(p) for p in pids]
+        drops_before = udp_drops(ep.port) if pids else 0
         raw = run_iperf(ep.host, ep.port, target_port, point, args.seconds, args.omit, workdir / "iperf3-server.log")
         after = [LOCAL.tree_cpu_seconds(p) for p in pids]
         rec.update(parse_iperf_udp(raw))
+        if pids:  # lost at the forwarder's listening socket (it fell behind) vs. elsewhere (the receiver)
+            rec["forwarder_listen_drops"] = udp_drops(ep.port) - drops_before
         if pids:
             cpu_s = sum(a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None)
             rec["forwarder_cpu_s"] = cpu_s
@@ -267,6 +287,12 @@ def measure(name: str, path: ForwardPath, ep: Any, target_port: int, point: Poin
     except Exception as e:  # one failed point must not end the run: record it
         rec["error"] = f"{type(e).__name__}: {e}"
     return rec
+
+
+def _lost_at_forwarder_pct(recs: list[dict[str, Any]]) -> float | None:
+    shares = [100 * r["forwarder_listen_drops"] / (r["sent_packets"] - r["delivered_packets"]) for r in recs
+              if "forwarder_listen_drops" in r and r["sent_packets"] - r["delivered_packets"] > 0]
+    return round(statistics.median(shares), 1) if shares else None
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,6 +319,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "lost_pct_median": round(statistics.median(r["lost_pct"] for r in mine), 3),
                 "lost_pct_max": round(max(r["lost_pct"] for r in mine), 3),
                 "cpu_s_per_mdgram_median": round(statistics.median(cpu), 3) if cpu else None,
+                # Of the datagrams lost, the share the forwarder's own listening socket dropped.
+                "lost_at_forwarder_pct_median": _lost_at_forwarder_pct(mine),
             })
         ok = [row for row in rows if row["lost_pct_median"] < LOSS_LIMIT_PCT]
         best = max(ok, key=lambda row: row["delivered_pps_median"], default=None)
