@@ -356,12 +356,16 @@ def test_batches_keep_every_datagram_boundary_and_order_both_ways(standalone):
         finally:
             c.close()
         st = stats(metrics)["b"]
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as r:
+            prom = r.read().decode()
     assert [len(m) for m in back] == [len(m) for m in sent]  # no merge, no split, no reorder
     assert back == sent
     total = sum(len(m) for m in sent)
     assert st["datagrams_in"] == st["datagrams_out"] == len(sent)
     assert st["bytes_in"] == st["bytes_out"] == total
     assert st["dropped"] == {}
+    for direction in ("in", "out"):
+        assert f'portunus_rule_datagrams_total{{direction="{direction}",rule="b"}} {len(sent)}.0' in prom
 
 
 def test_2000_flows_from_distinct_ports_with_the_table_bounded_by_udp_max_flows(standalone):
