@@ -6,6 +6,8 @@ Paths (all on loopback, all forwarding 127.0.0.1:P -> the iperf3 server):
 * iptables:    kernel NAT (REDIRECT in nat OUTPUT), the harness's iptables path
 * nginx:       NGINX stream, the harness's config (udp reuseport, worker_processes auto)
 * standalone:  this checkout's `portunus-standalone`
+* standalone_nogso / standalone_portable: the same with UDP GSO off / with
+               one system call per datagram (PORTUNUS_DISABLE_UDP_GSO / _MMSG=1)
 * before:      `portunus-standalone` running the `portunus/` package of another
                commit (--before-ref), extracted with `git archive` into a temp dir
                and put first on PYTHONPATH; the same venv, the same TOML
@@ -90,9 +92,22 @@ class BeforePath(StandalonePath):
     env_overrides: ClassVar[dict[str, str]] = {}
 
 
+class NoGsoPath(StandalonePath):
+    name = "standalone_nogso"
+    description = "portunus-standalone with PORTUNUS_DISABLE_UDP_GSO=1 (sendmmsg, one datagram per message)"
+    env_overrides: ClassVar[dict[str, str]] = {"PORTUNUS_DISABLE_UDP_GSO": "1"}
+
+
+class PortableIoPath(StandalonePath):
+    name = "standalone_portable"
+    description = "portunus-standalone with PORTUNUS_DISABLE_UDP_MMSG=1 (batched engine, one syscall per datagram)"
+    env_overrides: ClassVar[dict[str, str]] = {"PORTUNUS_DISABLE_UDP_MMSG": "1"}
+
+
 PATH_TYPES: dict[str, type[ForwardPath]] = {
     "direct": DirectPath, "iptables": IptablesPath, "nginx": NginxPath,
-    "standalone": StandalonePath, "before": BeforePath,
+    "standalone": StandalonePath, "standalone_nogso": NoGsoPath, "standalone_portable": PortableIoPath,
+    "before": BeforePath,
 }
 
 

@@ -408,6 +408,22 @@ class PortableBatch:
         return len(lengths), 0
 
 
+def _disabled_by_env(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
 def open_batch(slots: int) -> DatagramBatch | PortableBatch:
-    """The fastest batch this platform has."""
-    return DatagramBatch(slots) if AVAILABLE else PortableBatch(slots)
+    """The fastest batch this platform has, less what the environment switches off:
+    PORTUNUS_DISABLE_UDP_GSO=1 (sendmmsg, one datagram per message) and
+    PORTUNUS_DISABLE_UDP_MMSG=1 (one system call per datagram), for A/B runs and
+    as a way out should a driver mishandle GSO."""
+    if not AVAILABLE or _disabled_by_env("PORTUNUS_DISABLE_UDP_MMSG"):
+        return PortableBatch(slots)
+    return DatagramBatch(slots, gso=GSO_AVAILABLE and not _disabled_by_env("PORTUNUS_DISABLE_UDP_GSO"))
+
+
+def describe(batch: DatagramBatch | PortableBatch) -> str:
+    """How a batch moves datagrams, for the log."""
+    if isinstance(batch, PortableBatch):
+        return f"recvfrom/sendto, up to {batch.slots} datagrams per readiness event"
+    return f"recvmmsg/sendmmsg, {batch.slots} datagrams per call, UDP GSO {'on' if batch.gso else 'off'}"

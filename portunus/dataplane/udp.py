@@ -58,7 +58,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from portunus.dataplane.mmsg import NAME_BYTES, NAME_LEN, open_batch
+from portunus.dataplane.mmsg import NAME_BYTES, NAME_LEN, describe, open_batch
 from portunus.dataplane.stats import RuleStats
 from portunus.limits import TokenBucket, admit, police, release
 
@@ -220,6 +220,7 @@ class UdpEngine:
     def __init__(self, forwarder: Any = None, *, batch: Any = None) -> None:
         self._forwarder = forwarder
         self._batch = batch if batch is not None else open_batch(BATCH)
+        log.info("UDP engine: %s", describe(self._batch))
         self._lock = threading.Lock()
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()

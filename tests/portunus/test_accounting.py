@@ -148,7 +148,8 @@ def test_tcp_bytes_equal_the_iperf3_receivers(standalone, tmp_path, cap):
         with ControlBypass(target, port) as relay:
             end = run_iperf(relay.port, target, "-b", "10M", "-l", "16K", "-t", "2", "-O", "0")
         recv = end["sum_received"]
-        st = wait_for(lambda: (s := stats(metrics)["data"])["connections_active"] == 0 and s, what="connection end")
+        st = wait_for(lambda m=metrics: (s := stats(m)["data"])["connections_active"] == 0 and s,
+                      what="connection end")
         proc.stop()
         if end["sum_sent"]["bytes"] == recv["bytes"] or attempt == TCP_TRIES - 1:
             break

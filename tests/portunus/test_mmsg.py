@@ -10,7 +10,14 @@ import time
 
 import pytest
 
-from portunus.dataplane.mmsg import AVAILABLE, NAME_LEN, DatagramBatch, PortableBatch, sockaddr_tuple
+from portunus.dataplane.mmsg import (
+    AVAILABLE,
+    GSO_AVAILABLE,
+    NAME_LEN,
+    DatagramBatch,
+    PortableBatch,
+    sockaddr_tuple,
+)
 
 # The largest payload one IPv4 UDP datagram can carry (65535 - 20 IP - 8 UDP).
 MAX_V4_PAYLOAD = 65507
@@ -196,7 +203,6 @@ GSO_RUNS = {
 @pytest.mark.parametrize("gso", [True, False], ids=["gso", "no-gso"])
 @pytest.mark.parametrize("sizes", GSO_RUNS.values(), ids=GSO_RUNS.keys())
 def test_runs_of_equal_sizes_arrive_as_the_same_datagrams(sizes, gso):
-    from portunus.dataplane.mmsg import GSO_AVAILABLE
     if gso and not GSO_AVAILABLE:
         pytest.skip("kernel without UDP_SEGMENT")
     msgs = [os.urandom(n) for n in sizes]
@@ -208,7 +214,6 @@ def test_runs_of_equal_sizes_arrive_as_the_same_datagrams(sizes, gso):
 
 @pytest.mark.skipif(not AVAILABLE, reason="no recvmmsg here")
 def test_a_socket_that_refuses_gso_gets_every_datagram_one_by_one_from_then_on():
-    from portunus.dataplane.mmsg import GSO_AVAILABLE
     if not GSO_AVAILABLE:
         pytest.skip("kernel without UDP_SEGMENT")
     msgs = [os.urandom(64) for _ in range(40)]

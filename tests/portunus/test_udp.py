@@ -333,16 +333,27 @@ def collect(socks: list[socket.socket], expect: int, timeout_s: float = 5.0,
     return got
 
 
-def test_batches_keep_every_datagram_boundary_and_order_both_ways(standalone):
+IO_MODES = {
+    "mmsg+gso": ({}, "recvmmsg/sendmmsg, 64 datagrams per call, UDP GSO on"),
+    "mmsg": ({"PORTUNUS_DISABLE_UDP_GSO": "1"}, "recvmmsg/sendmmsg, 64 datagrams per call, UDP GSO off"),
+    "portable": ({"PORTUNUS_DISABLE_UDP_MMSG": "1"}, "recvfrom/sendto"),
+}
+
+
+@pytest.mark.parametrize("mode", IO_MODES.values(), ids=IO_MODES.keys())
+def test_batches_keep_every_datagram_boundary_and_order_both_ways(standalone, mode):
     """Random sizes 1..65507 in windows of 16, then runs of equal sizes (GSO-sized): every echo is
     the datagram sent, in order, and the counters match to the byte and the datagram."""
+    env, io_line = mode
     port, mport = free_ports(2)
     metrics = f"127.0.0.1:{mport}"
     rng = random.Random(14)
     windows = [[rng.randint(1, 65507) for _ in range(16)] for _ in range(12)]
     windows += [[1] * 64, [64] * 64, [1400] * 64, [1200] * 30 + [17] + [1200] * 20, [1452] * 3 + [1453] * 3]
     with UdpEchoServer() as echo:
-        launch(standalone, HEAD + udp_rule("b", str(port), f"127.0.0.1:{echo.port}"), metrics)
+        proc = standalone(HEAD + udp_rule("b", str(port), f"127.0.0.1:{echo.port}"), metrics_addr=metrics, env=env)
+        wait_for(lambda: "running" in proc.log() or proc.proc.poll() is not None, what="start")
+        assert io_line in proc.log()
         c = big_client()
         sent: list[bytes] = []
         back: list[bytes] = []
