@@ -82,7 +82,7 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
 # breaking every scrape (KeyError, OverflowError) for the whole fleet.
 _COUNTERS_REQUIRED = ("bytes_in", "bytes_out", "connections_active", "connections_total", "connect_failures")
 _COUNTERS_OPTIONAL = ("failovers", "splice_connections", "copy_connections", "rate_in_bytes_per_s",
-                      "rate_out_bytes_per_s")
+                      "rate_out_bytes_per_s", "datagrams_in", "datagrams_out")
 _COUNTER_MAPS = ("rejected", "dropped", "current_limits")
 _COUNTER = Bounded(False, 0, 2**64, "counter")
 _MAX_LABEL_CHARS = 128

@@ -5,8 +5,12 @@ without a bandwidth cap. What iperf3 sends besides its test data is known
 exactly and added to its figure:
 
 * UDP: the client's 4-byte "connect" datagram and the server's 4-byte reply
-  (iperf3 3.x UDP handshake) travel through the UDP rule; the control
-  connection goes through a separate TCP rule on the same port.
+  (iperf3 3.x UDP handshake) travel through the UDP rule. The control
+  connection (TCP, same port number) goes through a relay that holds each
+  client->server chunk CONTROL_DELAY_S: iperf3's receiver stops counting when
+  the client's "test end" arrives, and without the delay that message can
+  overtake the last datagrams (read after it, they are forwarded and counted
+  by Portunus but not by iperf3).
 * TCP: a relay in front sends iperf3's first connection (control) straight
   to the server and every later one (the data stream) through Portunus, so
   the rule sees one data connection: a 37-byte cookie, then the test data.
@@ -34,6 +38,8 @@ COOKIE_BYTES = 37
 WINDOW = "4M"
 # Runs of the TCP test until one had nothing in flight at its end (see the test).
 TCP_TRIES = 3
+# How long the UDP test's control relay holds client->server bytes (see the module docstring).
+CONTROL_DELAY_S = 0.3
 HEAD = '[global]\nshutdown_drain_secs = 1\n\n'
 
 
@@ -84,10 +90,10 @@ def test_udp_bytes_and_datagrams_equal_the_iperf3_receivers(standalone, cap):
     port, target, mport = free_ports(3)
     metrics = f"127.0.0.1:{mport}"
     limit = f"rate_limit = {{ bandwidth_in_bps = {cap} }}" if cap else ""
-    proc = standalone(HEAD + rule("data", "udp", port, target, limit) + rule("ctl", "tcp", port, target),
-                      metrics_addr=metrics)
+    proc = standalone(HEAD + rule("data", "udp", port, target, limit), metrics_addr=metrics)
     proc.wait_ready()
-    end = run_iperf(port, target, "-u", "-b", "20M", "-l", "1000", "-t", "2", "-O", "0")
+    with DelayedRelay(target, CONTROL_DELAY_S, port=port):
+        end = run_iperf(port, target, "-u", "-b", "20M", "-l", "1000", "-t", "2", "-O", "0")
     recv, sent = end["sum_received"], end["sum_sent"]
     received = recv["packets"] - recv["lost_packets"]
     st = settled(metrics, "data", "datagrams_in", received + 1)
@@ -101,6 +107,49 @@ def test_udp_bytes_and_datagrams_equal_the_iperf3_receivers(standalone, cap):
         assert dropped > sent["packets"] // 2  # 2.5 MB/s offered, 0.5 MB/s passed
     else:
         assert dropped == 0 and recv["lost_packets"] == 0
+
+
+class DelayedRelay(TcpServer):
+    """A TCP relay to `dest_port` that passes client->server bytes delay_s late, in order."""
+
+    def __init__(self, dest_port: int, delay_s: float, port: int = 0) -> None:
+        self._dest = dest_port
+        self._delay_s = delay_s
+        super().__init__(self._relay, port=port)
+
+    def _relay(self, conn: socket.socket) -> None:
+        import queue
+        import time
+        up = socket.create_connection(("127.0.0.1", self._dest))
+        held: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+
+        def release() -> None:
+            try:
+                while True:
+                    due, data = held.get()
+                    time.sleep(max(0.0, due - time.monotonic()))
+                    if not data:
+                        up.shutdown(socket.SHUT_WR)
+                        return
+                    up.sendall(data)
+            except OSError:
+                return  # the server closed first: nothing left to pass on
+
+        back = threading.Thread(target=_pump, args=(up, conn), daemon=True)
+        out = threading.Thread(target=release, daemon=True)
+        back.start()
+        out.start()
+        try:
+            while True:
+                data = conn.recv(1 << 16)
+                held.put((time.monotonic() + self._delay_s, data))
+                if not data:
+                    break
+        except OSError:
+            held.put((0.0, b""))
+        out.join(timeout=30)
+        back.join(timeout=30)
+        up.close()
 
 
 class ControlBypass(TcpServer):
