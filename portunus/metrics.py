@@ -35,6 +35,8 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
     lv = list(extra.values())
     by = CounterMetricFamily(f"{PREFIX}_rule_bytes", "Bytes forwarded per rule and direction "
                              "(in = client to target, out = target to client)", labels=[*names, "rule", "direction"])
+    dgrams = CounterMetricFamily(f"{PREFIX}_rule_datagrams", "Datagrams forwarded per rule and direction (UDP; "
+                                 "in = client to target, out = target to client)", labels=[*names, "rule", "direction"])
     active = GaugeMetricFamily(f"{PREFIX}_rule_connections_active", "Open connections (TCP) or live flows (UDP)",
                                labels=[*names, "rule"])
     total = CounterMetricFamily(f"{PREFIX}_rule_connections", "Connections (TCP) or flows (UDP) admitted",
@@ -59,6 +61,9 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
             limit.add_metric([*lv, rule, key], value)
         by.add_metric([*lv, rule, "in"], c["bytes_in"])
         by.add_metric([*lv, rule, "out"], c["bytes_out"])
+        if c.get("protocol") != "tcp" and "datagrams_in" in c:  # TCP moves none; older clients send none
+            dgrams.add_metric([*lv, rule, "in"], c["datagrams_in"])
+            dgrams.add_metric([*lv, rule, "out"], c.get("datagrams_out", 0))
         active.add_metric([*lv, rule], c["connections_active"])
         total.add_metric([*lv, rule], c["connections_total"])
         fails.add_metric([*lv, rule], c["connect_failures"])
@@ -69,7 +74,7 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
             dropped.add_metric([*lv, rule, reason], n)
         splice.add_metric([*lv, rule, "splice"], c.get("splice_connections", 0))
         splice.add_metric([*lv, rule, "copy"], c.get("copy_connections", 0))
-    return [by, active, total, fails, failovers, rejected, dropped, splice, rate, limit]
+    return [by, dgrams, active, total, fails, failovers, rejected, dropped, splice, rate, limit]
 
 
 # A counter report is data from another process: every value rule_metrics
@@ -77,7 +82,7 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
 # breaking every scrape (KeyError, OverflowError) for the whole fleet.
 _COUNTERS_REQUIRED = ("bytes_in", "bytes_out", "connections_active", "connections_total", "connect_failures")
 _COUNTERS_OPTIONAL = ("failovers", "splice_connections", "copy_connections", "rate_in_bytes_per_s",
-                      "rate_out_bytes_per_s")
+                      "rate_out_bytes_per_s", "datagrams_in", "datagrams_out")
 _COUNTER_MAPS = ("rejected", "dropped", "current_limits")
 _COUNTER = Bounded(False, 0, 2**64, "counter")
 _MAX_LABEL_CHARS = 128

@@ -4,6 +4,8 @@ Pumps write only their own `Counter` (no lock, one writer). A rule's totals
 are the bytes of finished connections (folded in under a lock when a
 connection ends) plus whatever its live connections have moved so far, read
 at snapshot time. So a byte is counted once, and a scrape never blocks a pump.
+Datagrams (UDP) are counted the same way: a flow that has `datagrams_moved()`
+reports them next to its bytes; a TCP connection has none.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ class LiveFlow(Protocol):
         """(bytes in, bytes out) so far."""
 
 
+def _datagrams(flow: LiveFlow) -> tuple[int, int]:
+    """(datagrams in, out) of a UDP flow so far; (0, 0) for a TCP connection."""
+    moved = getattr(flow, "datagrams_moved", None)
+    return moved() if moved is not None else (0, 0)
+
+
 class RuleStats:
     """Counters of one rule (survive reloads that keep the rule's name)."""
 
@@ -32,6 +40,8 @@ class RuleStats:
         self.lock = threading.Lock()
         self.bytes_in_done = 0
         self.bytes_out_done = 0
+        self.datagrams_in_done = 0
+        self.datagrams_out_done = 0
         self.connections_total = 0
         self.connect_failures = 0
         self.failovers = 0
@@ -53,10 +63,13 @@ class RuleStats:
 
     def closed(self, flow: LiveFlow) -> None:
         bytes_in, bytes_out = flow.bytes_moved()
+        dgrams_in, dgrams_out = _datagrams(flow)
         with self.lock:
             self.live.discard(flow)
             self.bytes_in_done += bytes_in
             self.bytes_out_done += bytes_out
+            self.datagrams_in_done += dgrams_in
+            self.datagrams_out_done += dgrams_out
 
     def count(self, field: str, n: int = 1) -> None:
         with self.lock:
@@ -105,6 +118,8 @@ class RuleStats:
             out: dict[str, Any] = {
                 "bytes_in": self.bytes_in_done,
                 "bytes_out": self.bytes_out_done,
+                "datagrams_in": self.datagrams_in_done,
+                "datagrams_out": self.datagrams_out_done,
                 "connections_active": len(live),
                 "connections_total": self.connections_total,
                 "connect_failures": self.connect_failures,
@@ -120,6 +135,9 @@ class RuleStats:
             bi, bo = flow.bytes_moved()
             out["bytes_in"] += bi
             out["bytes_out"] += bo
+            di, do = _datagrams(flow)
+            out["datagrams_in"] += di
+            out["datagrams_out"] += do
         return out
 
 

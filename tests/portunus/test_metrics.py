@@ -32,6 +32,8 @@ def test_a_real_forwarder_snapshot_passes_the_schema_unchanged() -> None:
             "connect_failures": 0}}, "rule 'r': bytes_in: must be a number from 0 to"),
     ({"r": {"bytes_in": 1, "bytes_out": 0, "connections_active": 0, "connections_total": 0,
             "connect_failures": 0, "rejected": {"x": None}}}, "rule 'r': rejected.'x': must be a number"),
+    ({"r": {"bytes_in": 1, "bytes_out": 0, "connections_active": 0, "connections_total": 0,
+            "connect_failures": 0, "datagrams_in": -1}}, "rule 'r': datagrams_in: must be a number"),
 ])
 def test_bad_reports_say_what_is_wrong(rules: object, fragment: str) -> None:
     with pytest.raises(ValueError) as e:

@@ -296,3 +296,154 @@ def test_ipv6_listener_and_target(standalone, family):
         data, addr = c.recvfrom(100)
         c.close()
     assert data == b"six" and addr[:2] == ("::1", port)
+
+
+# ---------------------------------------------------------------- batching (recvmmsg / sendmmsg / GSO)
+
+def big_client() -> socket.socket:
+    """A client with 4 MiB buffers: a window of 64 KiB datagrams and their echoes fit."""
+    s = client()
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+    return s
+
+
+def collect(socks: list[socket.socket], expect: int, timeout_s: float = 5.0,
+            settle_s: float = SILENCE_S) -> dict[socket.socket, list[bytes]]:
+    """Datagrams each socket received, until `expect` came (then settle_s more for strays) or timeout."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    got: dict[socket.socket, list[bytes]] = {s: [] for s in socks}
+    n = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(0.05):
+            try:
+                while True:
+                    got[key.fileobj].append(key.fileobj.recv(65535))
+                    n += 1
+            except BlockingIOError:
+                pass
+        if n >= expect:
+            deadline = min(deadline, time.monotonic() + settle_s)
+    sel.close()
+    return got
+
+
+IO_MODES = {
+    "mmsg+gso": ({}, "recvmmsg/sendmmsg, 64 datagrams per call, UDP GSO on"),
+    "mmsg": ({"PORTUNUS_DISABLE_UDP_GSO": "1"}, "recvmmsg/sendmmsg, 64 datagrams per call, UDP GSO off"),
+    "portable": ({"PORTUNUS_DISABLE_UDP_MMSG": "1"}, "recvfrom/sendto"),
+}
+
+
+@pytest.mark.parametrize("mode", IO_MODES.values(), ids=IO_MODES.keys())
+def test_batches_keep_every_datagram_boundary_and_order_both_ways(standalone, mode):
+    """Random sizes 1..65507 in windows of 16, then runs of equal sizes (GSO-sized): every echo is
+    the datagram sent, in order, and the counters match to the byte and the datagram."""
+    env, io_line = mode
+    port, mport = free_ports(2)
+    metrics = f"127.0.0.1:{mport}"
+    rng = random.Random(14)
+    windows = [[rng.randint(1, 65507) for _ in range(16)] for _ in range(12)]
+    windows += [[1] * 64, [64] * 64, [1400] * 64, [1200] * 30 + [17] + [1200] * 20, [1452] * 3 + [1453] * 3]
+    with UdpEchoServer() as echo:
+        proc = standalone(HEAD + udp_rule("b", str(port), f"127.0.0.1:{echo.port}"), metrics_addr=metrics, env=env)
+        wait_for(lambda: "running" in proc.log() or proc.proc.poll() is not None, what="start")
+        assert io_line in proc.log()
+        c = big_client()
+        sent: list[bytes] = []
+        back: list[bytes] = []
+        try:
+            for sizes in windows:
+                msgs = [os.urandom(n) for n in sizes]
+                for m in msgs:  # back to back: they queue at the listener and leave as one batch
+                    c.sendto(m, ("127.0.0.1", port))
+                sent += msgs
+                back += collect([c], len(msgs), settle_s=0.0)[c]
+        finally:
+            c.close()
+        st = stats(metrics)["b"]
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as r:
+            prom = r.read().decode()
+    assert [len(m) for m in back] == [len(m) for m in sent]  # no merge, no split, no reorder
+    assert back == sent
+    total = sum(len(m) for m in sent)
+    assert st["datagrams_in"] == st["datagrams_out"] == len(sent)
+    assert st["bytes_in"] == st["bytes_out"] == total
+    assert st["dropped"] == {}
+    for direction in ("in", "out"):
+        assert f'portunus_rule_datagrams_total{{direction="{direction}",rule="b"}} {len(sent)}.0' in prom
+
+
+def test_2000_flows_from_distinct_ports_with_the_table_bounded_by_udp_max_flows(standalone):
+    """2,000 clients send at once to a rule with udp_max_flows = 1500: exactly 1500 flows, the
+    other 500 refused (each datagram counted), admitted flows keep working, then all expire."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    port, mport = free_ports(2)
+    metrics = f"127.0.0.1:{mport}"
+    n_clients, max_flows = 2000, 1500
+    with UdpEchoServer() as echo:
+        launch(standalone, HEAD + udp_rule("many", str(port), f"127.0.0.1:{echo.port}",
+                                           f"udp_max_flows = {max_flows}\nudp_flow_idle_secs = 2"), metrics)
+        clients = [client() for _ in range(n_clients)]
+        try:
+            for rnd in range(2):
+                for i, c in enumerate(clients):
+                    c.sendto(b"%d:%d" % (i, rnd), ("127.0.0.1", port))
+                got = collect(clients, max_flows, timeout_s=15)
+                answered = [i for i, c in enumerate(clients) if got[c]]
+                assert len(answered) == max_flows, f"round {rnd}: {len(answered)} answered"
+                assert all(got[clients[i]] == [b"%d:%d" % (i, rnd)] for i in answered)
+                if rnd == 0:
+                    first = answered
+                else:
+                    assert answered == first  # the same flows: refused clients stay refused
+            st = stats(metrics)["many"]
+            sources = len(echo.sources)
+            wait_for(lambda: stats(metrics)["many"]["connections_active"] == 0, timeout_s=10, what="expiry")
+        finally:
+            for c in clients:
+                c.close()
+    assert st["connections_active"] == st["connections_total"] == max_flows
+    assert st["rejected"] == {"max_flows": 2 * (n_clients - max_flows)}
+    assert st["datagrams_in"] == st["datagrams_out"] == 2 * max_flows
+    assert sources == max_flows
+
+
+def test_first_packet_limits_hold_when_many_new_clients_arrive_in_one_batch(standalone):
+    """50 clients x 3 datagrams, interleaved, in one burst: concurrency 10 admits the first 10
+    clients; a rate of 5 new flows (burst) admits 5; every refused datagram is counted."""
+    conc_port, rate_port, mport = free_ports(3, socket.SOCK_DGRAM)
+    metrics = f"127.0.0.1:{mport}"
+    with UdpEchoServer() as echo:
+        target = f"127.0.0.1:{echo.port}"
+        launch(standalone, HEAD
+               + udp_rule("conc", str(conc_port), target, "rate_limit = { concurrent_connections = 10 }")
+               + udp_rule("rate", str(rate_port), target,
+                          "rate_limit = { new_connections_per_sec = 0.01, new_connections_burst = 5 }"),
+               metrics)
+        clients = [client() for _ in range(50)]
+        try:
+            results = {}
+            for name, port, admitted in (("conc", conc_port, 10), ("rate", rate_port, 5)):
+                for rnd in range(3):
+                    for i, c in enumerate(clients):
+                        c.sendto(b"%s %d %d" % (name.encode(), i, rnd), ("127.0.0.1", port))
+                got = collect(clients, 3 * admitted)
+                results[name] = [i for i, c in enumerate(clients) if got[c]]
+                assert all(len(got[clients[i]]) == 3 for i in results[name])
+            st = stats(metrics)
+        finally:
+            for c in clients:
+                c.close()
+    assert results == {"conc": list(range(10)), "rate": list(range(5))}
+    assert st["conc"]["rejected"] == {"concurrency": 40 * 3}
+    assert st["rate"]["rejected"] == {"connection_rate": 45 * 3}
+    assert st["conc"]["datagrams_in"] == 30 and st["rate"]["datagrams_in"] == 15
