@@ -184,6 +184,7 @@ class Forwarder:
         # Loop-thread state (touched only on the loop thread).
         self.loop = EventLoop("dataplane")
         self.register = self.loop.register
+        self.modify = self.loop.modify
         self.pipes = PipePool()
         self._buffer_bytes = tcp.COPY_BUFFER_BYTES  # read at start: a benchmark may patch it
         self._buffers: list[memoryview] = []
