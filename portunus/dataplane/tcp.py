@@ -89,6 +89,12 @@ class Relay:
     __slots__ = ("conn", "src", "dst", "src_fd", "dst_fd", "readable", "writable", "rdhup",
                  "done", "eof", "pending", "uncounted", "pipe", "pipe_n", "bytes", "splice",
                  "splice_ok", "spliced", "throttle", "paused", "other", "ctx", "held")
+    # Set by TcpConnection._connected, when both sockets exist.
+    src: RawSocket
+    dst: RawSocket
+    src_fd: int
+    dst_fd: int
+    other: Relay
 
     def __init__(self, conn: TcpConnection, ctx: Any, splice_ok: bool, throttle: Any) -> None:
         self.conn: Any = conn
@@ -109,9 +115,6 @@ class Relay:
         self.spliced = False     # at least one splice moved bytes
         self.throttle = throttle  # ThrottleGroup or None
         self.paused = False      # waiting for tokens
-
-    def connect(self, src: RawSocket, src_fd: int, dst: RawSocket, dst_fd: int, other: Relay) -> None:
-        self.src, self.src_fd, self.dst, self.dst_fd, self.other = src, src_fd, dst, dst_fd, other
 
     def _blocked(self) -> None:
         """dst is full: wait until it drains (its EPOLLOUT is armed from the first time on)."""
@@ -142,7 +145,7 @@ class Relay:
     def _run_copy(self) -> None:
         ctx = self.ctx
         view = ctx.buffer
-        size = len(view)
+        size = ctx.buffer_bytes
         recv_into = self.src.recv_into
         send = self.dst.send
         throttle = self.throttle
@@ -502,15 +505,17 @@ class TcpConnection:
 
     def _connected(self) -> None:
         ctx = self.ctx
-        ctx.connecting.discard(self)
+        if self.state == CONNECTING:
+            ctx.connecting.discard(self)
         if self.attempts:  # each failed attempt before this one was a failover
             self.rule_state.stats.count("failovers", len(self.attempts))
         up = self.upstream
         assert up is not None
         ufd = self.upstream_fd
         rin, rout = self.relay_in, self.relay_out
-        rin.connect(self.client, self.client_fd, up, ufd, rout)
-        rout.connect(up, ufd, self.client, self.client_fd, rin)
+        client, cfd = self.client, self.client_fd
+        rin.src, rin.src_fd, rin.dst, rin.dst_fd, rin.other = client, cfd, up, ufd, rout
+        rout.src, rout.src_fd, rout.dst, rout.dst_fd, rout.other = up, ufd, client, cfd, rin
         rin.writable = rout.writable = True  # fresh sockets have room; EAGAIN will say otherwise
         self.state = OPEN
         self.opened_at = ctx.loop.now
