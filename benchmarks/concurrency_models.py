@@ -2,7 +2,9 @@
 
 Three minimal splice forwarders, identical but for how they wait for I/O:
 
-* threads:   one thread per direction, blocking splice (what portunus ships)
+* threads:   one thread per direction, blocking splice (what portunus shipped until the
+             event-driven data plane: these models tie on bulk; per connection they do not,
+             see configs/connrate.yaml)
 * selectors: one thread, non-blocking sockets, a selectors loop, splice on readiness
 * asyncio:   one event loop, loop.add_reader callbacks, splice on readiness
 

@@ -303,21 +303,18 @@ class LimitSet:
         self.bandwidth_out = TokenBucket(None, cells=cells, index=base + 3, lock=lock)
         self.new_connections = TokenBucket(None, start_full=True, cells=cells, index=base + 6, lock=lock)
         self.max_concurrent: int | None = None
+        self._init_active()
         self.limits = RateLimit()
         self.update(limits or RateLimit())
+
+    def _init_active(self) -> None:
+        self.active = 0  # admitted connections (or flows) not yet released
 
     @property
     def base(self) -> int:
         """Index of this set's first cell (its slot, when shared)."""
         return self._base
 
-    @property
-    def active(self) -> int:
-        return int(self._cells[self._base + 9])
-
-    @active.setter
-    def active(self, value: int) -> None:
-        self._cells[self._base + 9] = value
 
     def update(self, limits: RateLimit) -> None:
         """Apply new limits; live connections holding these buckets see them at their next chunk."""
@@ -334,6 +331,24 @@ class LimitSet:
     @property
     def has_bandwidth_cap(self) -> bool:
         return self.limits.has_bandwidth_cap
+
+
+class SharedLimitSet(LimitSet):
+    """A LimitSet whose state, the admitted count included, is a slot of shared memory."""
+
+    def __init__(self, limits: RateLimit | None, *, cells: MutableSequence[float], base: int, lock: Any) -> None:
+        super().__init__(limits, cells=cells, base=base, lock=lock)
+
+    def _init_active(self) -> None:
+        pass  # the slot's count is the supervisor's to initialise (SlotTable.assign)
+
+    @property
+    def active(self) -> int:
+        return int(self._cells[self._base + 9])
+
+    @active.setter
+    def active(self, value: int) -> None:
+        self._cells[self._base + 9] = value
 
 
 @dataclass(frozen=True)

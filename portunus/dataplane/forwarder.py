@@ -36,6 +36,7 @@ from portunus.dataplane.tcp import RawSocket, Target, TcpConnection, literal_fam
 from portunus.limits import (
     LIMIT_SET_CELLS,
     LimitSet,
+    SharedLimitSet,
     ThrottleGroup,
     admit,
     release,
@@ -184,10 +185,12 @@ class Forwarder:
         # Loop-thread state (touched only on the loop thread).
         self.loop = EventLoop("dataplane")
         self.register = self.loop.register
+        self.modify = self.loop.modify
         self.pipes = PipePool()
         self._buffer_bytes = tcp.COPY_BUFFER_BYTES  # read at start: a benchmark may patch it
         self._buffers: list[memoryview] = []
         self.buffer = self.take_buffer()  # the copy path's shared read buffer
+        self.buffer_bytes = self._buffer_bytes
         self.connecting: set[TcpConnection] = set()
         self.connections: set[TcpConnection] = set()
         self._resolver: ThreadPoolExecutor | None = None
@@ -281,7 +284,7 @@ class Forwarder:
         if self._shared is None:
             return LimitSet(limits)
         base = self._slots[slot_name(kind, name)] * LIMIT_SET_CELLS
-        return LimitSet(limits, cells=self._shared.cells, base=base, lock=self._shared.bucket_lock)
+        return SharedLimitSet(limits, cells=self._shared.cells, base=base, lock=self._shared.bucket_lock)
 
     def _same_slot(self, ls: LimitSet, kind: str, name: str) -> bool:
         """False if the supervisor moved this name to another slot (it was gone, then came back)."""

@@ -91,6 +91,11 @@ class EventLoop:
         """epoll register(fd, events), for hot paths that set `handlers[fd]` themselves."""
         return self._ep.register
 
+    @property
+    def modify(self) -> Callable[[int, int], None]:
+        """epoll modify(fd, events)."""
+        return self._ep.modify
+
     def add(self, fd: int, handler: Callable[[int], None], events: int = EDGE_ALL) -> None:
         self._ep.register(fd, events)
         self.handlers[fd] = handler

@@ -41,7 +41,15 @@ from _socket import socket as RawSocket
 from collections.abc import Sequence
 from typing import Any
 
-from portunus.dataplane.loop import EDGE_ALL, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP
+from portunus.dataplane.loop import (
+    EDGE_ALL,
+    EPOLLERR,
+    EPOLLET,
+    EPOLLHUP,
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
+)
 from portunus.dataplane.proxy_protocol import build_header
 
 log = logging.getLogger("portunus.tcp")
@@ -52,6 +60,10 @@ MSG_DONTWAIT = socket.MSG_DONTWAIT
 _READ_EVENTS = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR
 _WRITE_EVENTS = EPOLLOUT | EPOLLHUP | EPOLLERR
 _END_EVENTS = EPOLLRDHUP | EPOLLHUP | EPOLLERR
+# Sockets join the loop for reads only: a socket that has never been full raises no
+# EPOLLOUT events (two handler calls per connection saved); a relay arms EPOLLOUT on
+# its destination the first time a send would block, and a dial in progress needs it.
+_EDGE_READ = EPOLLIN | EPOLLRDHUP | EPOLLET
 _SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
 _IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 _SHUT_WR = socket.SHUT_WR
@@ -77,6 +89,12 @@ class Relay:
     __slots__ = ("conn", "src", "dst", "src_fd", "dst_fd", "readable", "writable", "rdhup",
                  "done", "eof", "pending", "uncounted", "pipe", "pipe_n", "bytes", "splice",
                  "splice_ok", "spliced", "throttle", "paused", "other", "ctx", "held")
+    # Set by TcpConnection._connected, when both sockets exist.
+    src: RawSocket
+    dst: RawSocket
+    src_fd: int
+    dst_fd: int
+    other: Relay
 
     def __init__(self, conn: TcpConnection, ctx: Any, splice_ok: bool, throttle: Any) -> None:
         self.conn: Any = conn
@@ -98,8 +116,10 @@ class Relay:
         self.throttle = throttle  # ThrottleGroup or None
         self.paused = False      # waiting for tokens
 
-    def connect(self, src: RawSocket, src_fd: int, dst: RawSocket, dst_fd: int, other: Relay) -> None:
-        self.src, self.src_fd, self.dst, self.dst_fd, self.other = src, src_fd, dst, dst_fd, other
+    def _blocked(self) -> None:
+        """dst is full: wait until it drains (its EPOLLOUT is armed from the first time on)."""
+        self.writable = False
+        self.conn.arm_out(self.dst_fd)
 
     def run(self) -> None:
         """Move bytes while src is readable and dst writable; called on every readiness change."""
@@ -125,7 +145,7 @@ class Relay:
     def _run_copy(self) -> None:
         ctx = self.ctx
         view = ctx.buffer
-        size = len(view)
+        size = ctx.buffer_bytes
         recv_into = self.src.recv_into
         send = self.dst.send
         throttle = self.throttle
@@ -161,7 +181,7 @@ class Relay:
             self.bytes += m
             if m < n:
                 self._hold(ctx, view, m, n)
-                self.writable = False
+                self._blocked()
                 return
             if n < want:
                 if not self.rdhup:
@@ -191,7 +211,7 @@ class Relay:
         try:
             m = self.dst.send(pending, MSG_DONTWAIT)
         except BlockingIOError:
-            self.writable = False
+            self._blocked()
             return False
         except OSError as e:
             self.conn.abort(e)
@@ -204,7 +224,7 @@ class Relay:
             self.bytes += m
         if m < len(pending):
             self.pending = pending[m:]
-            self.writable = False
+            self._blocked()
             return False
         self.pending = None
         if self.held is not None:
@@ -253,7 +273,7 @@ class Relay:
             self.bytes += m
             if m < n:
                 self.pipe_n = n - m
-                self.writable = False
+                self._blocked()
                 return  # keep the pipe: it holds bytes
             budget -= n
             if budget <= 0:
@@ -269,7 +289,7 @@ class Relay:
         try:
             m = os.splice(self.pipe[0], self.dst_fd, self.pipe_n, None, None, _SPLICE_FLAGS)
         except BlockingIOError:
-            self.writable = False
+            self._blocked()
             return False
         except OSError as e:
             self.conn.abort(e)
@@ -277,7 +297,7 @@ class Relay:
         self.bytes += m
         self.pipe_n -= m
         if self.pipe_n:
-            self.writable = False
+            self._blocked()
             return False
         self.conn.ctx.pipes.put(self.pipe)
         self.pipe = None
@@ -330,7 +350,8 @@ class TcpConnection:
     __slots__ = ("ctx", "state", "rule_state", "sets", "client", "client_fd", "upstream",
                  "upstream_fd", "peer", "relay_in", "relay_out", "targets", "attempt",
                  "attempts", "proxy", "deadline", "last_active", "seen_bytes", "closed",
-                 "opened_at", "keepalive_armed", "client_nonblocking", "__weakref__")
+                 "opened_at", "keepalive_armed", "client_nonblocking", "client_out", "upstream_out",
+                 "__weakref__")
 
     def __init__(self, ctx: Any, client: RawSocket, client_fd: int, peer: Any, rule_state: Any,
                  targets: Sequence[Target], splice_ok: bool, throttle_in: Any,
@@ -356,6 +377,22 @@ class TcpConnection:
         self.closed = False
         self.keepalive_armed = False  # upstream keepalive: set once the connection proves long-lived
         self.client_nonblocking = False
+        self.client_out = False    # EPOLLOUT armed on the client socket
+        self.upstream_out = False  # ... on the upstream socket
+
+    def arm_out(self, fd: int) -> None:
+        """Ask for EPOLLOUT on `fd` (one epoll_ctl, the first time a send to it blocks)."""
+        if fd == self.client_fd:
+            if self.client_out:
+                return
+            self.client_out = True
+            if fd not in self.ctx.loop.handlers:  # not registered yet: start() will
+                return
+        elif self.upstream_out:
+            return
+        else:
+            self.upstream_out = True
+        self.ctx.modify(fd, EDGE_ALL)
 
     def bytes_moved(self) -> tuple[int, int]:
         return self.relay_in.bytes, self.relay_out.bytes
@@ -374,7 +411,7 @@ class TcpConnection:
         self._dial_next()
         if not self.closed:
             ctx = self.ctx
-            ctx.register(self.client_fd, EDGE_ALL)
+            ctx.register(self.client_fd, EDGE_ALL if self.client_out else _EDGE_READ)
             ctx.loop.handlers[self.client_fd] = self._on_client
 
     def _failed_attempt(self, reason: str) -> None:
@@ -415,13 +452,14 @@ class TcpConnection:
             self.upstream = sock
             fd = self.upstream_fd = sock.fileno()
             self.proxy = t.proxy
-            ctx.register(fd, EDGE_ALL)
+            self.upstream_out = rc != 0  # a dial in progress reports completion as EPOLLOUT
+            ctx.register(fd, EDGE_ALL if rc else _EDGE_READ)
             ctx.loop.handlers[fd] = self._on_upstream
             if rc == 0:
                 self._connected()
                 rin = self.relay_in
                 if not self.closed:
-                    rin.readable = rin.writable = True  # optimistic: the request is often here
+                    rin.readable = True  # optimistic: the request is often here already
                     rin.run()
                 return
             self.state = CONNECTING
@@ -467,15 +505,18 @@ class TcpConnection:
 
     def _connected(self) -> None:
         ctx = self.ctx
-        ctx.connecting.discard(self)
+        if self.state == CONNECTING:
+            ctx.connecting.discard(self)
         if self.attempts:  # each failed attempt before this one was a failover
             self.rule_state.stats.count("failovers", len(self.attempts))
         up = self.upstream
         assert up is not None
         ufd = self.upstream_fd
         rin, rout = self.relay_in, self.relay_out
-        rin.connect(self.client, self.client_fd, up, ufd, rout)
-        rout.connect(up, ufd, self.client, self.client_fd, rin)
+        client, cfd = self.client, self.client_fd
+        rin.src, rin.src_fd, rin.dst, rin.dst_fd, rin.other = client, cfd, up, ufd, rout
+        rout.src, rout.src_fd, rout.dst, rout.dst_fd, rout.other = up, ufd, client, cfd, rin
+        rin.writable = rout.writable = True  # fresh sockets have room; EAGAIN will say otherwise
         self.state = OPEN
         self.opened_at = ctx.loop.now
         self.rule_state.stats.opened(self, rin.splice_ok)
