@@ -309,6 +309,7 @@ class LimitSet:
 
     def _init_active(self) -> None:
         self.active = 0  # admitted connections (or flows) not yet released
+        self.udp_flows = 0  # live UDP flows of a rule (its udp_max_flows bound)
 
     @property
     def base(self) -> int:
@@ -350,6 +351,14 @@ class SharedLimitSet(LimitSet):
     def active(self, value: int) -> None:
         self._cells[self._base + 9] = value
 
+    @property
+    def udp_flows(self) -> int:
+        return int(self._cells[self._base + 10])
+
+    @udp_flows.setter
+    def udp_flows(self, value: int) -> None:
+        self._cells[self._base + 10] = value
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -361,6 +370,7 @@ class Admission:
 ADMITTED = Admission(None)
 REFUSED_CONCURRENCY = Admission("concurrency")
 REFUSED_CONNECTION_RATE = Admission("connection_rate")
+REFUSED_MAX_FLOWS = Admission("max_flows")
 
 # Admission is rare next to bytes and datagrams; one lock makes "check every
 # set, then take from every set" atomic, so a refusal never leaks a token or
@@ -375,14 +385,18 @@ def use_admission_lock(lock: Any) -> None:
     _ADMIT_LOCK = lock
 
 
-def admit(limit_sets: Sequence[LimitSet]) -> Admission:
+def admit(limit_sets: Sequence[LimitSet], max_flows: int | None = None) -> Admission:
     """Check concurrency, then connection rate, across all sets; take all or nothing.
 
     On success each set's active count is raised; call `release` with the
     same sets when the connection or flow ends. A connection refused for
-    concurrency does not spend a connection-rate token.
+    concurrency does not spend a connection-rate token. `max_flows`: a new
+    UDP flow of the rule whose LimitSet comes first (udp_max_flows, counted
+    in that set so that it holds across worker processes).
     """
     with _ADMIT_LOCK:
+        if max_flows is not None and limit_sets[0].udp_flows >= max_flows:
+            return REFUSED_MAX_FLOWS
         rated = False
         for ls in limit_sets:
             if ls.max_concurrent is not None and ls.active >= ls.max_concurrent:
@@ -393,11 +407,15 @@ def admit(limit_sets: Sequence[LimitSet]) -> Admission:
             return REFUSED_CONNECTION_RATE
         for ls in limit_sets:
             ls.active += 1
+        if max_flows is not None:
+            limit_sets[0].udp_flows += 1
         return ADMITTED
 
 
-def release(limit_sets: Sequence[LimitSet]) -> None:
-    """Give back the concurrency slots `admit` took."""
+def release(limit_sets: Sequence[LimitSet], flow: bool = False) -> None:
+    """Give back the concurrency slots `admit` took (and the UDP flow, for a flow)."""
     with _ADMIT_LOCK:
         for ls in limit_sets:
             ls.active -= 1
+        if flow:
+            limit_sets[0].udp_flows -= 1

@@ -16,7 +16,8 @@ udp_flow_idle_secs, when the target answers with ICMP port unreachable
 Counting (RuleStats): a flow is a "connection" (connections_total/active,
 bytes in/out). rejected{max_flows|concurrency|connection_rate} counts refused
 new-flow datagrams (each datagram from an unknown client is a new-flow
-attempt); udp_max_flows is per rule, over all of its ports. connect_failures
+attempt); udp_max_flows is per rule, over all of its ports (and all worker processes:
+the count lives in the rule's LimitSet, checked by admit()). connect_failures
 counts flows ended by an ICMP error or by no usable target. dropped{reason}
 counts datagrams: bandwidth_in / bandwidth_out (over the cap), resolving
 (queue full while DNS resolves), no_target, upstream_buffer_full /
@@ -228,7 +229,6 @@ class UdpEngine:
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._ports: dict[tuple[str, str, int], _Port] = {}
-        self._flows_by_rule: dict[RuleStats, int] = {}  # live flows per rule (keyed by its counters)
         self._nflows = 0
         self._resolver: ThreadPoolExecutor | None = None
         self._resolved: queue.SimpleQueue[tuple[UdpFlow, list[Candidate], list[str]]] = queue.SimpleQueue()
@@ -464,17 +464,13 @@ class UdpEngine:
                    now: float) -> UdpFlow | None:
         rule = state.rule
         stats: RuleStats = state.stats
-        if self._flows_by_rule.get(stats, 0) >= rule.udp_max_flows:
-            stats.reject("max_flows")
-            return None
         sets = state.limit_sets()
-        verdict = admit(sets)
+        verdict = admit(sets, max_flows=rule.udp_max_flows)  # the rule's set comes first
         if verdict.reason is not None:
             stats.reject(verdict.reason)
             return None
         flow = UdpFlow(port, key, display, state, sets, now)
         port.flows[key] = flow
-        self._flows_by_rule[stats] = self._flows_by_rule.get(stats, 0) + 1
         self._nflows += 1
         stats.opened(flow, False)
         targets = rule.targets_for(port.lst.key[2])
@@ -562,13 +558,8 @@ class UdpEngine:
             up.close()
         if flow.port.flows.get(flow.key) is flow:
             del flow.port.flows[flow.key]
-        left = self._flows_by_rule[flow.stats] - 1
-        if left:
-            self._flows_by_rule[flow.stats] = left
-        else:
-            del self._flows_by_rule[flow.stats]
         self._nflows -= 1
-        release(flow.sets)
+        release(flow.sets, flow=True)
         flow.stats.closed(flow)
 
     def _sweep(self, now: float) -> float:

@@ -227,3 +227,34 @@ def test_workers_setting_is_validated(tmp_path):
         assert (r.returncode == 0) == ok, (value, r.stdout, r.stderr)
         if not ok:
             assert r.returncode == 2 and "workers" in r.stderr
+
+
+def test_udp_flows_spread_over_workers_and_udp_max_flows_holds_in_total(standalone):
+    from tests.support.net import UdpEchoServer
+
+    with UdpEchoServer() as echo:
+        listen = free_port(socket.SOCK_DGRAM)
+        mport = free_port()
+        metrics = f"127.0.0.1:{mport}"
+        standalone(toml(f'[[rule]]\nname = "dns"\nprotocol = "udp"\nlisten_addr = "127.0.0.1"\n'
+                        f'listen_port = {listen}\ntarget = "127.0.0.1:{echo.port}"\nudp_max_flows = 10\n'),
+                   metrics_addr=metrics, wait_ports=[])  # [] = wait for the start-up line only
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(30)]
+        answered = 0
+        try:
+            for i, c in enumerate(clients):
+                c.settimeout(0.3)  # a refused flow's datagram is dropped: no answer
+                c.sendto(b"q%d" % i, ("127.0.0.1", listen))
+                try:
+                    answered += c.recv(64) == b"q%d" % i
+                except TimeoutError:
+                    pass
+            snap = stats(metrics)
+        finally:
+            for c in clients:
+                c.close()
+    entry = snap["rules"]["dns"]
+    assert answered == 10 and entry["connections_active"] == 10, (answered, entry)
+    assert entry["rejected"] == {"max_flows": 20}
+    spread = [w["connections_active"] for w in snap["per_worker"]]
+    assert min(spread) > 0, spread  # 30 source ports hash to both workers' sockets
