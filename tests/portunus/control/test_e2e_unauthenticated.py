@@ -106,9 +106,13 @@ def test_audit_of_failures_from_many_addresses_is_rate_limited(plane: ControlPla
     assert len(rows) <= AUDIT_BURST + elapsed_s * AUDIT_PER_SEC + 1, (len(rows), elapsed_s)
     time.sleep(2.0 / AUDIT_PER_SEC)
     assert _request(plane, "GET", "/v1/clients", WRONG, source="127.0.2.1")[0] == 401
-    newest = _audit(plane, "auth.failed")[0]
+    after = _audit(plane, "auth.failed")
+    newest = after[0]
     assert newest["actor"] == "peer:127.0.2.1"
-    assert newest["detail"]["suppressed_before"] == 300 - len(rows), newest
+    # Every failure is either a row or counted in the next written row's suppressed_before
+    # (a slow host writes rows during the loop too, each carrying the count since the last).
+    suppressed = sum((r.get("detail") or {}).get("suppressed_before", 0) for r in after)
+    assert suppressed == 300 - len(rows), (suppressed, len(rows), newest)
     assert "portunus_server_audit_suppressed_total" in plane.metrics()
 
 
