@@ -398,6 +398,10 @@ def _sni_pattern(p: _Problems, where: str, v: Any) -> str | None:
         p.add(where, key, f"must be a server name string ({example}), got {show(v)}")
         return None
     name = v.lower()
+    if name == "*":
+        p.add(where, key, 'a lone "*" would match every name: leave sni_pattern out to make the rule the '
+              "port's fallback")
+        return None
     wildcard = name.startswith("*.")
     host = name[2:] if wildcard else name
     if "*" in host:
