@@ -14,7 +14,6 @@ import hashlib
 import random
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 from portunus.control.pki import make_self_signed_cert
