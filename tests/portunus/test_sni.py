@@ -19,9 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port, recv_exact
+from tests.support.net import free_port, recv_exact, tcp_server
 from tests.support.proc import run_cli
-from tests.support.tls import NamedServer, intact, reply_bytes, talk, tls_talk, write_cert
+from tests.support.tls import (
+    NamedServer,
+    client_hello,
+    intact,
+    reply_bytes,
+    talk,
+    tls_talk,
+    write_cert,
+)
 from tests.support.wait import wait_for
 
 BULK_BYTES = 16 << 20
@@ -235,3 +243,55 @@ def _reaches(port: int, name: str, cafile: Path) -> bool:
             return talk(tls, b"x", 1)[0] == "id:fallback tls"
     except (OSError, ssl.SSLError):
         return False
+
+
+def test_proxy_header_then_the_peeked_hello_and_only_the_hello_counted(standalone, tmp_path):
+    """PROXY v1 header first (not payload), then the ClientHello exactly as the client sent it
+    (payload); a capped rule (copy path) behaves the same."""
+    captured: list[bytes] = []
+
+    def capture(conn: socket.socket) -> None:
+        data = b""
+        while True:
+            b = conn.recv(65536)
+            if not b:
+                break
+            data += b
+        captured.append(data)
+
+    hello = client_hello("proxy.example.com")
+    with tcp_server(capture) as target:
+        port, capped_port, mport = free_port(), free_port(), free_port()
+        toml = ""
+        for name, p, extra in (("proxied", port, ""), ("capped", capped_port, "rate_limit = { bandwidth_in_bps = 100000 }\n")):
+            toml += (f'[[rule]]\nname = "{name}"\nlisten_addr = "127.0.0.1"\nlisten_port = {p}\n'
+                     f'sni_pattern = "proxy.example.com"\n'
+                     f'targets = [{{host = "127.0.0.1", port = {target.port}, proxy_protocol = "v1"}}]\n{extra}')
+        standalone(toml, metrics_addr=f"127.0.0.1:{mport}", wait_ports=[])
+        for p in (port, capped_port):
+            with socket.create_connection(("127.0.0.1", p), timeout=10) as s:
+                s.sendall(hello[:50])  # in two pieces: the peek waits for the rest
+                time.sleep(0.1)
+                s.sendall(hello[50:] + b"after")
+                local = s.getsockname()
+            header = f"PROXY TCP4 127.0.0.1 127.0.0.1 {local[1]} {p}\r\n".encode()
+            wait_for(lambda h=header: any(c == h + hello + b"after" for c in captured), 10,
+                     f"header + hello + rest at the target ({captured!r:.200})")
+        rules = stats_of(f"127.0.0.1:{mport}")["rules"]
+        for name in ("proxied", "capped"):
+            wait_for(lambda name=name: stats_of(f"127.0.0.1:{mport}")["rules"][name]["bytes_in"] == len(hello) + 5,
+                     10, f"{name}: bytes_in = hello + rest, header not counted")
+        assert rules["capped"]["copy_connections"] == 1 and rules["proxied"]["splice_connections"] == 1
+
+
+def test_two_workers_route_by_name_and_sum_counters(standalone, servers):
+    port, mport = free_port(), free_port()
+    standalone("[global]\nworkers = 2\n" + sni_toml(port, servers), metrics_addr=f"127.0.0.1:{mport}",
+               wait_ports=[])
+    for i in range(8):
+        assert tls_talk(port, f"w{i}.wild.example.com", servers["wild"][1])[0] == "id:wild tls"
+        assert tls_talk(port, "a.example.com", servers["exact"][1])[0] == "id:exact tls"
+    snap = stats_of(f"127.0.0.1:{mport}")
+    assert snap["rules"]["wild"]["sni_routes"] == {"wildcard": 8}
+    assert snap["rules"]["exact"]["sni_routes"] == {"exact": 8}
+    assert snap["sni_listeners"][f"127.0.0.1:{port}"]["no_match"] == 0

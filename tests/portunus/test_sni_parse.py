@@ -27,21 +27,9 @@ from portunus.dataplane.sni import (
     new_listener_tally,
     parse_client_hello,
 )
+from tests.support.tls import client_hello
 
 MAX = 16389
-
-
-def python_hello(name: str | None, maximum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> bytes:
-    """The first flight of a Python ssl client (what it sends before any answer)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.maximum_version = maximum
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return outgoing.read()
 
 
 def openssl_hello(name: str) -> bytes:
@@ -100,7 +88,7 @@ def sni_ext(*names: tuple[int, bytes]) -> bytes:
 
 @pytest.mark.parametrize("maximum", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_python_client_hello_every_prefix_then_the_name(maximum):
-    hello = python_hello("Shop.Example.COM", maximum)
+    hello = client_hello("Shop.Example.COM", maximum)
     for n in range(len(hello)):
         assert parse_client_hello(hello[:n], MAX) == (MORE, None), n
     assert parse_client_hello(hello, MAX) == (HELLO, "shop.example.com")
@@ -113,8 +101,8 @@ def test_openssl_client_hello():
 
 
 def test_no_server_name_and_split_records():
-    assert parse_client_hello(python_hello(None), MAX) == (HELLO, None)
-    hello = python_hello("split.example.com")
+    assert parse_client_hello(client_hello(None), MAX) == (HELLO, None)
+    hello = client_hello("split.example.com")
     handshake = hello[5:]
     for sizes in ([1], [3, 4], [100, 1, 50], [len(handshake) - 1]):
         framed = records(handshake, sizes)
@@ -123,7 +111,7 @@ def test_no_server_name_and_split_records():
 
 
 def test_size_limit():
-    hello = python_hello("big.example.com")
+    hello = client_hello("big.example.com")
     assert parse_client_hello(hello, len(hello)) == (HELLO, "big.example.com")
     assert parse_client_hello(hello, len(hello) - 1) == (TOO_LARGE, None)
     # Known from the handshake header alone: no need to wait for the bytes.
@@ -170,7 +158,7 @@ def test_any_bytes_give_a_verdict(data, limit):
     assert name is None or (status == HELLO and name == name.lower() and name.isascii())
 
 
-_REAL = python_hello("fuzz.example.com")
+_REAL = client_hello("fuzz.example.com")
 
 
 @settings(max_examples=400, deadline=None)

@@ -79,6 +79,21 @@ def reply_bytes(m: int) -> bytes:
     return random.Random(m).randbytes(m)
 
 
+def client_hello(name: str | None, maximum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> bytes:
+    """The first flight of a Python ssl client for `name` (what it sends before any answer)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = maximum
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
 def client_context(cafile: Path) -> ssl.SSLContext:
     """A client that trusts only `cafile`: reaching another server fails verification."""
     ctx = ssl.create_default_context(cafile=str(cafile))
