@@ -10,7 +10,9 @@ paths carry the same bytes and only the SNI listener reads and parses it.
   --seconds; the sink reports the bytes it received after the first
   --omit-seconds and the time they took (receiver-side Mbit/s), and the
   forwarder's CPU seconds are read from /proc. The relay switches to splice
-  on bulk reads on both paths.
+  on bulk reads on both paths. A second plain rule ("plain2") runs as an A/A
+  control: its ratio to "plain" shows how far two identical paths drift apart
+  in one run on this (shared) host.
 * setup: sequential connections that send the ClientHello and wait for the
   sink's one-byte answer: time from connect() to that byte, p50 and p99, on
   the plain path, the SNI path and directly to the sink (no forwarder).
@@ -18,7 +20,9 @@ paths carry the same bytes and only the SNI listener reads and parses it.
   every second, minus the same forwarder idle without checks.
 
 Paths are interleaved round by round in a shuffled order; the report is the
-median per path (and min-max), and the ratio SNI / plain of the medians.
+median per path (and min-max), the ratio SNI / plain of the medians, and the
+median of the per-round ratios (each round's paths ran back to back, so a
+slow drift of the host's load cancels out of them).
 
     python benchmarks/sni.py --rounds 7 --seconds 5 --omit-seconds 1 --json-out results/sni/sni.json
 """
@@ -196,8 +200,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def rules_toml(ports: dict[str, int], bulk_port: int, ack_port: int) -> str:
     out = '[global]\nlog_level = "info"\n'
-    for name, sink in (("plain-bulk", bulk_port), ("sni-bulk", bulk_port), ("plain-ack", ack_port),
-                       ("sni-ack", ack_port)):
+    for name, sink in (("plain-bulk", bulk_port), ("plain2-bulk", bulk_port), ("sni-bulk", bulk_port),
+                       ("plain-ack", ack_port), ("sni-ack", ack_port)):
         out += (f'[[rule]]\nname = "{name}"\nlisten_addr = "127.0.0.1"\nlisten_port = {ports[name]}\n'
                 f'target = "127.0.0.1:{sink}"\n')
         if name.startswith("sni"):
@@ -227,12 +231,13 @@ def probe_cost(work: Path, ack_port: int) -> dict[str, Any]:
     return out
 
 
-def summarise(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], key: str, digits: int = 1) -> dict[str, Any]:
+    """n, median and min-max of `key` per path."""
     by: dict[str, list[float]] = {}
     for r in records:
         by.setdefault(r["path"], []).append(r[key])
-    return {p: {"n": len(v), "median": round(statistics.median(v), 1), "min": round(min(v), 1),
-                "max": round(max(v), 1)} for p, v in by.items()}
+    return {p: {"n": len(v), "median": round(statistics.median(v), digits), "min": round(min(v), digits),
+                "max": round(max(v), digits)} for p, v in by.items()}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -251,14 +256,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen] = [sink]
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-        ports = {name: free_port() for name in ("plain-bulk", "sni-bulk", "plain-ack", "sni-ack")}
+        ports = {name: free_port() for name in ("plain-bulk", "plain2-bulk", "sni-bulk", "plain-ack", "sni-ack")}
         fwd = start_standalone(rules_toml(ports, bulk_port, ack_port), work, "fwd")
         procs.append(fwd)
         rng = random.Random(args.seed)
         bulk: list[dict[str, Any]] = []
         setup: list[dict[str, Any]] = []
         for rnd in range(args.rounds):
-            order = ["plain", "sni"]
+            order = ["plain", "plain2", "sni"]
             rng.shuffle(order)
             for path in order:
                 c0 = cpu_s(fwd.pid)
@@ -288,13 +293,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for p in procs:
             stop(p)
-    bulk_summary = summarise(bulk, "receiver_mbps")
-    setup_by: dict[str, list[float]] = {}
-    for r in setup:
-        setup_by.setdefault(r["path"], []).extend(r["samples_us"])
-    setup_summary = {p: {"n": len(v), "p50_us": round(percentile(v, 50), 1), "p99_us": round(percentile(v, 99), 1)}
-                     for p, v in setup_by.items()}
-    ratio = bulk_summary["sni"]["median"] / bulk_summary["plain"]["median"]
     return {
         "format": FORMAT_VERSION, "kind": "sni-benchmark", "host": collect_sysinfo(),
         "params": {"rounds": args.rounds, "seconds": args.seconds, "omit_seconds": args.omit_seconds,
@@ -302,12 +300,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "client_hello_bytes": len(hello), "server_name": SERVER_NAME, "seed": args.seed,
                    "throughput": "receiver side, bytes after the omitted first seconds"},
         "bulk": bulk, "setup": setup, "probe_cost": probes,
-        "summary": {"bulk_mbps": bulk_summary, "sni_vs_plain_bulk_ratio": round(ratio, 3),
-                    "bulk_target_ratio": 0.97, "bulk_meets_target": ratio >= 0.97,
-                    "setup": setup_summary,
-                    "setup_added_by_peek_us": {
-                        q: round(setup_summary["sni"][f"{q}_us"] - setup_summary["plain"][f"{q}_us"], 1)
-                        for q in ("p50", "p99")}},
+        "summary": summarise_run(bulk, setup),
+    }
+
+
+def summarise_run(bulk: list[dict[str, Any]], setup: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a run's records (no I/O: `--resummarise` recomputes it from a saved file)."""
+    bulk_summary = summarise(bulk, "receiver_mbps")
+    cpu_summary = summarise(bulk, "cpu_s_per_gb", 3)
+    setup_by: dict[str, list[float]] = {}
+    for r in setup:
+        setup_by.setdefault(r["path"], []).extend(r["samples_us"])
+    setup_summary = {p: {"n": len(v), "p50_us": round(percentile(v, 50), 1), "p99_us": round(percentile(v, 99), 1)}
+                     for p, v in setup_by.items()}
+    ratio = bulk_summary["sni"]["median"] / bulk_summary["plain"]["median"]
+    per_round: dict[str, list[float]] = {"sni": [], "plain2": []}
+    for rnd in sorted({r["round"] for r in bulk}):
+        got = {r["path"]: r["receiver_mbps"] for r in bulk if r["round"] == rnd}
+        for path in per_round:
+            per_round[path].append(got[path] / got["plain"])
+    return {
+        "bulk_mbps": bulk_summary,
+        "sni_vs_plain_bulk_ratio": round(ratio, 3),
+        "per_round_ratio_median": {f"{p}_vs_plain": round(statistics.median(v), 3) for p, v in per_round.items()},
+        "per_round_ratios": {f"{p}_vs_plain": [round(x, 3) for x in v] for p, v in per_round.items()},
+        "aa_control_ratio": round(bulk_summary["plain2"]["median"] / bulk_summary["plain"]["median"], 3),
+        "bulk_target_ratio": 0.97,
+        "bulk_meets_target": ratio >= 0.97,
+        "forwarder_cpu_s_per_gb": cpu_summary,
+        "sni_vs_plain_cpu_per_gb_ratio": round(cpu_summary["sni"]["median"] / cpu_summary["plain"]["median"], 3),
+        "setup": setup_summary,
+        "setup_added_by_peek_us": {q: round(setup_summary["sni"][f"{q}_us"] - setup_summary["plain"][f"{q}_us"], 1)
+                                   for q in ("p50", "p99")},
     }
 
 
@@ -326,8 +350,16 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=17)
     p.add_argument("--skip-probe-cost", action="store_true")
     p.add_argument("--json-out", type=Path)
+    p.add_argument("--resummarise", type=Path, metavar="FILE", help="recompute FILE's summary from its records")
     args = p.parse_args()
-    result = run(args)
+    if args.resummarise:
+        result = json.loads(args.resummarise.read_text())
+        if result.get("format") != FORMAT_VERSION:
+            raise SystemExit(f"{args.resummarise}: format {result.get('format')!r}, this script reads {FORMAT_VERSION}")
+        result["summary"] = summarise_run(result["bulk"], result["setup"])
+        args.json_out = args.json_out or args.resummarise
+    else:
+        result = run(args)
     s = result["summary"]
     print(json.dumps(s, indent=2))
     if args.json_out:
