@@ -700,24 +700,64 @@ def sni_ports(rules: Sequence[Rule]) -> set[tuple[str, str, int, int]]:
     return {r.listen_key for r in rules if r.sni_pattern is not None}
 
 
+def listen_conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
+    """(i, j, why) for every rule i that cannot listen next to an earlier rule j, sorted.
+
+    Rules on the same TCP address and single port are checked with dicts (a
+    port may carry thousands of SNI names); the rest by a sweep over ports, so
+    a set of disjoint listeners costs O(n log n), not a comparison per pair.
+    """
+    routed = sni_ports(rules)
+    out: list[tuple[int, int, str]] = []
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(rules):
+        # Only a TCP address and single port can be shared; anything else is a group of one.
+        key = r.listen_key if r.protocol == "tcp" and r.listen_port == r.listen_port_end else (*r.listen_key, i)
+        groups.setdefault(key, []).append(i)
+    for key, members in groups.items():
+        if len(members) == 1:
+            continue
+        first: dict[str | None, int] = {}
+        for i in members:
+            j = first.setdefault(rules[i].sni_pattern, i)
+            if j != i:
+                problem = listen_conflict(rules[i], rules[j], key in routed)
+                assert problem is not None
+                out.append((i, j, problem))
+    reps = sorted(groups.values(), key=lambda m: rules[m[0]].listen_port)
+    for n, a in enumerate(reps):
+        ra = rules[a[0]]
+        for b in reps[n + 1:]:
+            if rules[b[0]].listen_port > ra.listen_port_end:
+                break
+            if not _overlaps(ra, rules[b[0]]):
+                continue
+            for x in a:
+                for y in b:
+                    i, j = max(x, y), min(x, y)
+                    problem = listen_conflict(rules[i], rules[j], rules[i].listen_key in routed)
+                    if problem is not None:
+                        out.append((i, j, problem))
+    return sorted(out)
+
+
 def check_rule_set(rules: Sequence[Rule], owners: Sequence[str] | None = None, source: str = "config") -> list[str]:
     """Cross-rule checks: unique names, no overlapping listeners (SNI aside), known owners."""
     p = _Problems(source)
     seen: dict[str, int] = {}
-    routed = sni_ports(rules)
+    clashes: dict[int, list[tuple[int, str]]] = {}
+    for i, j, problem in listen_conflicts(rules):
+        clashes.setdefault(i, []).append((j, problem))
     for i, r in enumerate(rules):
         where = f'rule "{r.name}" (rule #{i + 1})'
         if r.name in seen:
             p.add(where, "name", f'duplicate rule name (also rule #{seen[r.name] + 1})')
         else:
             seen[r.name] = i
-        for j in range(i):
-            other = rules[j]
-            problem = listen_conflict(r, other, r.listen_key in routed)
-            if problem is not None:
-                key = "sni_pattern" if problem.startswith(("sni_pattern", "two fallback")) else \
-                    "listen_port" if r.listen_port == r.listen_port_end else "listen_ports"
-                p.add(where, key, f"{problem} (rule #{j + 1})")
+        for j, problem in clashes.get(i, ()):
+            key = "sni_pattern" if problem.startswith(("sni_pattern", "two fallback")) else \
+                "listen_port" if r.listen_port == r.listen_port_end else "listen_ports"
+            p.add(where, key, f"{problem} (rule #{j + 1})")
         if owners is not None and r.owner is not None and r.owner not in owners:
             p.add(where, "owner", f'unknown owner "{r.owner}" (declare it in an [[owner]] table)')
     return p.items

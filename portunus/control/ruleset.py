@@ -32,6 +32,7 @@ from portunus.config import (
     RateLimit,
     Rule,
     listen_conflict,
+    listen_conflicts,
     parse_owner_rate_limit,
     parse_rule,
     sni_ports,
@@ -161,17 +162,8 @@ def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
 
 
 def conflicts(rules: list[Rule]) -> list[str]:
-    """All conflicting pairs of a whole rule set: sort by port, sweep, O(n log n) for disjoint sets."""
-    problems: list[str] = []
-    routed = sni_ports(rules)
-    ordered = sorted(rules, key=lambda r: r.listen_port)
-    for i, a in enumerate(ordered):
-        for b in ordered[i + 1:]:
-            if b.listen_port > a.listen_port_end:
-                break
-            if _may_overlap(a, b):
-                problems.extend(_problem(b, a, routed))
-    return problems
+    """All conflicts of a whole rule set (`listen_conflicts`: O(n log n) for disjoint listeners)."""
+    return [f'rule set: rule "{rules[i].name}": {problem}' for i, _j, problem in listen_conflicts(rules)]
 
 
 @dataclass(frozen=True)

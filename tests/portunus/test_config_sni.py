@@ -134,3 +134,20 @@ def test_check_and_reload_refuse_conflicts(standalone, tmp_path: Path):
     log = st.wait_log("reload rejected")
     assert 'two fallback rules (without sni_pattern) on tcp 127.0.0.1:' in log and 'rule "f"' in log
     assert st.proc.poll() is None
+
+
+def test_thousands_of_names_on_one_port_and_each_conflict_once():
+    """One port may carry many SNI names (grouped by dict, not compared pairwise); every
+    conflict is still found: a duplicate name, a second fallback, a range across the port."""
+    names = [parse_rule({"name": f"n{i}", "listen_port": 443, "target": "h:1", "sni_pattern": f"n{i}.example.com"})
+             for i in range(2000)]
+    fb = parse_rule({"name": "fb", "listen_port": 443, "target": "h:1"})
+    assert conflicts([*names, fb]) == []
+    dup = parse_rule({"name": "dup", "listen_port": 443, "target": "h:1", "sni_pattern": "N7.example.com"})
+    fb2 = parse_rule({"name": "fb2", "listen_port": 443, "target": "h:1"})
+    span = parse_rule({"name": "span", "listen_ports": "400-500", "target": "h:1"})
+    problems = conflicts([*names, fb, dup, fb2])
+    assert len(problems) == 2, problems
+    assert 'rule "dup": sni_pattern "n7.example.com"' in problems[0] and 'rule "n7"' in problems[0]
+    assert 'rule "fb2": two fallback rules' in problems[1] and 'rule "fb"' in problems[1]
+    assert len(conflicts([*names[:5], span])) == 5
