@@ -338,8 +338,8 @@ class Forwarder:
         for key in list(self._listeners):
             if key not in needed:
                 self._close_listener(self._listeners.pop(key))
-        for label in [lb for lb in self._sni_closed if not any(
-                lst.routes is not None and lst.routes.label == lb for lst in self._listeners.values())]:
+        routed = {lst.routes.label for lst in self._listeners.values() if lst.routes is not None}
+        for label in [lb for lb in self._sni_closed if lb not in routed]:
             del self._sni_closed[label]
         for old in self._states.values():
             if old.health is not None and states.get(old.rule.name) is not old:
