@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -183,6 +184,7 @@ def start_standalone(toml: str, work: Path, name: str) -> subprocess.Popen:
     deadline = time.monotonic() + 20
     while "running " not in (work / f"{name}.log").read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)  # never leave it behind
             raise RuntimeError(f"portunus-standalone did not start:\n{(work / f'{name}.log').read_text()}")
         time.sleep(0.05)
     return proc
@@ -293,6 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for p in procs:
             stop(p)
+        shutil.rmtree(work, ignore_errors=True)
     return {
         "format": FORMAT_VERSION, "kind": "sni-benchmark", "host": collect_sysinfo(),
         "params": {"rounds": args.rounds, "seconds": args.seconds, "omit_seconds": args.omit_seconds,
@@ -359,6 +362,8 @@ def main() -> int:
         result["summary"] = summarise_run(result["bulk"], result["setup"])
         args.json_out = args.json_out or args.resummarise
     else:
+        # SIGTERM unwinds like Ctrl-C: the finally blocks stop every process and remove the temp dir.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         result = run(args)
     s = result["summary"]
     print(json.dumps(s, indent=2))
