@@ -5,13 +5,15 @@ changed in place, counters reported to the server, target health in stats and me
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 
 from tests.portunus.control.support import ControlPlane, wait_until
 from tests.portunus.test_health import Named
 from tests.support.net import free_port
-from tests.support.tls import NamedServer, intact, tls_talk, write_cert
+from tests.support.proc import run_cli
+from tests.support.tls import NamedServer, intact, talk, tls_talk, write_cert
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,22 @@ def test_sni_rules_pushed_routed_conflicts_refused_and_audited(edge: ControlPlan
     text = edge.metrics()
     assert f'portunus_sni_routes_total{{client="edge",listener="127.0.0.1:{port}",result="wildcard",' \
            f'rule="sni-wild"}} 1.0' in text
+
+    # The CLI pushes an SNI rule onto the same port, and refuses a clash with the API's words.
+    r = run_cli("portunus-server", "push-rule", "edge", str(port), target["wild"], "--name", "sni-cli",
+                "--listen-addr", "127.0.0.1", "--sni-pattern", "c.example.com", "--http-endpoint",
+                edge.http_endpoint, env={"PORTUNUS_OPERATOR_TOKEN": edge.token})
+    assert r.returncode == 0, r.stderr
+    ids["sni-cli"] = int(r.stdout.strip())
+    ctx = ssl.create_default_context(cafile=str(servers["wild"][1]))
+    ctx.check_hostname = False  # the wild server's certificate does not name c.example.com: trust the key only
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+            ctx.wrap_socket(raw, server_hostname="c.example.com") as tls:
+        assert talk(tls, b"hi", 3)[0] == "id:wild tls"
+    r = run_cli("portunus-server", "push-rule", "edge", str(port), target["wild"], "--name", "sni-cli2",
+                "--listen-addr", "127.0.0.1", "--sni-pattern", "c.example.com", "--http-endpoint",
+                edge.http_endpoint, env={"PORTUNUS_OPERATOR_TOKEN": edge.token})
+    assert r.returncode == 1 and 'sni_pattern "c.example.com"' in r.stderr and '"sni-cli"' in r.stderr, r.stderr
 
     for rule_id in ids.values():
         assert edge.api().delete(f"/v1/rules/{rule_id}").status == 200
