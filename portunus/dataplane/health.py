@@ -190,10 +190,11 @@ class HealthMonitor:
 
 
 class Probe:
-    """One TCP connect to a target: success once the handshake completes, failure on an
-    error or after the monitor's timeout. DNS names are resolved first (off the loop)."""
+    """One TCP connect to a target: success once a handshake completes, failure on an
+    error or after the monitor's timeout. A DNS name is resolved first (off the loop) and
+    its addresses are tried in order, as a forwarded connection would."""
 
-    __slots__ = ("mon", "th", "sock", "fd", "timer", "done")
+    __slots__ = ("mon", "th", "sock", "fd", "timer", "done", "addrs")
 
     def __init__(self, mon: HealthMonitor, th: TargetHealth) -> None:
         self.mon = mon
@@ -202,6 +203,7 @@ class Probe:
         self.fd = -1
         self.timer: Any = None
         self.done = False
+        self.addrs: list[tuple[int, str]] = []  # resolved addresses not tried yet
 
     def start(self) -> None:
         th = self.th
@@ -219,15 +221,24 @@ class Probe:
         if not addrs:
             self._finish(False, f"cannot resolve: {error or 'no address'}")
             return
-        family, host, _port = addrs[0]
-        self._connect(family, host)
+        self.addrs = [(family, host) for family, host, _port in addrs[1:]]
+        self._connect(addrs[0][0], addrs[0][1])
+
+    def _failed(self, error: str) -> None:
+        """This address failed: the next resolved one, or the verdict."""
+        if self.addrs:
+            self._close_sock()
+            family, host = self.addrs.pop(0)
+            self._connect(family, host)
+        else:
+            self._finish(False, error)
 
     def _connect(self, family: int, host: str) -> None:
         try:
             sock = self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             rc = sock.connect_ex((host, self.th.port))
         except OSError as e:  # out of fds, or an address the kernel refuses outright
-            self._finish(False, e.strerror or str(e))
+            self._failed(e.strerror or str(e))
             return
         if rc == 0:
             self._finish(True, None)
@@ -235,29 +246,36 @@ class Probe:
             self.fd = sock.fileno()
             self.mon.loop.add(self.fd, self._on_event, EPOLLOUT | EPOLLERR | EPOLLHUP)
         else:
-            self._finish(False, os.strerror(rc))
+            self._failed(os.strerror(rc))
 
     def _on_event(self, _mask: int) -> None:
         if self.done or self.sock is None:
             return
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._finish(err == 0, os.strerror(err) if err else None)
+        if err:
+            self._failed(os.strerror(err))
+        else:
+            self._finish(True, None)
 
     def _timed_out(self) -> None:
         self.timer = None
         if not self.done:
             self._finish(False, f"no answer within {self.mon.timeout_s:g} s")
 
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            if self.fd >= 0:
+                self.mon.loop.forget(self.fd)
+                self.fd = -1
+            self.sock.close()  # closing removes it from epoll
+            self.sock = None
+
     def _release(self) -> None:
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.sock is not None:
-            if self.fd >= 0:
-                self.mon.loop.forget(self.fd)
-            self.sock.close()  # closing removes it from epoll
-            self.sock = None
+        self._close_sock()
 
     def _finish(self, ok: bool, error: str | None) -> None:
         self._release()

@@ -173,3 +173,24 @@ def test_two_workers_each_probe_and_stats_merge(standalone):
     finally:
         a.close()
         b.close()
+
+
+def test_dns_target_is_resolved_and_probed(standalone):
+    """A target given by name ("localhost") is resolved off the loop, then probed."""
+    port, mport, a_port = free_port(), free_port(), free_port()
+    metrics = f"127.0.0.1:{mport}"
+    a = Named("A", a_port)
+    try:
+        standalone(f'[[rule]]\nname = "r"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
+                   f'health_check_interval_secs = {INTERVAL_S}\n'
+                   f'targets = [{{host = "localhost", port = {a_port}}}]\n', metrics_addr=metrics, wait_ports=[])
+        target = f"localhost:{a_port}"
+        rule = wait_for(lambda: (r := stats_of(metrics)["rules"]["r"])["health_probes"].get(target, 0) >= 3 and r,
+                        10, "three probes")
+        assert rule["target_health"] == {target: "up"} and rule["health_went_down"] == {target: 0}, rule
+        assert which(port)[0] == "A"
+        a.close()
+        wait_for(lambda: stats_of(metrics)["rules"]["r"]["target_health"][target] == "down", 2 * INTERVAL_S + 2,
+                 "the name's address to refuse")
+    finally:
+        a.close()
