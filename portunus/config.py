@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from portunus.bounds import Bounded, is_int, show
+from portunus.bounds import Bounded, is_int, is_number, show
 
 PROTOCOLS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -39,6 +39,13 @@ DEFAULT_TCP_KEEPALIVE_SECS = 60.0
 # Worker loops sharing the listeners; `auto` = CPUs. One until the data plane's
 # measurements say more pays off.
 DEFAULT_WORKERS = 1
+# SNI routing reads the TLS ClientHello before choosing a rule. A real client sends
+# it right after the TCP handshake; 5 s (HAProxy's usual `tcp-request inspect-delay`)
+# covers slow links, while a client that stalls is closed instead of holding a socket.
+DEFAULT_SNI_PEEK_TIMEOUT_SECS = 5.0
+# One full TLS record (2^14 bytes + 5-byte header): every ClientHello seen in
+# practice fits, post-quantum key shares (~1.2 KiB) included.
+DEFAULT_SNI_PEEK_MAX_BYTES = 16384 + 5
 
 # Upper bounds of numeric fields: far above any real use, and low enough that
 # the float arithmetic downstream (token buckets, timers, select()) stays finite.
@@ -62,6 +69,16 @@ MAX_TCP_KEEPALIVE_SECS = 32767
 MAX_PRIORITY = 65535
 # Beyond 64 worker loops a single process gains nothing on any host we target.
 MAX_WORKERS = 64
+# A ClientHello with a server name needs about 100 bytes; 512 leaves room for the
+# smallest real ones. 64 KiB (four full records) bounds what one peek may buffer.
+MIN_SNI_PEEK_BYTES = 512
+MAX_SNI_PEEK_BYTES = 64 * 1024
+# A peek longer than 5 minutes only holds sockets for clients that will not finish.
+MAX_SNI_PEEK_TIMEOUT_SECS = 300
+# Probing a target more often than once a second adds load and no faster failover
+# than the probe's own timeout allows; a day is the longest interval worth a timer.
+MIN_HEALTH_CHECK_INTERVAL_SECS = 1
+MAX_HEALTH_CHECK_INTERVAL_SECS = 86400
 
 # Field types: one schema for the TOML, the operator API and pushed rule sets.
 BANDWIDTH_BPS = Bounded(True, 1, MAX_BANDWIDTH_BPS, "bytes per second")
@@ -74,6 +91,9 @@ KEEPALIVE_SECS = Bounded(False, 0, MAX_TCP_KEEPALIVE_SECS, "seconds", lo_open=Tr
 DRAIN_SECS = Bounded(False, 0, MAX_DURATION_SECS, "seconds")
 PRIORITY = Bounded(True, 0, MAX_PRIORITY)
 WORKERS = Bounded(True, 1, MAX_WORKERS, 'worker loops, or "auto"')
+SNI_PEEK_SECS = Bounded(False, 0, MAX_SNI_PEEK_TIMEOUT_SECS, "seconds", lo_open=True)
+SNI_PEEK_BYTES = Bounded(True, MIN_SNI_PEEK_BYTES, MAX_SNI_PEEK_BYTES, "bytes")
+HEALTH_CHECK_SECS = Bounded(False, MIN_HEALTH_CHECK_INTERVAL_SECS, MAX_HEALTH_CHECK_INTERVAL_SECS, "seconds")
 
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -143,6 +163,8 @@ _RULE_NUMBERS = {
     "udp_flow_idle_secs": IDLE_SECS,
     "idle_timeout_secs": IDLE_SECS,
     "tcp_keepalive_secs": KEEPALIVE_SECS,
+    "sni_peek_timeout_secs": SNI_PEEK_SECS,
+    "sni_peek_max_bytes": SNI_PEEK_BYTES,
 }
 
 
@@ -181,6 +203,10 @@ class Rule:
     udp_flow_idle_secs: float = DEFAULT_UDP_FLOW_IDLE_SECS
     idle_timeout_secs: float = DEFAULT_IDLE_TIMEOUT_SECS
     tcp_keepalive_secs: float = DEFAULT_TCP_KEEPALIVE_SECS
+    sni_pattern: str | None = None  # lower case; "*.suffix" for a wildcard; None: not SNI-routed
+    sni_peek_timeout_secs: float = DEFAULT_SNI_PEEK_TIMEOUT_SECS
+    sni_peek_max_bytes: int = DEFAULT_SNI_PEEK_MAX_BYTES
+    health_check_interval_secs: float | None = None  # None: no active health checks
 
     @property
     def listen_ports(self) -> range:
@@ -219,6 +245,9 @@ class Defaults:
     udp_flow_idle_secs: float = DEFAULT_UDP_FLOW_IDLE_SECS
     idle_timeout_secs: float = DEFAULT_IDLE_TIMEOUT_SECS
     tcp_keepalive_secs: float = DEFAULT_TCP_KEEPALIVE_SECS
+    sni_peek_timeout_secs: float = DEFAULT_SNI_PEEK_TIMEOUT_SECS
+    sni_peek_max_bytes: int = DEFAULT_SNI_PEEK_MAX_BYTES
+    health_check_interval_secs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +390,43 @@ def _listen_addr(p: _Problems, where: str, v: Any) -> str | None:
         return None
 
 
+def _sni_pattern(p: _Problems, where: str, v: Any) -> str | None:
+    """An exact server name or "*.suffix" (the whole leftmost label), lower-cased."""
+    key = "sni_pattern"
+    example = 'e.g. "app.example.com" or "*.example.com"'
+    if not isinstance(v, str):
+        p.add(where, key, f"must be a server name string ({example}), got {show(v)}")
+        return None
+    name = v.lower()
+    if name == "*":
+        p.add(where, key, 'a lone "*" would match every name: leave sni_pattern out to make the rule the '
+              "port's fallback")
+        return None
+    wildcard = name.startswith("*.")
+    host = name[2:] if wildcard else name
+    if "*" in host:
+        p.add(where, key, f"bad pattern {show(v)}: a wildcard must be the whole leftmost label ({example})")
+        return None
+    if host.endswith(".") or not valid_hostname(host):
+        p.add(where, key, f"bad server name {show(v)} ({example}; no trailing dot)")
+        return None
+    if re.fullmatch(r"[0-9.]+", host):
+        p.add(where, key, f"{show(v)} is an IP address: TLS clients send only DNS names as SNI (RFC 6066)")
+        return None
+    return name
+
+
+def _health_interval(p: _Problems, where: str, v: Any) -> float | None:
+    """health_check_interval_secs: None for 0 (off), else a bounded number of seconds."""
+    if is_number(v) and v == 0:
+        return None
+    if not HEALTH_CHECK_SECS.contains(v):
+        p.add(where, "health_check_interval_secs", f"must be 0 (off) or {HEALTH_CHECK_SECS.describe()}, "
+              f"got {show(v)}")
+        return None
+    return float(v)
+
+
 def parse_rate_limit(p: _Problems, where: str, data: Any) -> RateLimit:
     key0 = "rate_limit"
     if not isinstance(data, Mapping):
@@ -436,6 +502,10 @@ RULE_KEYS = (
     "udp_flow_idle_secs",
     "idle_timeout_secs",
     "tcp_keepalive_secs",
+    "sni_pattern",
+    "sni_peek_timeout_secs",
+    "sni_peek_max_bytes",
+    "health_check_interval_secs",
 )
 
 
@@ -515,6 +585,29 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
     timing = {key: _bounded(p, where, key, data.get(key, getattr(defaults, key)), typ, getattr(defaults, key))
               for key, typ in _RULE_NUMBERS.items()}
 
+    sni_pattern = None
+    if "sni_pattern" in data:
+        sni_pattern = _sni_pattern(p, where, data["sni_pattern"])
+        if protocol == "udp":
+            p.add(where, "sni_pattern", "only for tcp rules (SNI is read from a TLS ClientHello)")
+        elif span is not None and span[0] != span[1]:
+            p.add(where, "sni_pattern", "needs a single listen_port, not a range (rules share one port by "
+                  "server name)")
+
+    # Probes dial fixed target ports over TCP: a [defaults] interval applies only to such
+    # rules; set on a rule that cannot be probed, it is an error.
+    range_target = any(t.port_end != t.port for t in targets)
+    health = None
+    if "health_check_interval_secs" in data:
+        health = _health_interval(p, where, data["health_check_interval_secs"])
+        if health is not None and protocol == "udp":
+            p.add(where, "health_check_interval_secs", "only for tcp rules (probes are TCP connects)")
+        elif health is not None and range_target:
+            p.add(where, "health_check_interval_secs", "needs fixed target ports, not a port range "
+                  "(a range maps each listen port to its own target port)")
+    elif protocol == "tcp" and not range_target:
+        health = defaults.health_check_interval_secs
+
     if len(p.items) != before or span is None or listen_addr is None:
         return None
     return Rule(
@@ -526,6 +619,8 @@ def _rule(p: _Problems, index: int, data: Any, defaults: Defaults, extra_keys: S
         targets=tuple(targets),
         owner=owner,
         rate_limit=rate_limit,
+        sni_pattern=sni_pattern,
+        health_check_interval_secs=health,
         **timing,
     )
 
@@ -571,25 +666,98 @@ def _overlaps(a: Rule, b: Rule) -> bool:
     return fam(a.listen_addr) == fam(b.listen_addr) and (a.listen_addr in wild or b.listen_addr in wild)
 
 
+def shares_port(a: Rule, b: Rule) -> bool:
+    """True if a and b listen on the very same TCP address and single port (SNI may split it)."""
+    return a.protocol == b.protocol == "tcp" and a.listen_key == b.listen_key and a.listen_port == a.listen_port_end
+
+
+def listen_conflict(a: Rule, b: Rule, sni_port: bool = False) -> str | None:
+    """Why `a` cannot listen next to `b` (the text names b), or None.
+
+    Rules may share a TCP address and port when they differ by sni_pattern;
+    one of them may omit it (the fallback). `sni_port`: some rule routes that
+    port by SNI, so two rules without a pattern there are two fallbacks.
+    """
+    if not _overlaps(a, b):
+        return None
+    if shares_port(a, b):
+        where = f"tcp {a.listen_addr}:{a.listen_port}"
+        if a.sni_pattern is not None and b.sni_pattern is not None:
+            if a.sni_pattern != b.sni_pattern:
+                return None
+            return f'sni_pattern "{a.sni_pattern}" on {where} is also used by rule "{b.name}"'
+        if a.sni_pattern is not None or b.sni_pattern is not None:
+            return None
+        if sni_port:
+            return (f'two fallback rules (without sni_pattern) on {where}: this one and rule "{b.name}"; '
+                    "at most one rule per port may omit sni_pattern")
+    return (f"{a.protocol} {a.listen_addr}:{a.listen_port}-{a.listen_port_end} overlaps "
+            f'rule "{b.name}"')
+
+
+def sni_ports(rules: Sequence[Rule]) -> set[tuple[str, str, int, int]]:
+    """Listen keys that some rule routes by SNI."""
+    return {r.listen_key for r in rules if r.sni_pattern is not None}
+
+
+def listen_conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
+    """(i, j, why) for every rule i that cannot listen next to an earlier rule j, sorted.
+
+    Rules on the same TCP address and single port are checked with dicts (a
+    port may carry thousands of SNI names); the rest by a sweep over ports, so
+    a set of disjoint listeners costs O(n log n), not a comparison per pair.
+    """
+    routed = sni_ports(rules)
+    out: list[tuple[int, int, str]] = []
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(rules):
+        # Only a TCP address and single port can be shared; anything else is a group of one.
+        key = r.listen_key if r.protocol == "tcp" and r.listen_port == r.listen_port_end else (*r.listen_key, i)
+        groups.setdefault(key, []).append(i)
+    for key, members in groups.items():
+        if len(members) == 1:
+            continue
+        first: dict[str | None, int] = {}
+        for i in members:
+            j = first.setdefault(rules[i].sni_pattern, i)
+            if j != i:
+                problem = listen_conflict(rules[i], rules[j], key in routed)
+                assert problem is not None
+                out.append((i, j, problem))
+    reps = sorted(groups.values(), key=lambda m: rules[m[0]].listen_port)
+    for n, a in enumerate(reps):
+        ra = rules[a[0]]
+        for b in reps[n + 1:]:
+            if rules[b[0]].listen_port > ra.listen_port_end:
+                break
+            if not _overlaps(ra, rules[b[0]]):
+                continue
+            for x in a:
+                for y in b:
+                    i, j = max(x, y), min(x, y)
+                    problem = listen_conflict(rules[i], rules[j], rules[i].listen_key in routed)
+                    if problem is not None:
+                        out.append((i, j, problem))
+    return sorted(out)
+
+
 def check_rule_set(rules: Sequence[Rule], owners: Sequence[str] | None = None, source: str = "config") -> list[str]:
-    """Cross-rule checks: unique names, no overlapping listeners, known owners."""
+    """Cross-rule checks: unique names, no overlapping listeners (SNI aside), known owners."""
     p = _Problems(source)
     seen: dict[str, int] = {}
+    clashes: dict[int, list[tuple[int, str]]] = {}
+    for i, j, problem in listen_conflicts(rules):
+        clashes.setdefault(i, []).append((j, problem))
     for i, r in enumerate(rules):
         where = f'rule "{r.name}" (rule #{i + 1})'
         if r.name in seen:
             p.add(where, "name", f'duplicate rule name (also rule #{seen[r.name] + 1})')
         else:
             seen[r.name] = i
-        for j in range(i):
-            other = rules[j]
-            if _overlaps(r, other):
-                p.add(
-                    where,
-                    "listen_port" if r.listen_port == r.listen_port_end else "listen_ports",
-                    f"{r.protocol} {r.listen_addr}:{r.listen_port}-{r.listen_port_end} overlaps "
-                    f'rule "{other.name}" (rule #{j + 1})',
-                )
+        for j, problem in clashes.get(i, ()):
+            key = "sni_pattern" if problem.startswith(("sni_pattern", "two fallback")) else \
+                "listen_port" if r.listen_port == r.listen_port_end else "listen_ports"
+            p.add(where, key, f"{problem} (rule #{j + 1})")
         if owners is not None and r.owner is not None and r.owner not in owners:
             p.add(where, "owner", f'unknown owner "{r.owner}" (declare it in an [[owner]] table)')
     return p.items
@@ -632,14 +800,16 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     if not isinstance(d, Mapping):
         p.add("[defaults]", None, "must be a table")
     else:
-        _check_unknown(p, "[defaults]", d, ("protocol", *_RULE_NUMBERS))
+        _check_unknown(p, "[defaults]", d, ("protocol", *_RULE_NUMBERS, "health_check_interval_secs"))
         proto = d.get("protocol", defaults.protocol)
         if proto not in PROTOCOLS:
             p.add("[defaults]", "protocol", f'must be "tcp" or "udp", got {show(proto)}')
             proto = defaults.protocol
         numbers = {key: _bounded(p, "[defaults]", key, d.get(key, getattr(defaults, key)), typ, getattr(defaults, key))
                    for key, typ in _RULE_NUMBERS.items()}
-        defaults = Defaults(proto, **numbers)
+        health = _health_interval(p, "[defaults]", d["health_check_interval_secs"]) \
+            if "health_check_interval_secs" in d else None
+        defaults = Defaults(proto, health_check_interval_secs=health, **numbers)
 
     owners: list[Owner] = []
     raw_owners = data.get("owner", [])

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from portunus.bounds import Bounded, show
+from portunus.dataplane.stats import describe_health
 
 PREFIX = "portunus"
 
@@ -25,11 +26,14 @@ class SnapshotCollector(Collector):
         self._extra = extra_labels or {}
 
     def collect(self) -> Iterator[Metric]:
-        return iter(rule_metrics(self._snapshot()["rules"], self._extra))
+        snap = self._snapshot()
+        return iter(rule_metrics(snap["rules"], self._extra, snap.get("sni_listeners")))
 
 
-def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> Iterable[Metric]:
-    """Metric families for a {rule: counters} snapshot (standalone and client share these)."""
+def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None,
+                 sni_listeners: dict[str, dict[str, int]] | None = None) -> Iterable[Metric]:
+    """Metric families for a {rule: counters} snapshot (standalone and client share these);
+    `sni_listeners`: per SNI listener, connections no rule took, by result."""
     extra = extra or {}
     names = list(extra)
     lv = list(extra.values())
@@ -54,6 +58,17 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
                              "direction over the last ~5 s", labels=[*names, "rule", "direction"])
     limit = GaugeMetricFamily(f"{PREFIX}_rule_limit", "Configured rate_limit values in force per rule "
                               "(bandwidth in bytes/s, connections/s, connections)", labels=[*names, "rule", "limit"])
+    sni = CounterMetricFamily(f"{PREFIX}_sni_routes", "Connections on SNI listeners by routing result "
+                              "(exact, wildcard, fallback, no_match, not_tls, too_large, timeout, "
+                              "client_closed) and the rule that took them (empty: closed)",
+                              labels=[*names, "listener", "rule", "result"])
+    up = GaugeMetricFamily(f"{PREFIX}_rule_target_up", "Health checks: 1 if the target is up, 0 if down "
+                           "(with several workers, the share of workers that see it up)",
+                           labels=[*names, "rule", "target"])
+    flips = CounterMetricFamily(f"{PREFIX}_rule_target_transitions", "Health checks: targets going down or up",
+                                labels=[*names, "rule", "target", "to"])
+    probes = CounterMetricFamily(f"{PREFIX}_rule_target_probes", "Health checks: probes sent, by outcome",
+                                 labels=[*names, "rule", "target", "outcome"])
     for rule, c in sorted(rules.items()):
         rate.add_metric([*lv, rule, "in"], c.get("rate_in_bytes_per_s", 0.0))
         rate.add_metric([*lv, rule, "out"], c.get("rate_out_bytes_per_s", 0.0))
@@ -74,7 +89,21 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
             dropped.add_metric([*lv, rule, reason], n)
         splice.add_metric([*lv, rule, "splice"], c.get("splice_connections", 0))
         splice.add_metric([*lv, rule, "copy"], c.get("copy_connections", 0))
-    return [by, dgrams, active, total, fails, failovers, rejected, dropped, splice, rate, limit]
+        for result, n in sorted(c.get("sni_routes", {}).items()):
+            sni.add_metric([*lv, c.get("listen", ""), rule, result], n)
+        checked = c.get("health_checked", {})
+        for target, n in sorted(checked.items()):
+            up.add_metric([*lv, rule, target], c.get("health_up", {}).get(target, 0) / n if n else 0.0)
+            flips.add_metric([*lv, rule, target, "down"], c.get("health_went_down", {}).get(target, 0))
+            flips.add_metric([*lv, rule, target, "up"], c.get("health_went_up", {}).get(target, 0))
+            sent = c.get("health_probes", {}).get(target, 0)
+            failed = c.get("health_probe_failures", {}).get(target, 0)
+            probes.add_metric([*lv, rule, target, "failed"], failed)
+            probes.add_metric([*lv, rule, target, "passed"], max(0, sent - failed))
+    for listener, counts in sorted((sni_listeners or {}).items()):
+        for result, n in sorted(counts.items()):
+            sni.add_metric([*lv, listener, "", result], n)
+    return [by, dgrams, active, total, fails, failovers, rejected, dropped, splice, rate, limit, sni, up, flips, probes]
 
 
 # A counter report is data from another process: every value rule_metrics
@@ -83,7 +112,8 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None) -> 
 _COUNTERS_REQUIRED = ("bytes_in", "bytes_out", "connections_active", "connections_total", "connect_failures")
 _COUNTERS_OPTIONAL = ("failovers", "splice_connections", "copy_connections", "rate_in_bytes_per_s",
                       "rate_out_bytes_per_s", "datagrams_in", "datagrams_out")
-_COUNTER_MAPS = ("rejected", "dropped", "current_limits")
+_COUNTER_MAPS = ("rejected", "dropped", "current_limits", "sni_routes", "health_up", "health_checked",
+                 "health_probes", "health_probe_failures", "health_went_down", "health_went_up")
 _COUNTER = Bounded(False, 0, 2**64, "counter")
 _MAX_LABEL_CHARS = 128
 
@@ -129,6 +159,7 @@ def parse_rule_counters(rules: Any) -> dict[str, dict[str, Any]]:
                 entry[key] = v[:_MAX_LABEL_CHARS]
             elif isinstance(v, list) and all(isinstance(x, str) for x in v):
                 entry[key] = [x[:_MAX_LABEL_CHARS] for x in v[:64]]
+        describe_health(entry)  # from the checked counts, not from the report's own words
         out[name] = entry
     return out
 

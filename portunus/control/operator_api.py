@@ -38,12 +38,20 @@ from typing import Any
 from aiohttp import web
 
 from portunus.bounds import Bounded, show
-from portunus.config import ConfigError, Rule, parse_owner_rate_limit, parse_rule, valid_name
+from portunus.config import (
+    ConfigError,
+    Rule,
+    listen_conflict,
+    parse_owner_rate_limit,
+    parse_rule,
+    sni_ports,
+    valid_name,
+)
 from portunus.control import rbac
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.guard import Guard
 from portunus.control.hub import AckResult, Hub
-from portunus.control.ruleset import conflicts_with, rate_limit_to_dict
+from portunus.control.ruleset import rate_limit_to_dict
 from portunus.control.settings import ENROLLMENT_TTL_SECS, ServerSettings
 from portunus.control.store import AuditEntry, ClientRow, EnrollmentRow, RuleRow, TokenRow
 
@@ -298,6 +306,7 @@ class OperatorApi:
             raise ApiError(400, "invalid_rule", "; ".join(e.problems), problems=e.problems) from None
 
     def _check_conflicts(self, client: ClientRow, rule: Rule, replacing: int | None = None) -> None:
+        others: list[tuple[RuleRow, Rule]] = []
         for other in self.store.rules_for_client(client.id):
             if other.id == replacing:
                 continue
@@ -314,11 +323,13 @@ class OperatorApi:
                     log.warning("stored rule %d no longer validates: %s", other.id, "; ".join(e.problems))
                     continue
                 self._parsed[other.id] = cached
-            other_rule = cached[1]
-            if conflicts_with([rule], [other_rule]):
-                raise ApiError(409, "port_in_use", f"{rule.protocol} {rule.listen_addr}:{rule.listen_port}"
-                               f"{'-' + str(rule.listen_port_end) if rule.listen_port_end != rule.listen_port else ''}"
-                               f' overlaps rule "{other.name}" (id {other.id}) on client "{client.name}"',
+            others.append((other, cached[1]))
+        routed = sni_ports([rule, *(r for _, r in others)])
+        for other, other_rule in others:
+            problem = listen_conflict(rule, other_rule, rule.listen_key in routed)
+            if problem is not None:
+                code = "port_in_use" if "overlaps" in problem else "sni_conflict"
+                raise ApiError(409, code, f'{problem} (id {other.id}) on client "{client.name}"',
                                conflicting_rule_id=other.id)
 
     async def _await_rule(self, client: ClientRow, version: int, rule_name: str) -> tuple[AckResult | None, str | None]:

@@ -24,14 +24,18 @@ from typing import Any
 
 from portunus.config import (
     DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_SNI_PEEK_MAX_BYTES,
+    DEFAULT_SNI_PEEK_TIMEOUT_SECS,
     DEFAULT_TCP_KEEPALIVE_SECS,
     ConfigError,
     Owner,
     RateLimit,
     Rule,
-    check_rule_set,
+    listen_conflict,
+    listen_conflicts,
     parse_owner_rate_limit,
     parse_rule,
+    sni_ports,
 )
 
 # Payload format history:
@@ -80,6 +84,14 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
         out["idle_timeout_secs"] = rule.idle_timeout_secs
     if rule.tcp_keepalive_secs != DEFAULT_TCP_KEEPALIVE_SECS:
         out["tcp_keepalive_secs"] = rule.tcp_keepalive_secs
+    if rule.sni_pattern is not None:
+        out["sni_pattern"] = rule.sni_pattern
+    if rule.sni_peek_timeout_secs != DEFAULT_SNI_PEEK_TIMEOUT_SECS:
+        out["sni_peek_timeout_secs"] = rule.sni_peek_timeout_secs
+    if rule.sni_peek_max_bytes != DEFAULT_SNI_PEEK_MAX_BYTES:
+        out["sni_peek_max_bytes"] = rule.sni_peek_max_bytes
+    if rule.health_check_interval_secs is not None:
+        out["health_check_interval_secs"] = rule.health_check_interval_secs
     return out
 
 
@@ -129,31 +141,29 @@ def _may_overlap(a: Rule, b: Rule) -> bool:
     return a.protocol == b.protocol and a.listen_port <= b.listen_port_end and b.listen_port <= a.listen_port_end
 
 
-def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
-    """Overlaps between each rule of `new` and the other rules, in O(len(new) * len(rules)).
+def _problem(a: Rule, b: Rule, routed: set) -> list[str]:
+    problem = listen_conflict(a, b, a.listen_key in routed)
+    return [] if problem is None else [f'rule set: rule "{a.name}": {problem}']
 
-    The exact verdict is `check_rule_set`'s (the TOML's rules); only pairs whose
+
+def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
+    """Listener conflicts between each rule of `new` and the other rules, in O(len(new) * len(rules)).
+
+    The verdict is `listen_conflict`'s (the TOML's rules); only pairs whose
     port ranges intersect get that far.
     """
     problems: list[str] = []
+    routed = sni_ports([*new, *rules])
     for a in new:
         for b in rules:
             if b.name != a.name and _may_overlap(a, b):
-                problems.extend(check_rule_set([b, a], None, "rule set"))
+                problems.extend(_problem(a, b, routed))
     return problems
 
 
 def conflicts(rules: list[Rule]) -> list[str]:
-    """All overlapping pairs of a whole rule set: sort by port, sweep, O(n log n) for disjoint sets."""
-    problems: list[str] = []
-    ordered = sorted(rules, key=lambda r: r.listen_port)
-    for i, a in enumerate(ordered):
-        for b in ordered[i + 1:]:
-            if b.listen_port > a.listen_port_end:
-                break
-            if _may_overlap(a, b):
-                problems.extend(check_rule_set([a, b], None, "rule set"))
-    return problems
+    """All conflicts of a whole rule set (`listen_conflicts`: O(n log n) for disjoint listeners)."""
+    return [f'rule set: rule "{rules[i].name}": {problem}' for i, _j, problem in listen_conflicts(rules)]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
     portunus-server --data-dir D serve
     portunus-server gen-token
-    portunus-server push-rule CLIENT LISTEN_PORT TARGET [--bandwidth-in-bps N ...] --http-endpoint HOST:PORT
+    portunus-server push-rule CLIENT LISTEN_PORT TARGET [--bandwidth-in-bps N ...] [--sni-pattern NAME]
+        --http-endpoint HOST:PORT
     portunus-server create-enrollment NAME ADDRESS --http-endpoint HOST:PORT
 
 push-rule and create-enrollment take the token from --token or the
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--bandwidth-out-bps", type=int, metavar="N", help="cap target->client BYTES per second")
     push.add_argument("--new-connections-per-sec", type=float, metavar="N")
     push.add_argument("--concurrent-connections", type=int, metavar="N")
+    push.add_argument("--sni-pattern", metavar="NAME",
+                      help='route by TLS server name on a shared port: "a.example.com" or "*.example.com"')
+    push.add_argument("--health-check-interval-secs", type=float, metavar="S",
+                      help="probe the target every S seconds (0 = off)")
     push.add_argument("--no-wait", action="store_true", help="do not wait for the client's ack (202, pending)")
     http(push)
 
@@ -108,6 +113,10 @@ def push_rule(args: argparse.Namespace) -> int:
         body["listen_addr"] = args.listen_addr
     if args.owner:
         body["owner"] = args.owner
+    if args.sni_pattern is not None:
+        body["sni_pattern"] = args.sni_pattern
+    if args.health_check_interval_secs is not None:
+        body["health_check_interval_secs"] = args.health_check_interval_secs
     limits = {k: getattr(args, k) for k in ("bandwidth_in_bps", "bandwidth_out_bps", "new_connections_per_sec",
                                             "concurrent_connections") if getattr(args, k) is not None}
     if limits:

@@ -21,17 +21,19 @@ import os
 import socket
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from portunus.config import DEFAULT_TCP_KEEPALIVE_SECS, Owner, RateLimit, Rule
-from portunus.dataplane import tcp
+from portunus.dataplane import sni, tcp
+from portunus.dataplane.health import HealthMonitor
 from portunus.dataplane.loop import EPOLLIN, EventLoop
 from portunus.dataplane.pipes import SPLICE_AVAILABLE, PipePool
 from portunus.dataplane.shared import SharedLimits, slot_name
-from portunus.dataplane.stats import RuleStats
+from portunus.dataplane.stats import RuleStats, describe_health
 from portunus.dataplane.tcp import RawSocket, Target, TcpConnection, literal_family
 from portunus.limits import (
     LIMIT_SET_CELLS,
@@ -90,6 +92,7 @@ class RuleState:
                  stats: RuleStats) -> None:
         self.limits = limits
         self.stats = stats
+        self.health: HealthMonitor | None = None  # set on the loop thread by the forwarder
         self.update(rule, owner_limits)
 
     def update(self, rule: Rule, owner_limits: LimitSet | None) -> None:
@@ -109,12 +112,19 @@ class RuleState:
         return self.capped
 
     def targets_for(self, port: int) -> list[Target]:
-        """Dial list for a connection on `port`, best first (computed once per port)."""
+        """Dial list for a connection on `port`, best first, without targets the health
+        checks found down (computed once per port and health change)."""
         found = self._targets.get(port)
         if found is None:
-            found = self._targets[port] = [Target(h, p, proxy, literal_family(h))
-                                           for h, p, proxy in self.rule.targets_for(port)]
+            found = [Target(h, p, proxy, literal_family(h)) for h, p, proxy in self.rule.targets_for(port)]
+            if self.health is not None:
+                found = self.health.usable(found)
+            self._targets[port] = found
         return found
+
+    def targets_changed(self) -> None:
+        """A target went up or down: dial lists are computed afresh."""
+        self._targets = {}
 
 
 @dataclass
@@ -122,6 +132,7 @@ class _Listener:
     key: tuple[str, str, int]  # (protocol, address, port)
     sock: socket.socket
     state: RuleState           # reassigned in place when a reload changes the rule
+    routes: sni.RouteTable | None = None  # rules chosen by server name (SNI listeners only)
 
 
 def socket_keys(rule: Rule) -> list[tuple[str, str, int]]:
@@ -193,6 +204,8 @@ class Forwarder:
         self.buffer_bytes = self._buffer_bytes
         self.connecting: set[TcpConnection] = set()
         self.connections: set[TcpConnection] = set()
+        self.peeking: set[sni.Peek] = set()  # SNI listeners' connections still reading a ClientHello
+        self._sni_closed: dict[str, Tally[str]] = {}  # per SNI listener: connections no rule took
         self._resolver: ThreadPoolExecutor | None = None
         self._idle = threading.Event()  # set by the loop when draining has nothing left
         self._next_sample = 0.0
@@ -292,24 +305,70 @@ class Forwarder:
 
     def _install(self, active: list[Rule], states: dict[str, RuleState],
                  new_socks: dict[tuple[str, str, int], socket.socket], needed: set) -> None:
+        by_key: dict[tuple[str, str, int], list[RuleState]] = {}
         for rule in active:
-            st = states[rule.name]
             for key in socket_keys(rule):
-                lst = self._listeners.get(key)
-                if lst is not None:
-                    if key[0] == "tcp" and lst.state.keepalive_s != st.keepalive_s:
-                        set_keepalive(lst.sock, st.keepalive_s)
-                    lst.state = st
-                    continue
-                lst = _Listener(key, new_socks[key], st)
-                self._listeners[key] = lst
-                if key[0] == "tcp":
-                    self._watch_listener(lst)
-                else:
-                    self._udp_engine().add(lst)
+                by_key.setdefault(key, []).append(states[rule.name])
+        for key, sts in by_key.items():
+            # One rule per key, or (TCP) several told apart by sni_pattern plus a fallback.
+            routes = None
+            if any(st.rule.sni_pattern is not None for st in sts):
+                fallback = [st for st in sts if st.rule.sni_pattern is None]
+                st = fallback[0] if fallback else sts[0]
+                label = f"{key[1]}:{key[2]}" if ":" not in key[1] else f"[{key[1]}]:{key[2]}"
+                tally = self._sni_closed.setdefault(label, sni.new_listener_tally())
+                routes = sni.RouteTable(label, sts, st.keepalive_s, tally)
+            else:
+                st = sts[0]
+            lst = self._listeners.get(key)
+            if lst is not None:
+                if key[0] == "tcp" and lst.state.keepalive_s != st.keepalive_s:
+                    set_keepalive(lst.sock, st.keepalive_s)
+                switch = (lst.routes is None) != (routes is None)
+                lst.state, lst.routes = st, routes
+                if switch:  # plain <-> SNI: the same socket, the other accept loop
+                    self.loop.set_handler(lst.sock.fileno(), self._accept_handler(lst))
+                continue
+            lst = _Listener(key, new_socks[key], st, routes)
+            self._listeners[key] = lst
+            if key[0] == "tcp":
+                self._watch_listener(lst)
+            else:
+                self._udp_engine().add(lst)
         for key in list(self._listeners):
             if key not in needed:
                 self._close_listener(self._listeners.pop(key))
+        routed = {lst.routes.label for lst in self._listeners.values() if lst.routes is not None}
+        for label in [lb for lb in self._sni_closed if lb not in routed]:
+            del self._sni_closed[label]
+        for old in self._states.values():
+            if old.health is not None and states.get(old.rule.name) is not old:
+                old.health.stop()
+                old.health = None
+        for st in states.values():
+            self._sync_health(st)
+
+    def _sync_health(self, st: RuleState) -> None:
+        """Start, keep, restart or stop the rule's health checks (loop thread)."""
+        rule = st.rule
+        interval = rule.health_check_interval_secs if rule.protocol == "tcp" else None
+        keys = [(t.host, t.port) for t in rule.targets]
+        mon = st.health
+        if interval is None:
+            if mon is not None:
+                mon.stop()
+                st.health = None
+                st.targets_changed()
+            return
+        if mon is not None and mon.same(keys, interval):
+            mon.rule_name = rule.name
+            return
+        new = HealthMonitor(self.loop, self.resolve, rule.name, keys, interval, st.targets_changed, previous=mon)
+        if mon is not None:
+            mon.stop()
+        st.health = new
+        new.start()
+        st.targets_changed()
 
     def _open(self, key: tuple[str, str, int], rule: Rule) -> socket.socket:
         proto, addr, port = key
@@ -325,8 +384,12 @@ class Forwarder:
         return self._udp
 
     def _watch_listener(self, lst: _Listener) -> None:
-        fd = lst.sock.fileno()
-        self.loop.add(fd, lambda _mask: self._accept_batch(lst), EPOLLIN)  # level-triggered
+        self.loop.add(lst.sock.fileno(), self._accept_handler(lst), EPOLLIN)  # level-triggered
+
+    def _accept_handler(self, lst: _Listener) -> Any:
+        if lst.routes is not None:
+            return lambda _mask: sni.accept_batch(self, lst, ACCEPT_BATCH)
+        return lambda _mask: self._accept_batch(lst)
 
     def _close_listener(self, lst: _Listener) -> None:
         if lst.key[0] == "tcp":
@@ -380,6 +443,42 @@ class Forwarder:
             self.connections.add(conn)
             conn.start()
 
+    def accept_failed(self, lst: _Listener, e: OSError) -> None:
+        """accept() failed with something other than EAGAIN (SNI listeners' accept loop)."""
+        if e.errno in _ACCEPT_RESOURCE_ERRNOS:
+            log.warning("accept on port %d: %s; backing off", lst.key[2], e.strerror)
+            self._pause_listener(lst)
+
+    def start_routed(self, state: RuleState, client: RawSocket, fd: int, peer: Any, port: int,
+                     early: bytes, keepalive_s: float) -> None:
+        """Admit a connection an SNI listener routed to `state` and forward it, `early` first.
+
+        The same admission as `_accept_batch` (kept inline there: it is the hot path
+        of every other listener)."""
+        verdict = admit(state.sets)
+        if verdict.reason is not None:
+            state.stats.reject(verdict.reason)
+            try:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, tcp.LINGER_RESET)
+            except OSError:
+                pass
+            client.close()
+            return
+        if state.keepalive_s != keepalive_s:  # the listener's setting came from another rule
+            set_keepalive(client, state.keepalive_s)
+        if state.capped:
+            t_in: Any = ThrottleGroup(ls.bandwidth_in for ls in state.sets)
+            t_out: Any = ThrottleGroup(ls.bandwidth_out for ls in state.sets)
+            t_in.reserve(len(early))  # the peeked bytes leave at once; later chunks repay them
+            splice_ok = False
+        else:
+            t_in = t_out = None
+            splice_ok = self.splice_enabled
+        conn = sni.PeekedConnection(self, client, fd, peer, state, state.targets_for(port),
+                                    splice_ok, t_in, t_out, early=early)
+        self.connections.add(conn)
+        conn.start()
+
     def _pause_listener(self, lst: _Listener) -> None:
         fd = lst.sock.fileno()
         self.loop.remove(fd)
@@ -411,8 +510,9 @@ class Forwarder:
         if len(self._buffers) < MAX_POOLED_BUFFERS:
             self._buffers.append(buf)
 
-    def resolve(self, conn: TcpConnection, target: Target) -> None:
-        """Resolve a DNS target off the loop; the answer comes back on the loop thread."""
+    def resolve(self, conn: Any, target: Target) -> None:
+        """Resolve a DNS target off the loop; `conn.resolved(...)` gets the answer on the loop thread
+        (a TcpConnection, or a health probe)."""
         if self._resolver is None:
             self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="tcp-dns")
         loop = self.loop
@@ -474,8 +574,15 @@ class Forwarder:
                     f"-{r.listen_port_end}" if r.listen_port_end != r.listen_port else "")
                 entry["targets"] = [t.display() for t in r.targets]
                 entry["current_limits"] = {k: v for k, v in r.rate_limit.to_dict().items() if v is not None}
+                if r.sni_pattern is not None:
+                    entry["sni_pattern"] = r.sni_pattern
+                health = states[name].health
+                if health is not None:
+                    entry.update(health.snapshot())
+                    describe_health(entry)
             rules[name] = entry
-        return {"rules": rules, "splice_enabled": self.splice_enabled}
+        sni_listeners = {label: dict(tally) for label, tally in list(self._sni_closed.items())}
+        return {"rules": rules, "sni_listeners": sni_listeners, "splice_enabled": self.splice_enabled}
 
     def active_connections(self) -> int:
         n = len(self.connections)
@@ -509,6 +616,11 @@ class Forwarder:
         for lst in list(self._listeners.values()):
             self._close_listener(lst)
         self._listeners.clear()
+        for peek in list(self.peeking):  # never routed: nothing to drain
+            peek.abort()
+        for st in self._states.values():
+            if st.health is not None:
+                st.health.stop()
 
     def _abort_all(self) -> None:
         leftovers = list(self.connections)

@@ -49,6 +49,7 @@ class RuleStats:
         self.copy_connections = 0
         self.rejected: Tally[str] = Tally()
         self.dropped: Tally[str] = Tally()
+        self.sni_routes: Tally[str] = Tally()  # SNI listeners: connections routed here, by result
         self.live: set[LiveFlow] = set()
         self._samples: deque[tuple[float, int, int]] = deque(maxlen=RATE_SAMPLES)
 
@@ -82,6 +83,10 @@ class RuleStats:
     def drop(self, reason: str, n: int = 1) -> None:
         with self.lock:
             self.dropped[reason] += n
+
+    def routed(self, result: str) -> None:
+        with self.lock:
+            self.sni_routes[result] += 1
 
     def totals(self) -> tuple[int, int]:
         """(bytes in, bytes out) of finished and live connections."""
@@ -128,6 +133,7 @@ class RuleStats:
                 "copy_connections": self.copy_connections,
                 "rejected": dict(self.rejected),
                 "dropped": dict(self.dropped),
+                "sni_routes": dict(self.sni_routes),
                 "rate_in_bytes_per_s": round(rate_in, 1),
                 "rate_out_bytes_per_s": round(rate_out, 1),
             }
@@ -142,7 +148,20 @@ class RuleStats:
 
 
 # Snapshot fields that are not counters: taken from the first worker that has them.
-_DESCRIPTIVE = ("protocol", "listen", "targets", "current_limits")
+_DESCRIPTIVE = ("protocol", "listen", "targets", "current_limits", "sni_pattern")
+# Snapshot fields computed from the counters: recomputed after summing.
+_DERIVED = ("target_health",)
+
+
+def describe_health(entry: dict[str, Any]) -> None:
+    """Add `target_health` {target: "up" | "down" | "partial"} from the summed
+    health_up / health_checked counts (partial: some workers see it down)."""
+    up, checked = entry.get("health_up") or {}, entry.get("health_checked")
+    if not checked:
+        return
+    entry["target_health"] = {
+        target: "up" if up.get(target, 0) >= n else "down" if not up.get(target, 0) else "partial"
+        for target, n in checked.items()}
 
 
 def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
@@ -152,12 +171,12 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         for name, entry in snap.get("rules", {}).items():
             into = rules.setdefault(name, {})
             for key, value in entry.items():
+                if key in _DERIVED:
+                    continue
                 if key in _DESCRIPTIVE:
                     into.setdefault(key, value)
                 elif isinstance(value, dict):
-                    tally = into.setdefault(key, {})
-                    for k, v in value.items():
-                        tally[k] = tally.get(k, 0) + v
+                    _add(into.setdefault(key, {}), value)
                 elif isinstance(value, (int, float)) and not isinstance(value, bool):
                     into[key] = into.get(key, 0) + value
                 else:
@@ -166,4 +185,14 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("rate_in_bytes_per_s", "rate_out_bytes_per_s"):
             if key in entry:
                 entry[key] = round(entry[key], 1)
-    return {"rules": rules}
+        describe_health(entry)
+    listeners: dict[str, dict[str, int]] = {}
+    for snap in snapshots:
+        for label, counts in snap.get("sni_listeners", {}).items():
+            _add(listeners.setdefault(label, {}), counts)
+    return {"rules": rules, "sni_listeners": listeners}
+
+
+def _add(into: dict[str, Any], counts: dict[str, Any]) -> None:
+    for k, v in counts.items():
+        into[k] = into.get(k, 0) + v
