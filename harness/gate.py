@@ -2,7 +2,7 @@
 
 Two checks, one verdict each, pure functions (no I/O below `load_*`):
 
-* **Microbenchmarks** (`tests/benchmarks/`): every benchmark measures the
+* **Microbenchmarks** (`benchmarks/microbench/`): every benchmark measures the
   same operation through the proxy and directly (no proxy), interleaved
   round by round, and the gate compares the per-round *ratio* proxy / direct
   (seconds per operation), never absolute times: the ratio cancels most of

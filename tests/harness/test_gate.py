@@ -352,7 +352,7 @@ def test_cli_floors_and_benchmarks_together_report_the_worst(tmp_path: Path, cap
 def test_committed_floors_and_baseline_are_usable() -> None:
     """The files `make gate` reads parse, and the baseline covers every microbenchmark with
     enough rounds and the benchmark module's current parameters (else: make baseline)."""
-    from tests.benchmarks import test_microbench as mb
+    from benchmarks.microbench import test_microbench as mb
 
     floors = gate.load_floors(REPO / "results" / "baselines" / "quick-floors.json")
     assert any(f.path == "standalone" and f.vs == "iptables" for f in floors)

@@ -22,7 +22,7 @@ its workers own the process model the twin interleaving needs. Neither tool
 compares ratios, so the statistics live in harness/gate.py.
 
 Run: `make bench` (prints a summary), `make gate`, `make baseline`; see
-tests/benchmarks/session.py for the environment knobs.
+benchmarks/microbench/session.py for the environment knobs.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.microbench import clients
+from benchmarks.microbench.session import Dataplane, Recorder
 from harness.gate import BenchResult, Round
-from tests.benchmarks import clients
-from tests.benchmarks.session import Dataplane, Recorder
 
 # Operations per sample, chosen so one proxied sample takes ~0.2 s on the
 # 2-vCPU dev host (long enough that timer and scheduler granularity vanish,

@@ -1,6 +1,6 @@
 """Control-plane benchmark: rule push -> listener accepting, and bulk rule apply.
 
-    python -m portunus.control.bench_push [--pushes 200] [--rules 1000] [--json-out FILE]
+    python -m benchmarks.control_push [--pushes 200] [--rules 1000] [--json-out FILE]
 
 Starts a real portunus-server and portunus-client (data dir under /tmp),
 then measures:
@@ -191,7 +191,7 @@ class Bench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m portunus.control.bench_push", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.control_push", description=__doc__.split("\n")[0])
     ap.add_argument("--pushes", type=int, default=200, help="rules pushed one by one for the latency figures")
     ap.add_argument("--rules", type=int, default=1000, help="rules for the bulk-apply figures")
     ap.add_argument("--json-out", metavar="FILE", help="also write the figures here (JSON)")

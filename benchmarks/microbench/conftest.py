@@ -1,6 +1,6 @@
 """Fixtures of the microbenchmark module: settings, running processes, the result recorder.
 
-Environment knobs and why the processes share one CPU: tests/benchmarks/session.py.
+Environment knobs and why the processes share one CPU: benchmarks/microbench/session.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.benchmarks.session import (
+from benchmarks.microbench.session import (
     FORWARDERS,
     BenchSettings,
     Dataplane,

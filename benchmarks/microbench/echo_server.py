@@ -1,6 +1,6 @@
 """The benchmarks' far end, in its own process: a TCP echo and a UDP echo on 127.0.0.1.
 
-Run as `python -m tests.benchmarks.echo_server`; prints one line
+Run as `python -m benchmarks.microbench.echo_server`; prints one line
 `ready tcp=PORT udp=PORT` on stdout once both sockets are bound, then serves
 until SIGTERM or until stdin closes (so it cannot outlive a killed parent).
 

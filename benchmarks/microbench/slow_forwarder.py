@@ -8,7 +8,7 @@ path would ship: 64x more recv/send syscalls (and GIL round trips) per byte.
 Nothing in `portunus/` knows about this module; only the benchmark launcher
 (`PORTUNUS_BENCH_FORWARDER=small-buffer-copy`) starts it.
 
-Usage: python -m tests.benchmarks.slow_forwarder --config FILE
+Usage: python -m benchmarks.microbench.slow_forwarder --config FILE
 """
 
 from __future__ import annotations

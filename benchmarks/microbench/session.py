@@ -6,7 +6,7 @@ Environment (benchmark launcher only; nothing in `portunus/` reads these):
                                  (without it: a smoke run, one short round each, nothing written)
   PORTUNUS_BENCH_ROUNDS=N        override the number of measured rounds
   PORTUNUS_BENCH_FORWARDER=NAME  `standalone` (default) or `small-buffer-copy`
-                                 (tests/benchmarks/slow_forwarder.py: the gate's proof of detection)
+                                 (benchmarks/microbench/slow_forwarder.py: the gate's proof of detection)
   PORTUNUS_BENCH_CPU=N|none      the CPU all benchmark processes share (default: the last one allowed)
   PORTUNUS_DISABLE_SPLICE=1      passed on to the "splice" forwarder, which then copies: the A/B proof
 """
@@ -43,7 +43,7 @@ SMOKE_OPS_DIVISOR = 20
 
 FORWARDERS = {
     "standalone": None,  # the real portunus-standalone console script
-    "small-buffer-copy": [sys.executable, "-m", "tests.benchmarks.slow_forwarder"],
+    "small-buffer-copy": [sys.executable, "-m", "benchmarks.microbench.slow_forwarder"],
 }
 
 
@@ -112,7 +112,7 @@ class Dataplane:
 
 
 def start_echo() -> tuple[subprocess.Popen, int, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.echo_server"], cwd=REPO_ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.microbench.echo_server"], cwd=REPO_ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
