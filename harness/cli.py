@@ -334,7 +334,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         print(f"nftables: removed {len(removed)} table(s){': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"nftables: not checked ({av.reason})")
-    from harness.topology import netns as tnetns
+    from harness.site.topology import netns as tnetns
 
     why = tnetns.netns_available()
     if why is None:

@@ -35,7 +35,7 @@ once, each line naming the file and the key.
       concurrency: 16          #   connrate: connections in flight per client process
       server_workers: 1        #   echo server processes
     topology: loopback         # loopback (default) | netns | a mapping: where client, forwarder and target
-                               # run and the links between them (harness.topology.spec documents every key)
+                               # run and the links between them (harness.site.topology.spec documents every key)
 
 Kinds: headline / ab / capped / sweep / peers / udp measure with iperf3
 (peers is the headline run over the comparable forwarders; udp is a sweep
@@ -56,7 +56,7 @@ from harness.errors import HarnessError
 from harness.iperf import BACKENDS
 from harness.paths import PATHS
 from harness.probe import PROBE_LIMITS, ProbeSettings
-from harness.topology.spec import LOOPBACK_SPEC, TopologySpec, parse_topology
+from harness.site.topology.spec import LOOPBACK_SPEC, TopologySpec, parse_topology
 
 # Format history of experiment YAML files:
 #   1  first version (keys listed in the module docstring). Later additions are

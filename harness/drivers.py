@@ -5,7 +5,7 @@ before the client), the client that measures, and how the client's raw
 report becomes record fields. The runner does the rest the same way for
 every driver: path up, target, forwarder CPU around the client, path down,
 one Record. The target runs on the topology's target executor, bound to the
-target address; the client on the client executor (harness.topology).
+target address; the client on the client executor (harness.site.topology).
 
     iperf3    iperf3 server + client (TCP or UDP); every kind but the two below
     latency   echo server + the latency probe (setup time, 1-byte RTT)
@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 
 from harness.config import ExperimentConfig
 from harness.errors import IperfError
-from harness.executor.base import Executor
 from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
 from harness.paths.base import Endpoint
 from harness.plan import Measurement
@@ -36,6 +35,7 @@ from harness.probe import (
     run_probe,
 )
 from harness.results import BYTES_PER_GB
+from harness.site.executor.base import Executor
 
 
 class Driver(abc.ABC):

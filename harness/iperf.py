@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import procs
 from harness.errors import IperfError
-from harness.executor.base import Executor
-from harness.executor.local import LOCAL, LocalExecutor
-from harness.netutil import LOOPBACK
+from harness.site import procs
+from harness.site.executor.base import Executor
+from harness.site.executor.local import LOCAL, LocalExecutor
+from harness.site.netutil import LOOPBACK
 
 BACKENDS = ("cli", "python")
 PROTOCOLS = ("tcp", "udp")

@@ -9,11 +9,11 @@ from collections.abc import Iterable
 
 from harness.errors import PathError, PreflightError
 from harness.iperf import IPERF3
-from harness.netutil import busy_ports, who_listens
 from harness.paths import PATHS, ForwardPath
-from harness.topology.netns import netns_available
-from harness.topology.shaping import shaping_support
-from harness.topology.spec import LINKS, TopologySpec
+from harness.site.netutil import busy_ports, who_listens
+from harness.site.topology.netns import netns_available
+from harness.site.topology.shaping import shaping_support
+from harness.site.topology.spec import LINKS, TopologySpec
 
 
 def ports_per_measurement(paths: Iterable[str]) -> int:

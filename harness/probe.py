@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import procs
-from harness.executor.base import Executor
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
+from harness.site import procs
+from harness.site.executor.base import Executor
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
 from harness.stats import percentile
 
 # Time given to the echo server to listen (a Python start on a loaded host).

@@ -32,7 +32,7 @@ from harness.errors import HarnessError
 #      `rtt_*_us` percentiles, connrate `conn_per_s` / `conns_ok` / `conn_errors`,
 #      and `probe_raw` (the probe client's JSON report, verbatim). Version-1
 #      measurements were all iperf3 TCP runs: driver "iperf3", the rest None.
-#   3  the header records the `topology` the run used (harness.topology: kind,
+#   3  the header records the `topology` the run used (harness.site.topology: kind,
 #      roles, addresses, link settings as requested and as the kernel applied
 #      them). Version-2 files all ran on loopback: {"kind": "loopback"}.
 SCHEMA_VERSION = 3
@@ -159,7 +159,7 @@ class Header:
     sysinfo: dict[str, Any]
     argv: list[str] = field(default_factory=list)
     unavailable_paths: dict[str, str] = field(default_factory=dict)  # path -> reason it was skipped
-    # since schema 3: where it ran (harness.topology.*.describe())
+    # since schema 3: where it ran (harness.site.topology.*.describe())
     topology: dict[str, Any] = field(default_factory=lambda: dict(LOOPBACK_TOPOLOGY))
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME

@@ -4,7 +4,7 @@ Process plumbing and cleanup live here once; paths only start and stop
 themselves. Each record is appended (flushed + fsynced) the moment its
 measurement ends, so an interrupted run keeps everything it measured.
 
-The run's topology (harness.topology: loopback, netns, hosts) is opened
+The run's topology (harness.site.topology: loopback, netns, hosts) is opened
 after preflight and closed on every exit path, a signal included: the
 client runs on its client executor, the target on its target executor, the
 path on the site's edge.
@@ -23,12 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from harness import procs
 from harness.config import ExperimentConfig
 from harness.drivers import driver_for
 from harness.errors import HarnessError, IperfError, PathError
-from harness.executor.base import ExecutorError
-from harness.netutil import free_port
 from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
@@ -50,8 +47,11 @@ from harness.results import (
     utc_now,
 )
 from harness.signals import Interrupted, SignalGuard
+from harness.site import procs
+from harness.site.executor.base import ExecutorError
+from harness.site.netutil import free_port
+from harness.site.topology import LoopbackTopology, Topology, open_topology_now
 from harness.sysinfo import collect_sysinfo
-from harness.topology import LoopbackTopology, Topology, open_topology_now
 
 log = logging.getLogger("harness.runner")
 

@@ -17,10 +17,10 @@ Important: `ready()` must not connect through the path. A probe connection
 through a forwarder reaches the target (possibly late, from a dial thread),
 and `iperf3 -s -1` takes any connection as its one test and exits. Forwarder
 paths therefore wait, through /proc, until their process owns a LISTEN socket
-on the listen port (harness.netutil.wait_listening); the kernel accepts into
+on the listen port (harness.site.netutil.wait_listening); the kernel accepts into
 that socket's backlog from then on.
 
-Topologies: `setup.site` (harness.topology.base.Site) says where the path
+Topologies: `setup.site` (harness.site.topology.base.Site) says where the path
 runs. Every process and command of a path goes through `site.edge` (an
 executor: this host, a network namespace, or a host over SSH); forwarders
 listen on `site.listen_host` and dial `site.target_host`. On loopback both are
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.executor.base import Executor
-from harness.topology.base import LOOPBACK_SITE, Site
+from harness.site.executor.base import Executor
+from harness.site.topology.base import LOOPBACK_SITE, Site
 
 
 @dataclass(frozen=True)

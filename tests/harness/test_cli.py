@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
 from harness.config import parse_config
 from harness.errors import PreflightError
 from harness.paths import PATHS, Availability, ForwardPath
@@ -21,6 +20,7 @@ from harness.paths import iptables as ipt
 from harness.preflight import check_paths
 from harness.results import load_results, load_results_dir
 from harness.runner import run_experiment
+from harness.site import procs
 from tests.harness.conftest import nat_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def test_preflight_busy_port(tmp_path: Path) -> None:
 
 
 def test_fixed_base_ports_work(tmp_path: Path) -> None:
-    from harness.netutil import port_bindable
+    from harness.site.netutil import port_bindable
 
     # Below the ephemeral range (32768+), where no outgoing connection can be holding the port.
     base = next(p for p in range(20000, 32000, 7) if port_bindable(p) and port_bindable(p + 1))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
 from harness.errors import PathError
 from harness.paths import PATHS, PathSetup
 from harness.paths import nftables as nft
@@ -27,6 +26,7 @@ from harness.paths.haproxy import render_haproxy_cfg
 from harness.paths.nginx import render_nginx_conf
 from harness.paths.socat import SocatPath, socat_argv
 from harness.runner import PortAllocator
+from harness.site import procs
 from tests.support.net import (
     ExchangeServer,
     FramedServer,

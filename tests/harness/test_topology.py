@@ -19,15 +19,15 @@ import pytest
 
 from harness.config import ConfigError, parse_config
 from harness.errors import PreflightError
-from harness.executor.nsenter import entered_netns
 from harness.paths import PATHS
 from harness.plan import Measurement
 from harness.preflight import check_topology
 from harness.runner import PortAllocator, measure_one
 from harness.signals import SignalGuard
-from harness.topology import netns as tnetns
-from harness.topology import open_topology, parse_topology
-from harness.topology.shaping import (
+from harness.site.executor.nsenter import entered_netns
+from harness.site.topology import netns as tnetns
+from harness.site.topology import open_topology, parse_topology
+from harness.site.topology.shaping import (
     LinkSettings,
     Qdisc,
     netem_delay_ms,
@@ -38,7 +38,7 @@ from harness.topology.shaping import (
     tbf_rate_mbit,
     tc_commands,
 )
-from harness.topology.spec import TopologySpec
+from harness.site.topology.spec import TopologySpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topology"
 PREFIX = f"ptt{os.getpid() % 100000}-"

@@ -21,7 +21,7 @@ import yaml
 from harness import runner
 from harness.config import load_config, parse_config
 from harness.results import load_results
-from harness.topology import netns as tnetns
+from harness.site.topology import netns as tnetns
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = f"ptr{os.getpid() % 100000}"

@@ -18,13 +18,13 @@ Remote processes:
 - stopped by pid over a second channel: `kill -TERM -- -PID`, then KILL
   after the grace period (closing an SSH channel does not stop a non-tty
   command);
-- registered with harness.procs, so the runner's safety net stops them too.
+- registered with harness.site.procs, so the runner's safety net stops them too.
 Environment: a Popen-style env (the whole environment) is sent as the
 difference from the harness's own (exports and unsets), never as a copy of
 the local environment. Files: written with `cat >`, read with `cat`.
 Listeners: `ss -Htlnp` / `ss -Huanp` there, matched by pid. CPU: one
 snapshot of /proc/[0-9]*/stat there, the same tick arithmetic as locally
-(harness.procs.tree_ticks_in). Scratch files go into one `mktemp -d`
+(harness.site.procs.tree_ticks_in). Scratch files go into one `mktemp -d`
 directory there, removed by close().
 """
 
@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from harness import procs
-from harness.executor.base import Completed, Executor, ExecutorError, Proc
-from harness.executor.nsenter import entered_netns
+from harness.site import procs
+from harness.site.executor.base import Completed, Executor, ExecutorError, Proc
+from harness.site.executor.nsenter import entered_netns
 
 T = TypeVar("T")
 

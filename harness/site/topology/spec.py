@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.executor.ssh import SshSpec
+from harness.site.executor.ssh import SshSpec
 
 KINDS = ("loopback", "netns", "hosts")
 ROLES = ("client", "edge", "target")

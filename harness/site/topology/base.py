@@ -4,7 +4,7 @@
     iperf3 -c / probes          forwarder or kernel rule  iperf3 -s / echo server
                                 (control server: `control`, default edge)
 
-A Topology is opened once per run (`open_topology`, harness.topology) and
+A Topology is opened once per run (`open_topology`, harness.site.topology) and
 closed on every exit path. Paths see only a Site: the edge's executor, the
 address they listen on (the client dials it) and the address of the target
 (the edge dials it), and a Crossing that switches kernel forwarding for the
@@ -18,9 +18,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.executor.base import Executor
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
+from harness.site.executor.base import Executor
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
 
 
 class Crossing(abc.ABC):

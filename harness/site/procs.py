@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("harness.procs")
+log = logging.getLogger("harness.site.procs")
 
 # Grace period between SIGTERM and SIGKILL. portunus-standalone drains for
 # shutdown_drain_secs (the harness writes 0) and then exits; 5 s covers a
@@ -28,7 +28,7 @@ STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 # Every child spawn() started and stop() has not reaped yet: the safety net
 # stop_all() uses when a run is interrupted at an awkward moment. Keyed by
-# object identity: remote processes (harness.executor.ssh) register here too,
+# object identity: remote processes (harness.site.executor.ssh) register here too,
 # and their pids belong to another host's pid space.
 _LIVE: dict[int, Any] = {}
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -82,7 +82,7 @@ def unregister(proc: Any) -> None:
 def stop(proc: Any, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int | None:
     """Stop a child we started (its process group), escalating to SIGKILL; returns its exit code.
 
-    A process that is not a local Popen (harness.executor.ssh.RemoteProcess) stops itself.
+    A process that is not a local Popen (harness.site.executor.ssh.RemoteProcess) stops itself.
     """
     if proc is None:
         return None

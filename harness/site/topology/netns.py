@@ -31,22 +31,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from harness import procs
 from harness.errors import HarnessError
-from harness.executor.base import Completed, Executor
-from harness.executor.local import IP, LOCAL, NetnsExecutor
-from harness.executor.nsenter import netns_path
-from harness.netutil import LOOPBACK
-from harness.topology.base import Crossing, Site, Topology
-from harness.topology.shaping import (
+from harness.site import procs
+from harness.site.executor.base import Completed, Executor
+from harness.site.executor.local import IP, LOCAL, NetnsExecutor
+from harness.site.executor.nsenter import netns_path
+from harness.site.netutil import LOOPBACK
+from harness.site.topology.base import Crossing, Site, Topology
+from harness.site.topology.shaping import (
     explain_tc_failure,
     parse_ip_link_details,
     parse_tc_qdisc_show,
     tc_commands,
 )
-from harness.topology.spec import LINKS, ROLES, TopologySpec
+from harness.site.topology.spec import LINKS, ROLES, TopologySpec
 
-log = logging.getLogger("harness.topology")
+log = logging.getLogger("harness.site.topology")
 
 MARK_PREFIX = "portunus-bench pid="
 # Interface names inside each namespace: the name says where the cable goes.

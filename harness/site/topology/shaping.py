@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from harness.topology.spec import LinkSettings
+from harness.site.topology.spec import LinkSettings
 
 # tbf: bucket of 4 ms at the rate, at least 64 KiB. veth hands tbf GSO packets of up to
 # 64 KiB; a bucket smaller than one of them makes tbf segment every packet (slow), and
@@ -153,7 +153,7 @@ def qdisc_support(kind: str) -> str | None:
     if kind not in _SUPPORT:
         import shutil
 
-        from harness.executor.local import LOCAL
+        from harness.site.executor.local import LOCAL
 
         unshare = shutil.which("unshare")
         if unshare is None:

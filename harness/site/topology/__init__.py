@@ -7,7 +7,7 @@
 `open_topology(spec)` is a context manager: the topology exists inside the
 block and is removed when it exits, however it exits (the runner holds
 signals while it tears down). `portunus-bench cleanup` removes namespaces
-left by a harness that was killed (harness.topology.netns.cleanup_leftovers).
+left by a harness that was killed (harness.site.topology.netns.cleanup_leftovers).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from harness.topology.base import LOOPBACK_SITE, Crossing, LoopbackTopology, Site, Topology
-from harness.topology.hosts import HostsTopology
-from harness.topology.netns import NetnsTopology, TopologyError
-from harness.topology.spec import LOOPBACK_SPEC, LinkSettings, TopologySpec, parse_topology
+from harness.site.topology.base import LOOPBACK_SITE, Crossing, LoopbackTopology, Site, Topology
+from harness.site.topology.hosts import HostsTopology
+from harness.site.topology.netns import NetnsTopology, TopologyError
+from harness.site.topology.spec import LOOPBACK_SPEC, LinkSettings, TopologySpec, parse_topology
 
 
 def build_topology(spec: TopologySpec) -> Topology:

@@ -1,6 +1,6 @@
 """Executors for this machine: LocalExecutor (as the harness itself) and NetnsExecutor (in a namespace).
 
-Both start children through harness.procs (own session, PR_SET_PDEATHSIG,
+Both start children through harness.site.procs (own session, PR_SET_PDEATHSIG,
 stopped by PID), so a Proc is a subprocess.Popen and the CPU time, listener
 checks and stops work exactly as on loopback. NetnsExecutor prefixes every
 command with `ip netns exec NS`, which execs the command in place: the PID
@@ -21,10 +21,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness import procs
-from harness.executor.base import Completed, Executor, ExecutorError, Proc
-from harness.executor.nsenter import entered_netns
-from harness.netutil import wait_listening, wait_udp_bound
+from harness.site import procs
+from harness.site.executor.base import Completed, Executor, ExecutorError, Proc
+from harness.site.executor.nsenter import entered_netns
+from harness.site.netutil import wait_listening, wait_udp_bound
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 # Root's PATH may lack the sbin directories on some systems; tools like sshd and nft live there.

@@ -13,7 +13,7 @@ network namespaces (NetnsExecutor) or on real hosts (SshExecutor).
     ex.mirror_dir(local_dir)     # where that host keeps the files of a local scratch dir
     ex.wait_listening(port, proc, timeout_s)      # never by connecting (see harness.paths.base)
     ex.wait_udp_bound(port, procs, timeout_s)
-    ex.tree_cpu_seconds(pid)     # CPU of a process tree on that host (harness.procs semantics)
+    ex.tree_cpu_seconds(pid)     # CPU of a process tree on that host (harness.site.procs semantics)
     ex.connect(host, port, timeout_s) -> socket   # a TCP connection from that host's network position
     ex.close()
 
