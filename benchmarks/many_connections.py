@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.probe import open_echo_server
+from harness.measure.probe import open_echo_server
 from harness.site.netutil import free_port
 
 FORMAT_VERSION = 1

@@ -201,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.config import load_config, parse_config
+    from harness.measure.runner import run_experiment
     from harness.report import render_result_set
     from harness.results import SUFFIX, load_results
-    from harness.runner import run_experiment
 
     cfg = load_config(args.config)
     if args.base_port is not None:
@@ -226,7 +226,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.compare import build_compare_json, build_sweep_json, compare_config
-    from harness.runner import run_experiment
+    from harness.measure.runner import run_experiment
 
     cfg = compare_config(seconds=args.seconds, omit_seconds=args.omit_seconds, rounds=args.rounds,
                          with_iptables=args.with_iptables, cap_bytes_per_s=args.cap_bytes_per_sec,
@@ -311,16 +311,16 @@ def cmd_readme(args: argparse.Namespace) -> int:
 
 
 def cmd_sysinfo() -> int:
-    from harness.sysinfo import collect_sysinfo
+    from harness.measure.sysinfo import collect_sysinfo
 
     print(json.dumps(collect_sysinfo(), indent=2))
     return EXIT_OK
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    from harness.measure.runner import WORKDIR_PREFIX
     from harness.paths import iptables as ipt
     from harness.paths import nftables as nft
-    from harness.runner import WORKDIR_PREFIX
 
     av = ipt.iptables_available()
     if av.ok:

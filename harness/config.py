@@ -26,7 +26,7 @@ once, each line naming the file and the key.
     cap_bound_pct: 10          # capped: the spec's acceptance bound (delivered <= cap + 10%)
     cap_goal_pct: 2            # capped: the tighter goal (|delivered - cap| <= 2%)
     pair: [standalone, client] # ab: the two paths compared (A / B); default: the first two paths
-    probe:                     # latency / connrate only (harness.probe.ProbeSettings; defaults shown)
+    probe:                     # latency / connrate only (harness.measure.probe.ProbeSettings; defaults shown)
       setup_connections: 2000  #   latency: short connections, one connect->first-byte sample each
       rtt_connections: 10      #   latency: long connections for the 1-byte RTT samples
       rtt_per_connection: 1000 #   latency: round trips per long connection
@@ -40,7 +40,7 @@ once, each line naming the file and the key.
 Kinds: headline / ab / capped / sweep / peers / udp measure with iperf3
 (peers is the headline run over the comparable forwarders; udp is a sweep
 with protocol udp, reporting loss and jitter); latency and connrate measure
-with the harness's own probe (harness.probe) against an echo server.
+with the harness's own probe (harness.measure.probe) against an echo server.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError
-from harness.iperf import BACKENDS
+from harness.measure.iperf import BACKENDS
+from harness.measure.probe import PROBE_LIMITS, ProbeSettings
 from harness.paths import PATHS
-from harness.probe import PROBE_LIMITS, ProbeSettings
 from harness.site.topology.spec import LOOPBACK_SPEC, TopologySpec, parse_topology
 
 # Format history of experiment YAML files:
@@ -65,7 +65,7 @@ from harness.site.topology.spec import LOOPBACK_SPEC, TopologySpec, parse_topolo
 CONFIG_SCHEMA_VERSION = 1
 
 KINDS = ("headline", "ab", "capped", "sweep", "peers", "latency", "connrate", "udp")
-# Kinds measured by the probe client (harness.probe) instead of iperf3.
+# Kinds measured by the probe client (harness.measure.probe) instead of iperf3.
 PROBE_KINDS = ("latency", "connrate")
 EXPERIMENT_PROTOCOLS = ("tcp", "udp")
 MAX_PORT = 65535

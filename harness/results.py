@@ -9,7 +9,7 @@ An interrupted run therefore keeps every measurement it finished, and the
 file stays valid (every line is whole: each is one write() of a full line).
 
 The raw iperf3 JSON of every run is kept verbatim (`iperf_raw`), so every
-derived number can be recomputed with harness.iperf.parse_iperf_json.
+derived number can be recomputed with harness.measure.iperf.parse_iperf_json.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class Record:
     path_info: dict[str, Any] = field(default_factory=dict)
     iperf_raw: str | None = None  # iperf3's JSON report, verbatim
     # --- since schema 2
-    driver: str = DRIVER_IPERF3  # what measured: "iperf3" | "latency" | "connrate" (harness.drivers)
+    driver: str = DRIVER_IPERF3  # what measured: "iperf3" | "latency" | "connrate" (harness.measure.drivers)
     lost_pct: float | None = None  # UDP: datagrams lost, receiver side, non-omitted interval
     jitter_ms: float | None = None  # UDP: iperf3's receiver-side jitter
     # latency: connect() -> first byte of the reply, and 1-byte RTT; percentiles over the samples

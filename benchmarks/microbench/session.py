@@ -178,7 +178,7 @@ class Recorder:
 
 def write_results(rec: Recorder, dataplane: Dataplane, load_start: str | None) -> None:
     """The session's BenchFile, written whole (temp file + rename) to settings.out."""
-    from harness.sysinfo import collect_sysinfo
+    from harness.measure.sysinfo import collect_sysinfo
 
     bench_settings = rec.settings
     assert bench_settings.out is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.probe import ProbeError, parse_connrate_json
+from harness.measure.probe import ProbeError, parse_connrate_json
 from harness.results import Record
 from harness.stats import Summary, ratio_pct, summarise
 

@@ -1,7 +1,7 @@
 """Latency: connection setup time and 1-byte RTT per path; the direct path is the floor.
 
 Each measurement (one path, one round) holds its own percentiles over
-thousands of samples (harness.probe). Across rounds each percentile is
+thousands of samples (harness.measure.probe). Across rounds each percentile is
 summarised as median [min-max], like throughput. "Added" = a path's median
 p50 minus the floor's: what the forwarder itself costs a request.
 """

@@ -2,7 +2,7 @@
 
 A path is started once per measurement and stopped right after it, so only
 one forwarding implementation exists at a time (the spec's fair-benchmark
-rule 5). Lifecycle, driven by harness.runner:
+rule 5). Lifecycle, driven by harness.measure.runner:
 
     path = PATHS[name]()                 # cheap; no side effects
     path.available()  -> Availability    # preflight: can it run here? why not?

@@ -15,11 +15,11 @@ import pytest
 
 from harness.config import parse_config
 from harness.errors import PreflightError
+from harness.measure.preflight import check_paths
+from harness.measure.runner import run_experiment
 from harness.paths import PATHS, Availability, ForwardPath
 from harness.paths import iptables as ipt
-from harness.preflight import check_paths
 from harness.results import load_results, load_results_dir
-from harness.runner import run_experiment
 from harness.site import procs
 from tests.harness.conftest import nat_rules
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import parse_config
-from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
-from harness.probe import open_echo_server
+from harness.measure.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
+from harness.measure.probe import open_echo_server
+from harness.measure.runner import run_experiment
 from harness.results import load_results
-from harness.runner import run_experiment
 from harness.site import procs
 from harness.site.executor.base import ExecutorError
 from harness.site.executor.lab_sshd import LabSshd, open_lab_sshd

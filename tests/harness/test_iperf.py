@@ -8,7 +8,13 @@ import statistics
 import pytest
 
 from harness.errors import IperfError
-from harness.iperf import IperfParams, cli_argv, open_iperf_server, parse_iperf_json, run_client
+from harness.measure.iperf import (
+    IperfParams,
+    cli_argv,
+    open_iperf_server,
+    parse_iperf_json,
+    run_client,
+)
 from harness.site.netutil import free_port
 from tests.harness.conftest import iperf_fixture
 

@@ -15,8 +15,7 @@ import pytest
 
 from harness.config import parse_config
 from harness.experiments.latency import summarise_latency
-from harness.plan import Measurement
-from harness.probe import (
+from harness.measure.probe import (
     ProbeError,
     ProbeSettings,
     latency_params,
@@ -24,8 +23,9 @@ from harness.probe import (
     parse_latency_json,
     run_probe,
 )
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
+from harness.plan import Measurement
 from harness.stats import percentile
 from tests.harness.delay_path import DelayPath
 from tests.support.net import free_port

@@ -19,11 +19,11 @@ import pytest
 
 from harness.config import ConfigError, parse_config
 from harness.errors import PreflightError
+from harness.measure.preflight import check_topology
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
 from harness.paths import PATHS
 from harness.plan import Measurement
-from harness.preflight import check_topology
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
 from harness.site.executor.nsenter import entered_netns
 from harness.site.topology import netns as tnetns
 from harness.site.topology import open_topology, parse_topology

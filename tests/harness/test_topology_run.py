@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import runner
 from harness.config import load_config, parse_config
+from harness.measure import runner
 from harness.results import load_results
 from harness.site.topology import netns as tnetns
 

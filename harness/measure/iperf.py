@@ -5,7 +5,7 @@ goes through the same `parse_iperf_json`:
 
 - "cli":    `iperf3 -c ... -J` as a child process.
 - "python": the PyPI `iperf3` wrapper over libiperf, run in a child process
-            (`python -m harness.iperf_child`) because the wrapper runs the
+            (`python -m harness.measure.iperf_child`) because the wrapper runs the
             test in-process and blocks: a hang or crash there must not take
             the harness down, and a child can be killed on timeout.
 
@@ -192,7 +192,7 @@ def cli_argv(params: IperfParams) -> list[str]:
 
 def python_argv(params: IperfParams, out_path: Path, python: str = sys.executable) -> list[str]:
     """The child-process command line for the PyPI wrapper backend."""
-    return [python, "-m", "harness.iperf_child", json.dumps(params.to_dict()), str(out_path)]
+    return [python, "-m", "harness.measure.iperf_child", json.dumps(params.to_dict()), str(out_path)]
 
 
 def run_client(params: IperfParams, backend: str, ex: Executor = LOCAL) -> str:

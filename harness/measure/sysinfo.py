@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Kernel knobs that move loopback throughput: socket buffer autotuning limits,
 # the splice pipe ceiling, accept backlog, congestion control.

@@ -24,16 +24,18 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.config import ExperimentConfig
-from harness.drivers import driver_for
 from harness.errors import HarnessError, IperfError, PathError
+from harness.measure.drivers import driver_for
+from harness.measure.preflight import check_paths, check_ports, check_tools, check_topology
+from harness.measure.probe import ProbeError
+from harness.measure.progress import Progress
+from harness.measure.signals import Interrupted, SignalGuard
+from harness.measure.sysinfo import collect_sysinfo
 from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
 from harness.paths.base import ForwardPath
 from harness.plan import Measurement, build_plan
-from harness.preflight import check_paths, check_ports, check_tools, check_topology
-from harness.probe import ProbeError
-from harness.progress import Progress
 from harness.results import (
     SCHEMA_VERSION,
     STATUS_FAILED,
@@ -46,14 +48,12 @@ from harness.results import (
     resume_results,
     utc_now,
 )
-from harness.signals import Interrupted, SignalGuard
 from harness.site import procs
 from harness.site.executor.base import ExecutorError
 from harness.site.netutil import free_port
 from harness.site.topology import LoopbackTopology, Topology, open_topology_now
-from harness.sysinfo import collect_sysinfo
 
-log = logging.getLogger("harness.runner")
+log = logging.getLogger("harness.measure.runner")
 
 # How long a path may take to become ready. The client path starts a server,
 # enrolls and pushes a rule before this starts counting; 30 s covers a
@@ -88,7 +88,7 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     """Run one measurement end to end; failures become a failed Record, never an exception.
 
     What runs through the path (iperf3, or the latency / connrate probe) is
-    the experiment kind's driver (harness.drivers). Interrupted (a signal)
+    the experiment kind's driver (harness.measure.drivers). Interrupted (a signal)
     and programming errors propagate, after cleanup. topology None = loopback.
     """
     started = utc_now()

@@ -2,8 +2,8 @@
 
 iperf3 measures bulk throughput only. These two measure what a user of a
 request/response protocol sees through a forwarder, with a client of our own
-(harness.probe_child, a separate process) against a small epoll echo server
-(harness.echo_server, a separate process):
+(harness.measure.probe_child, a separate process) against a small epoll echo server
+(harness.measure.echo_server, a separate process):
 
 - latency: connection setup time (connect() to the first byte of the reply)
   and 1-byte request/response RTT, thousands of samples each; the report
@@ -178,7 +178,7 @@ def connrate_params(host: str, port: int, s: ProbeSettings, seconds: int, omit_s
 
 
 def probe_argv(kind: str, params: dict[str, Any], python: str = sys.executable) -> list[str]:
-    return [python, "-m", "harness.probe_child", kind, json.dumps(params)]
+    return [python, "-m", "harness.measure.probe_child", kind, json.dumps(params)]
 
 
 def run_probe(kind: str, params: dict[str, Any], timeout_s: float, ex: Executor = LOCAL) -> str:
@@ -201,8 +201,8 @@ def run_probe(kind: str, params: dict[str, Any], timeout_s: float, ex: Executor 
 @contextmanager
 def open_echo_server(port: int, log_path: Path | None = None, workers: int = 1,
                      host: str = LOOPBACK, ex: Executor = LOCAL) -> Iterator[Any]:
-    """harness.echo_server on host:port (on executor ex) in its own process (group), listening when entered."""
-    proc = ex.spawn([ex.python, "-m", "harness.echo_server", "--host", host, "--port", str(port),
+    """harness.measure.echo_server on host:port (on executor ex) in its own process (group), listening when entered."""
+    proc = ex.spawn([ex.python, "-m", "harness.measure.echo_server", "--host", host, "--port", str(port),
                      "--workers", str(workers)], log_path=log_path)
     try:
         try:

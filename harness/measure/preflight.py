@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterable
 
 from harness.errors import PathError, PreflightError
-from harness.iperf import IPERF3
+from harness.measure.iperf import IPERF3
 from harness.paths import PATHS, ForwardPath
 from harness.site.netutil import busy_ports, who_listens
 from harness.site.topology.netns import netns_available

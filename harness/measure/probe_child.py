@@ -1,9 +1,9 @@
-"""The latency and connection-rate client: `python -m harness.probe_child latency|connrate PARAMS_JSON`.
+"""The latency and connection-rate client: `python -m harness.measure.probe_child latency|connrate PARAMS_JSON`.
 
-Runs in its own process (like harness.iperf_child), so the harness's own
+Runs in its own process (like harness.measure.iperf_child), so the harness's own
 threads and GIL never sit in the measured loop, and prints one JSON report
-on stdout with the raw samples (harness.probe parses it). It talks to
-harness.echo_server through the path under test.
+on stdout with the raw samples (harness.measure.probe parses it). It talks to
+harness.measure.echo_server through the path under test.
 
 latency   1. setup samples: `setup_connections` short connections, one after the
              other: time from connect() to the first byte of the reply to a
@@ -308,7 +308,7 @@ def run_connrate(p: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[1] not in ("latency", "connrate"):
-        print("usage: python -m harness.probe_child latency|connrate PARAMS_JSON", file=sys.stderr)
+        print("usage: python -m harness.measure.probe_child latency|connrate PARAMS_JSON", file=sys.stderr)
         return 2
     params = json.loads(argv[2])
     out = run_latency(params) if argv[1] == "latency" else run_connrate(params)

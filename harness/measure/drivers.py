@@ -21,10 +21,8 @@ from typing import Any, ClassVar
 
 from harness.config import ExperimentConfig
 from harness.errors import IperfError
-from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
-from harness.paths.base import Endpoint
-from harness.plan import Measurement
-from harness.probe import (
+from harness.measure.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
+from harness.measure.probe import (
     CHILD_TIMEOUT_MARGIN_S,
     ProbeError,
     connrate_params,
@@ -34,6 +32,8 @@ from harness.probe import (
     parse_latency_json,
     run_probe,
 )
+from harness.paths.base import Endpoint
+from harness.plan import Measurement
 from harness.results import BYTES_PER_GB
 from harness.site.executor.base import Executor
 

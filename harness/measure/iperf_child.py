@@ -1,4 +1,4 @@
-"""Child process for the "python" iperf3 backend: `python -m harness.iperf_child PARAMS_JSON OUT_FILE`.
+"""Child process for the "python" iperf3 backend: `python -m harness.measure.iperf_child PARAMS_JSON OUT_FILE`.
 
 Runs one test through the PyPI `iperf3` wrapper (libiperf in-process) and
 writes libiperf's JSON report, verbatim, to OUT_FILE. Kept apart from the
@@ -22,7 +22,7 @@ _WRAPPER_PIPE_BYTES = 1 << 20
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m harness.iperf_child PARAMS_JSON OUT_FILE", file=sys.stderr)
+        print("usage: python -m harness.measure.iperf_child PARAMS_JSON OUT_FILE", file=sys.stderr)
         return 2
     params = json.loads(argv[1])
     out = Path(argv[2])

@@ -1,4 +1,4 @@
-"""The latency / connection-rate target: `python -m harness.echo_server --port P [--workers N]`.
+"""The latency / connection-rate target: `python -m harness.measure.echo_server --port P [--workers N]`.
 
 A small epoll echo server, run as its own process (group) so its CPU is not
 the harness's. The first byte a client sends picks what the connection is:
@@ -140,7 +140,7 @@ def serve(listener: socket.socket) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.echo_server", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m harness.measure.echo_server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=1, help="processes sharing the listening socket")
