@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from harness.config import load_config, parse_config
+    from harness.define.load import load_config, parse_config
     from harness.measure.runner import run_experiment
     from harness.report import render_result_set
     from harness.results import SUFFIX, load_results
@@ -375,8 +375,8 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.config import load_config
-    from harness.plan import build_plan
+    from harness.define.load import load_config
+    from harness.define.plan import build_plan
 
     for c in args.configs:
         cfg = load_config(c)

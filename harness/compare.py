@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from harness.config import ExperimentConfig
+from harness.define.experiment import ExperimentConfig
 from harness.experiments.capped import target_mbps, within_bound
 from harness.results import Record
 from harness.stats import ratio_pct

@@ -19,7 +19,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.config import ExperimentConfig
+from harness.define.experiment import ExperimentConfig
+from harness.define.plan import Measurement
 from harness.errors import IperfError
 from harness.measure.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
 from harness.measure.probe import (
@@ -33,7 +34,6 @@ from harness.measure.probe import (
     run_probe,
 )
 from harness.paths.base import Endpoint
-from harness.plan import Measurement
 from harness.results import BYTES_PER_GB
 from harness.site.executor.base import Executor
 

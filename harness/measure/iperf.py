@@ -29,13 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.define.experiment import IPERF_BACKENDS
 from harness.errors import IperfError
 from harness.site import procs
 from harness.site.executor.base import Executor
 from harness.site.executor.local import LOCAL, LocalExecutor
 from harness.site.netutil import LOOPBACK
 
-BACKENDS = ("cli", "python")
+BACKENDS = IPERF_BACKENDS
 PROTOCOLS = ("tcp", "udp")
 
 IPERF3 = "iperf3"

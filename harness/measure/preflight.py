@@ -7,13 +7,13 @@ import importlib.util
 import shutil
 from collections.abc import Iterable
 
+from harness.define.topology import LINKS, TopologySpec
 from harness.errors import PathError, PreflightError
 from harness.measure.iperf import IPERF3
 from harness.paths import PATHS, ForwardPath
 from harness.site.netutil import busy_ports, who_listens
 from harness.site.topology.netns import netns_available
 from harness.site.topology.shaping import shaping_support
-from harness.site.topology.spec import LINKS, TopologySpec
 
 
 def ports_per_measurement(paths: Iterable[str]) -> int:

@@ -24,10 +24,11 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.define.experiment import ProbeSettings
 from harness.site import procs
 from harness.site.executor.base import Executor
 from harness.site.executor.local import LOCAL
@@ -43,29 +44,6 @@ PROBE_KINDS = ("latency", "connrate")
 
 class ProbeError(Exception):
     """The probe client failed, timed out, or printed no usable report."""
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """The `probe:` mapping of an experiment file (latency and connrate kinds)."""
-
-    setup_connections: int = 2000  # latency: short connections, one setup-time sample each
-    rtt_connections: int = 10  # latency: long connections carrying the RTT samples
-    rtt_per_connection: int = 1000  # latency: 1-byte round trips per long connection
-    warmup: int = 20  # latency: samples dropped at the start of each series
-    processes: int = 2  # connrate: client processes (this host has 2 cores)
-    concurrency: int = 16  # connrate: connections in flight per client process
-    server_workers: int = 1  # echo server processes sharing the listening socket
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# Bounds the config loader enforces (lo, hi) for each ProbeSettings key.
-PROBE_LIMITS: dict[str, tuple[int, int]] = {
-    "setup_connections": (1, 1_000_000), "rtt_connections": (1, 10_000), "rtt_per_connection": (1, 1_000_000),
-    "warmup": (0, 100_000), "processes": (1, 64), "concurrency": (1, 4096), "server_workers": (1, 64),
-}
 
 
 # ---------------------------------------------------------------- parsing

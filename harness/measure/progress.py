@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TextIO
 
-from harness.plan import Measurement
+from harness.define.plan import Measurement
 from harness.results import Record
 
 # Per-measurement overhead beyond iperf3's own seconds (path start/stop,

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from harness.config import ExperimentConfig
+from harness.define.experiment import ExperimentConfig
+from harness.define.plan import Measurement, build_plan
 from harness.errors import HarnessError, IperfError, PathError
 from harness.measure.drivers import driver_for
 from harness.measure.preflight import check_paths, check_ports, check_tools, check_topology
@@ -35,7 +36,6 @@ from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
 from harness.paths.base import ForwardPath
-from harness.plan import Measurement, build_plan
 from harness.results import (
     SCHEMA_VERSION,
     STATUS_FAILED,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
+from harness.define.load import parse_config
 from harness.errors import PreflightError
 from harness.measure.preflight import check_paths
 from harness.measure.runner import run_experiment

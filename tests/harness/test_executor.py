@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
+from harness.define.load import parse_config
 from harness.measure.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
 from harness.measure.probe import open_echo_server
 from harness.measure.runner import run_experiment

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
+from harness.define.experiment import ProbeSettings
+from harness.define.load import parse_config
+from harness.define.plan import Measurement
 from harness.experiments.latency import summarise_latency
 from harness.measure.probe import (
     ProbeError,
-    ProbeSettings,
     latency_params,
     open_echo_server,
     parse_latency_json,
@@ -25,7 +26,6 @@ from harness.measure.probe import (
 )
 from harness.measure.runner import PortAllocator, measure_one
 from harness.measure.signals import SignalGuard
-from harness.plan import Measurement
 from harness.stats import percentile
 from tests.harness.delay_path import DelayPath
 from tests.support.net import free_port

@@ -110,10 +110,10 @@ def test_peer_forwards_bytes_intact_and_stops_clean(name: str, tmp_path: Path) -
 
 
 def test_nftables_table_is_removed_when_the_measurement_fails(tmp_path: Path) -> None:
-    from harness.config import parse_config
+    from harness.define.load import parse_config
+    from harness.define.plan import Measurement
     from harness.measure.runner import measure_one
     from harness.measure.signals import SignalGuard
-    from harness.plan import Measurement
 
     path = PATHS["nftables"]()
     seen = {}

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, parse_config
+from harness.define.load import ConfigError, parse_config
+from harness.define.plan import Measurement
+from harness.define.topology import TopologySpec
 from harness.errors import PreflightError
 from harness.measure.preflight import check_topology
 from harness.measure.runner import PortAllocator, measure_one
 from harness.measure.signals import SignalGuard
 from harness.paths import PATHS
-from harness.plan import Measurement
 from harness.site.executor.nsenter import entered_netns
 from harness.site.topology import netns as tnetns
 from harness.site.topology import open_topology, parse_topology
@@ -38,7 +39,6 @@ from harness.site.topology.shaping import (
     tbf_rate_mbit,
     tc_commands,
 )
-from harness.site.topology.spec import TopologySpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topology"
 PREFIX = f"ptt{os.getpid() % 100000}-"

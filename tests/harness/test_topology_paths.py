@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
+from harness.define.load import parse_config
+from harness.define.plan import Measurement
 from harness.measure.runner import PortAllocator, measure_one
 from harness.measure.signals import SignalGuard
 from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
-from harness.plan import Measurement
 from harness.site import procs
 from harness.site.executor.nsenter import entered_netns
 from harness.site.topology import Topology, open_topology, parse_topology

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import load_config, parse_config
+from harness.define.load import load_config, parse_config
 from harness.measure import runner
 from harness.results import load_results
 from harness.site.topology import netns as tnetns

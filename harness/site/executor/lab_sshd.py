@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.define.topology import SshSpec
 from harness.errors import HarnessError
 from harness.site import procs
 from harness.site.executor.base import Executor, Proc, log_tail_of
-from harness.site.executor.ssh import SshSpec
 
 # sshd's privilege-separation directory (root-owned; the openssh-server package's tmpfiles rule makes it).
 PRIVSEP_DIR = "/run/sshd"

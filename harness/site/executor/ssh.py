@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from harness.define.topology import SshSpec
 from harness.site import procs
 from harness.site.executor.base import Completed, Executor, ExecutorError, Proc
 from harness.site.executor.nsenter import entered_netns
@@ -58,27 +59,6 @@ STOP_GRACE_S = procs.STOP_GRACE_S
 REMOTE_SCRATCH_PREFIX = "portunus-bench-remote-"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SS_PID = re.compile(r"pid=(\d+),")
-
-
-@dataclass(frozen=True)
-class SshSpec:
-    """Where and how to reach one host (the `ssh` executor of a hosts topology)."""
-
-    host: str
-    port: int = 22
-    user: str | None = None  # None: the local user name
-    identity_file: str | None = None  # None: asyncssh's defaults (~/.ssh/id_*, an agent)
-    known_hosts: str | None = None  # None: ~/.ssh/known_hosts; host keys are always checked
-    python: str = "python3"  # interpreter with the harness installed, for probe/echo children
-    extra_path: tuple[str, ...] = ()  # prepended to PATH there (e.g. the venv holding portunus)
-    scratch_dir: str = "/tmp"  # where the remote scratch directory is made
-    connect_netns: str | None = None  # open the TCP connection from this local namespace (labs, tests)
-    connect_timeout_s: float = 15.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["extra_path"] = list(self.extra_path)
-        return d
 
 
 def env_delta(env: Mapping[str, str] | None, base: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:

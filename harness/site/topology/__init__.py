@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from harness.define.topology import LOOPBACK_SPEC, LinkSettings, TopologySpec, parse_topology
 from harness.site.topology.base import LOOPBACK_SITE, Crossing, LoopbackTopology, Site, Topology
 from harness.site.topology.hosts import HostsTopology
 from harness.site.topology.netns import NetnsTopology, TopologyError
-from harness.site.topology.spec import LOOPBACK_SPEC, LinkSettings, TopologySpec, parse_topology
 
 
 def build_topology(spec: TopologySpec) -> Topology:

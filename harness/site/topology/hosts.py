@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.define.topology import ROLES, HostSpec, TopologySpec
 from harness.site.executor.base import Executor
 from harness.site.executor.local import LOCAL, NetnsExecutor
 from harness.site.executor.ssh import SshExecutor
 from harness.site.netutil import LOOPBACK
 from harness.site.topology.base import Crossing, Site, Topology
 from harness.site.topology.netns import TopologyError, set_ip_forward
-from harness.site.topology.spec import ROLES, HostSpec, TopologySpec
 
 
 def executor_for(h: HostSpec) -> Executor:

@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from harness.define.topology import LINKS, ROLES, TopologySpec
 from harness.errors import HarnessError
 from harness.site import procs
 from harness.site.executor.base import Completed, Executor
@@ -44,7 +45,6 @@ from harness.site.topology.shaping import (
     parse_tc_qdisc_show,
     tc_commands,
 )
-from harness.site.topology.spec import LINKS, ROLES, TopologySpec
 
 log = logging.getLogger("harness.site.topology")
 

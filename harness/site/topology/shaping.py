@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from harness.site.topology.spec import LinkSettings
+from harness.define.topology import LinkSettings
 
 # tbf: bucket of 4 ms at the rate, at least 64 KiB. veth hands tbf GSO packets of up to
 # 64 KiB; a bucket smaller than one of them makes tbf segment every packet (slow), and

@@ -37,8 +37,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.site.executor.ssh import SshSpec
-
 KINDS = ("loopback", "netns", "hosts")
 ROLES = ("client", "edge", "target")
 LINKS = ("client_edge", "edge_target")
@@ -52,6 +50,27 @@ MAX_DELAY_MS = 10_000.0
 _NS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 Add = Callable[[str, str], None]  # (key, message): one problem
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    """Where and how to reach one host (the `ssh` executor of a hosts topology)."""
+
+    host: str
+    port: int = 22
+    user: str | None = None  # None: the local user name
+    identity_file: str | None = None  # None: asyncssh's defaults (~/.ssh/id_*, an agent)
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts; host keys are always checked
+    python: str = "python3"  # interpreter with the harness installed, for probe/echo children
+    extra_path: tuple[str, ...] = ()  # prepended to PATH there (e.g. the venv holding portunus)
+    scratch_dir: str = "/tmp"  # where the remote scratch directory is made
+    connect_netns: str | None = None  # open the TCP connection from this local namespace (labs, tests)
+    connect_timeout_s: float = 15.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["extra_path"] = list(self.extra_path)
+        return d
 
 
 @dataclass(frozen=True)

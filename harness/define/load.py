@@ -26,7 +26,7 @@ once, each line naming the file and the key.
     cap_bound_pct: 10          # capped: the spec's acceptance bound (delivered <= cap + 10%)
     cap_goal_pct: 2            # capped: the tighter goal (|delivered - cap| <= 2%)
     pair: [standalone, client] # ab: the two paths compared (A / B); default: the first two paths
-    probe:                     # latency / connrate only (harness.measure.probe.ProbeSettings; defaults shown)
+    probe:                     # latency / connrate only (harness.define.experiment.ProbeSettings; defaults shown)
       setup_connections: 2000  #   latency: short connections, one connect->first-byte sample each
       rtt_connections: 10      #   latency: long connections for the 1-byte RTT samples
       rtt_per_connection: 1000 #   latency: round trips per long connection
@@ -35,7 +35,7 @@ once, each line naming the file and the key.
       concurrency: 16          #   connrate: connections in flight per client process
       server_workers: 1        #   echo server processes
     topology: loopback         # loopback (default) | netns | a mapping: where client, forwarder and target
-                               # run and the links between them (harness.site.topology.spec documents every key)
+                               # run and the links between them (harness.define.topology documents every key)
 
 Kinds: headline / ab / capped / sweep / peers / udp measure with iperf3
 (peers is the headline run over the comparable forwarders; udp is a sweep
@@ -46,29 +46,25 @@ with the harness's own probe (harness.measure.probe) against an echo server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.define.experiment import (
+    CONFIG_SCHEMA_VERSION,
+    EXPERIMENT_PROTOCOLS,
+    IPERF_BACKENDS,
+    KINDS,
+    MAX_PORT,
+    PROBE_KINDS,
+    PROBE_LIMITS,
+    ExperimentConfig,
+    ProbeSettings,
+)
+from harness.define.topology import parse_topology
 from harness.errors import HarnessError
-from harness.measure.iperf import BACKENDS
-from harness.measure.probe import PROBE_LIMITS, ProbeSettings
 from harness.paths import PATHS
-from harness.site.topology.spec import LOOPBACK_SPEC, TopologySpec, parse_topology
-
-# Format history of experiment YAML files:
-#   1  first version (keys listed in the module docstring). Later additions are
-#      optional keys whose absence reads as before: datagram_bytes, probe, topology,
-#      and the kinds peers / latency / connrate / udp, protocol udp.
-CONFIG_SCHEMA_VERSION = 1
-
-KINDS = ("headline", "ab", "capped", "sweep", "peers", "latency", "connrate", "udp")
-# Kinds measured by the probe client (harness.measure.probe) instead of iperf3.
-PROBE_KINDS = ("latency", "connrate")
-EXPERIMENT_PROTOCOLS = ("tcp", "udp")
-MAX_PORT = 65535
 
 
 class ConfigError(HarnessError):
@@ -77,54 +73,6 @@ class ConfigError(HarnessError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A validated experiment definition."""
-
-    name: str
-    kind: str
-    paths: tuple[str, ...]
-    rounds: int
-    seconds: int
-    omit_seconds: int
-    backend: str = "cli"
-    protocol: str = "tcp"
-    streams: int = 1
-    offered_mbps: tuple[float, ...] = ()
-    caps_bytes_per_s: tuple[int, ...] = ()
-    shuffle_seed: int = 1
-    base_port: int | None = None
-    cap_bound_pct: float = 10.0
-    cap_goal_pct: float = 2.0
-    pair: tuple[str, str] | None = None
-    description: str = ""
-    datagram_bytes: int | None = None
-    probe: ProbeSettings = ProbeSettings()
-    topology: TopologySpec = LOOPBACK_SPEC
-    schema_version: int = CONFIG_SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)  # probe becomes a plain mapping, as in the YAML
-        d["topology"] = self.topology.to_dict()
-        for k in ("paths", "offered_mbps", "caps_bytes_per_s", "pair"):
-            if d[k] is not None:
-                d[k] = list(d[k])
-        # Keys added after the first version appear only where they mean something, so a
-        # config without them round-trips to the same mapping as before (resume compares them).
-        if self.datagram_bytes is None:
-            del d["datagram_bytes"]
-        if self.kind not in PROBE_KINDS:
-            del d["probe"]
-        if d["topology"] == "loopback" and self.topology.raw is None:
-            del d["topology"]
-        return d
-
-    @property
-    def ab_pair(self) -> tuple[str, str]:
-        """The (A, B) paths an ab experiment compares."""
-        return self.pair if self.pair is not None else (self.paths[0], self.paths[1])
 
 
 _REQUIRED = ("name", "kind", "paths", "rounds", "seconds", "omit_seconds")
@@ -211,7 +159,7 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     rounds = _int(p, data, "rounds", 1)
     seconds = _int(p, data, "seconds", 1)
     omit = _int(p, data, "omit_seconds", 0)
-    backend = _choice(p, {"backend": data.get("backend", "cli")}, "backend", BACKENDS)
+    backend = _choice(p, {"backend": data.get("backend", "cli")}, "backend", IPERF_BACKENDS)
     # iperf3 -u still runs its control connection over TCP to the same port, so a
     # UDP experiment needs a TCP+UDP rule pair on every path: not built yet.
     protocol = _choice(p, {"protocol": data.get("protocol", "tcp")}, "protocol", EXPERIMENT_PROTOCOLS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from harness.config import ExperimentConfig
+from harness.define.experiment import ExperimentConfig
 from harness.paths import PATHS
 
 

@@ -1,0 +1,99 @@
+"""The experiment model: ExperimentConfig and its probe settings (pure: no I/O, no path or kind registry).
+
+Every default of an experiment lives here, once. `define.load` validates
+YAML into this model; result headers load back into it
+(`ExperimentConfig.from_dict`), so the report reads the same typed values
+the run used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.define.topology import LOOPBACK_SPEC, TopologySpec
+
+# Format history of experiment YAML files:
+#   1  first version (keys listed in define.load's docstring). Later additions are
+#      optional keys whose absence reads as before: datagram_bytes, probe, topology,
+#      and the kinds peers / latency / connrate / udp, protocol udp.
+CONFIG_SCHEMA_VERSION = 1
+
+KINDS = ("headline", "ab", "capped", "sweep", "peers", "latency", "connrate", "udp")
+# Kinds measured by the probe client (harness.measure.probe) instead of iperf3.
+PROBE_KINDS = ("latency", "connrate")
+EXPERIMENT_PROTOCOLS = ("tcp", "udp")
+# iperf3 drivers (harness.measure.iperf): the iperf3 CLI with -J, or the PyPI wrapper in a child process.
+IPERF_BACKENDS = ("cli", "python")
+MAX_PORT = 65535
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The `probe:` mapping of an experiment file (latency and connrate kinds)."""
+
+    setup_connections: int = 2000  # latency: short connections, one setup-time sample each
+    rtt_connections: int = 10  # latency: long connections carrying the RTT samples
+    rtt_per_connection: int = 1000  # latency: 1-byte round trips per long connection
+    warmup: int = 20  # latency: samples dropped at the start of each series
+    processes: int = 2  # connrate: client processes (this host has 2 cores)
+    concurrency: int = 16  # connrate: connections in flight per client process
+    server_workers: int = 1  # echo server processes sharing the listening socket
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Bounds the config loader enforces (lo, hi) for each ProbeSettings key.
+PROBE_LIMITS: dict[str, tuple[int, int]] = {
+    "setup_connections": (1, 1_000_000), "rtt_connections": (1, 10_000), "rtt_per_connection": (1, 1_000_000),
+    "warmup": (0, 100_000), "processes": (1, 64), "concurrency": (1, 4096), "server_workers": (1, 64),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment definition."""
+
+    name: str
+    kind: str
+    paths: tuple[str, ...]
+    rounds: int
+    seconds: int
+    omit_seconds: int
+    backend: str = "cli"
+    protocol: str = "tcp"
+    streams: int = 1
+    offered_mbps: tuple[float, ...] = ()
+    caps_bytes_per_s: tuple[int, ...] = ()
+    shuffle_seed: int = 1
+    base_port: int | None = None
+    cap_bound_pct: float = 10.0
+    cap_goal_pct: float = 2.0
+    pair: tuple[str, str] | None = None
+    description: str = ""
+    datagram_bytes: int | None = None
+    probe: ProbeSettings = ProbeSettings()
+    topology: TopologySpec = LOOPBACK_SPEC
+    schema_version: int = CONFIG_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)  # probe becomes a plain mapping, as in the YAML
+        d["topology"] = self.topology.to_dict()
+        for k in ("paths", "offered_mbps", "caps_bytes_per_s", "pair"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        # Keys added after the first version appear only where they mean something, so a
+        # config without them round-trips to the same mapping as before (resume compares them).
+        if self.datagram_bytes is None:
+            del d["datagram_bytes"]
+        if self.kind not in PROBE_KINDS:
+            del d["probe"]
+        if d["topology"] == "loopback" and self.topology.raw is None:
+            del d["topology"]
+        return d
+
+    @property
+    def ab_pair(self) -> tuple[str, str]:
+        """The (A, B) paths an ab experiment compares."""
+        return self.pair if self.pair is not None else (self.paths[0], self.paths[1])
