@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.define.load import load_config, parse_config
     from harness.measure.runner import run_experiment
+    from harness.records.results import SUFFIX, load_results
     from harness.report import render_result_set
-    from harness.results import SUFFIX, load_results
 
     cfg = load_config(args.config)
     if args.base_port is not None:
@@ -244,7 +244,7 @@ def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if outcome.interrupted:
         print(f"records so far: {records_path}", file=sys.stderr)
         return outcome.exit_code
-    from harness.results import load_results
+    from harness.records.results import load_results
 
     records = load_results(records_path).records
     doc = build_sweep_json(records) if cfg.offered_mbps else build_compare_json(records, args.cap_bytes_per_sec)
@@ -267,8 +267,8 @@ def _draw_plots(sets: Sequence, results_dir: Path, link_base: Path) -> dict[str,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.records.results import load_results_dir
     from harness.report import render_report
-    from harness.results import load_results_dir
 
     sets = load_results_dir(args.dir)
     out = args.out or args.dir / "report.md"
@@ -282,7 +282,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_plots(args: argparse.Namespace) -> int:
     from harness.plots import PLOTS_DIRNAME
-    from harness.results import load_results_dir
+    from harness.records.results import load_results_dir
 
     sets = load_results_dir(args.dir)
     written = _draw_plots(sets, args.dir, args.dir)
@@ -293,8 +293,8 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 def cmd_readme(args: argparse.Namespace) -> int:
     from harness.readme import replace_results
+    from harness.records.results import load_results_dir
     from harness.report import render_readme_results
-    from harness.results import load_results_dir
 
     sets = load_results_dir(args.dir)
     base = args.readme.resolve().parent
@@ -417,7 +417,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             else:
                 codes.append(gate.EXIT_OK)
     if args.floors is not None:
-        from harness.results import load_results
+        from harness.records.results import load_results
 
         try:
             floors = gate.load_floors(args.floors)

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.define.experiment import ExperimentConfig
 from harness.experiments.capped import target_mbps, within_bound
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import ratio_pct
 
 # Our path name -> the spec's JSON key for its uncapped result.

@@ -17,3 +17,7 @@ class PathError(Exception):
 
 class IperfError(Exception):
     """iperf3 failed (reported an error, timed out, crashed, or printed no usable JSON)."""
+
+
+class ProbeError(Exception):
+    """The probe client failed, timed out, or printed no usable report."""

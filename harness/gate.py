@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.results import Record
+from harness.records.results import Record
 
 BENCH_FORMAT = "portunus-microbench"
 # Format history of microbenchmark files (BENCH_SCHEMA_VERSION):

@@ -36,7 +36,7 @@ from harness.experiments.peers import PeersSummary, summarise_peers
 from harness.experiments.sweep import KEEPS_UP_PCT
 from harness.experiments.topology import same_topology
 from harness.experiments.udp import UdpSummary, summarise_udp
-from harness.results import Header, Record, ResultSet
+from harness.records.results import Header, Record, ResultSet
 from harness.stats import Summary
 
 PLOTS_DIRNAME = "plots"

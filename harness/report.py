@@ -39,7 +39,7 @@ from harness.experiments.topology import (
 )
 from harness.experiments.udp import UdpSummary, summarise_udp
 from harness.paths import PATHS
-from harness.results import Header, Record, ResultSet
+from harness.records.results import Header, Record, ResultSet
 from harness.stats import Summary
 
 DASH = "–"

@@ -8,7 +8,7 @@ mean), ratios of medians, and a plain check of whether two ranges overlap
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Spread (max-min as % of the median) above which a summary is flagged as
@@ -50,17 +50,6 @@ def summarise(values: Iterable[float | None]) -> Summary:
     if not vs:
         return EMPTY
     return Summary(len(vs), statistics.median(vs), vs[0], vs[-1])
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) of ascending values, linear between closest ranks (numpy's default)."""
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    pos = (n - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, n - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def ratio_pct(numerator: float | None, denominator: float | None) -> float | None:

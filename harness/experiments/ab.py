@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, ratio_pct, summarise
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, pct_error, summarise
 
 

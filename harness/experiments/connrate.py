@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.measure.probe import ProbeError, parse_connrate_json
-from harness.results import Record
+from harness.errors import ProbeError
+from harness.records.probe_json import parse_connrate_json
+from harness.records.results import Record
 from harness.stats import Summary, ratio_pct, summarise
 
 CEILING = "direct"

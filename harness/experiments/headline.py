@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, ranges_overlap, ratio_pct, summarise
 
 # Columns the ratios are taken against: the kernel (the spec's 100% line),

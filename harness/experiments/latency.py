@@ -1,7 +1,7 @@
 """Latency: connection setup time and 1-byte RTT per path; the direct path is the floor.
 
 Each measurement (one path, one round) holds its own percentiles over
-thousands of samples (harness.measure.probe). Across rounds each percentile is
+thousands of samples (harness.records.probe_json). Across rounds each percentile is
 summarised as median [min-max], like throughput. "Added" = a path's median
 p50 minus the floor's: what the forwarder itself costs a request.
 """
@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, summarise
 
 FLOOR = "direct"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.experiments.headline import summarise_headline
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, ratio_pct
 
 BASELINE = "iptables"  # the spec's 100% line

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, ratio_pct, summarise
 
 # Below this share of the offered rate a path is "not keeping up". iperf3's

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.results import ResultSet
+from harness.records.results import ResultSet
 from harness.stats import Summary, ratio_pct, summarise
 
 # The file kinds whose records are headline-style throughput runs (iperf3, uncapped, unpaced).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.results import Record
+from harness.records.results import Record
 from harness.stats import Summary, ratio_pct, summarise
 
 

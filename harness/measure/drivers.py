@@ -21,20 +21,19 @@ from typing import Any, ClassVar
 
 from harness.define.experiment import ExperimentConfig
 from harness.define.plan import Measurement
-from harness.errors import IperfError
-from harness.measure.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
+from harness.errors import IperfError, ProbeError
+from harness.measure.iperf import IperfParams, open_iperf_server, run_client
 from harness.measure.probe import (
     CHILD_TIMEOUT_MARGIN_S,
-    ProbeError,
     connrate_params,
     latency_params,
     open_echo_server,
-    parse_connrate_json,
-    parse_latency_json,
     run_probe,
 )
 from harness.paths.base import Endpoint
-from harness.results import BYTES_PER_GB
+from harness.records.iperf_json import parse_iperf_json
+from harness.records.probe_json import parse_connrate_json, parse_latency_json
+from harness.records.results import BYTES_PER_GB
 from harness.site.executor.base import Executor
 
 

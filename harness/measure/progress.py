@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from harness.define.plan import Measurement
-from harness.results import Record
+from harness.records.results import Record
 
 # Per-measurement overhead beyond iperf3's own seconds (path start/stop,
 # server start, report exchange), used for the ETA until real timings exist.

@@ -25,10 +25,9 @@ from typing import TextIO
 
 from harness.define.experiment import ExperimentConfig
 from harness.define.plan import Measurement, build_plan
-from harness.errors import HarnessError, IperfError, PathError
+from harness.errors import HarnessError, IperfError, PathError, ProbeError
 from harness.measure.drivers import driver_for
 from harness.measure.preflight import check_paths, check_ports, check_tools, check_topology
-from harness.measure.probe import ProbeError
 from harness.measure.progress import Progress
 from harness.measure.signals import Interrupted, SignalGuard
 from harness.measure.sysinfo import collect_sysinfo
@@ -36,7 +35,7 @@ from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
 from harness.paths.base import ForwardPath
-from harness.results import (
+from harness.records.results import (
     SCHEMA_VERSION,
     STATUS_FAILED,
     STATUS_OK,

@@ -19,7 +19,7 @@ from harness.measure.preflight import check_paths
 from harness.measure.runner import run_experiment
 from harness.paths import PATHS, Availability, ForwardPath
 from harness.paths import iptables as ipt
-from harness.results import load_results, load_results_dir
+from harness.records.results import load_results, load_results_dir
 from harness.site import procs
 from tests.harness.conftest import nat_rules
 
@@ -216,7 +216,7 @@ def test_sysinfo_and_paths_verbs() -> None:
 
 
 def test_results_dir_loads_into_pandas(tmp_path: Path) -> None:
-    from harness.results import to_dataframe
+    from harness.records.results import to_dataframe
 
     cfg = parse_config({"name": "t", "kind": "headline", "paths": ["direct"], "rounds": 1, "seconds": 1,
                         "omit_seconds": 0, "backend": "python"})

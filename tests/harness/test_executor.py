@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from harness.define.load import parse_config
-from harness.measure.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
+from harness.measure.iperf import IperfParams, open_iperf_server, run_client
 from harness.measure.probe import open_echo_server
 from harness.measure.runner import run_experiment
-from harness.results import load_results
+from harness.records.iperf_json import parse_iperf_json
+from harness.records.results import load_results
 from harness.site import procs
 from harness.site.executor.base import ExecutorError
 from harness.site.executor.lab_sshd import LabSshd, open_lab_sshd

@@ -24,7 +24,7 @@ from harness.gate import (
     pool_bench_files,
     summarise_ratios,
 )
-from harness.results import create_results
+from harness.records.results import create_results
 from tests.harness.conftest import FIXTURES
 from tests.harness.test_results import header, record
 

@@ -14,8 +14,8 @@ from harness.experiments.latency import summarise_latency
 from harness.experiments.peers import NOT_MEASURED, summarise_peers
 from harness.experiments.udp import summarise_udp
 from harness.plots import dump_plots, figures_for
+from harness.records.results import load_results_dir
 from harness.report import SECTIONS, ReportContext, render_report
-from harness.results import load_results_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
 GOLDEN = FIXTURES / "sections.md"

@@ -8,7 +8,7 @@ import pytest
 
 from harness import cli
 from harness.plots import PLOTS_DIRNAME, PLOTTERS, caption, dump_plots, figures_for
-from harness.results import load_results_dir
+from harness.records.results import load_results_dir
 from tests.harness.test_report import SMOKE, _with_kind, copy_results
 
 EXPECTED = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import results
-from harness.results import (
+from harness.records import results
+from harness.records.results import (
     Header,
     Record,
     ResultsError,

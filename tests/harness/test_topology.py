@@ -311,7 +311,7 @@ def test_netem_delay_is_applied_or_refused_with_the_reason(tmp_path: Path) -> No
 
 
 def _rs(tmp_path: Path, name: str, topology: dict, values: dict[str, list[float]]):
-    from harness.results import Header, Record, ResultSet
+    from harness.records.results import Header, Record, ResultSet
 
     recs = tuple(Record(experiment=name, path=p, round=i + 1, index=i, offered_mbps=None, cap_bytes_per_s=None,
                         seconds=1, omit_seconds=0, protocol="tcp", backend="cli", status="ok", error=None,
@@ -349,7 +349,7 @@ def test_topology_labels_and_the_side_by_side_summary(tmp_path: Path) -> None:
 def test_version_2_result_files_read_as_loopback(tmp_path: Path) -> None:
     import json
 
-    from harness.results import SCHEMA_VERSION, load_results
+    from harness.records.results import SCHEMA_VERSION, load_results
 
     assert SCHEMA_VERSION == 3
     head = {"type": "header", "format": "portunus-bench-results", "schema_version": 2, "experiment": "t",

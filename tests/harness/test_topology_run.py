@@ -20,7 +20,7 @@ import yaml
 
 from harness.define.load import load_config, parse_config
 from harness.measure import runner
-from harness.results import load_results
+from harness.records.results import load_results
 from harness.site.topology import netns as tnetns
 
 ROOT = Path(__file__).resolve().parents[2]

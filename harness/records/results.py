@@ -9,7 +9,7 @@ An interrupted run therefore keeps every measurement it finished, and the
 file stays valid (every line is whole: each is one write() of a full line).
 
 The raw iperf3 JSON of every run is kept verbatim (`iperf_raw`), so every
-derived number can be recomputed with harness.measure.iperf.parse_iperf_json.
+derived number can be recomputed with harness.records.iperf_json.parse_iperf_json.
 """
 
 from __future__ import annotations
