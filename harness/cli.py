@@ -391,7 +391,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from harness import gate
+    from harness.gate import verdicts as gate
 
     if (args.baseline is not None and args.current is None) or (args.floors is None) != (args.results is None):
         raise HarnessError("gate: give --baseline with --current, and/or --floors with --results")
@@ -434,7 +434,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from harness import gate
+    from harness.gate import verdicts as gate
 
     pooled = gate.pool_bench_files([gate.load_bench_file(p) for p in args.runs])
     args.out.parent.mkdir(parents=True, exist_ok=True)

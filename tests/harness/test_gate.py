@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, gate
-from harness.gate import (
+from harness import cli
+from harness.gate import verdicts as gate
+from harness.gate.verdicts import (
     BenchFile,
     BenchResult,
     Floor,
