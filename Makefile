@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory gate MAX_REGRESSION_PCT=50
 
-# ---- Regression gate: harness/gate/verdicts.py, microbenchmarks in benchmarks/microbench/ ----
+# ---- Regression gate: harness/gate/, microbenchmarks in benchmarks/microbench/ ----
 # make bench       microbenchmarks (~30 s): each operation through portunus-standalone and directly
 #                  (its twin), interleaved round by round; writes $(BENCH_OUT), prints a summary.
 # make gate        bench + the quick end-to-end run (configs/quick.yaml), both gated: proxy/direct

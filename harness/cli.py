@@ -391,7 +391,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from harness.gate import verdicts as gate
+    from harness.gate import verdicts
+    from harness.gate.floors import check_floors, floors_exit_code
+    from harness.present import gate as gate_tables
+    from harness.records import bench_file
 
     if (args.baseline is not None and args.current is None) or (args.floors is None) != (args.results is None):
         raise HarnessError("gate: give --baseline with --current, and/or --floors with --results")
@@ -402,44 +405,46 @@ def cmd_gate(args: argparse.Namespace) -> int:
     codes = []
     if args.current is not None:
         try:
-            current = gate.load_bench_file(args.current)
-            baseline = gate.load_bench_file(args.baseline) if args.baseline is not None else None
-        except gate.GateDataError as e:
+            current = bench_file.load_bench_file(args.current)
+            baseline = bench_file.load_bench_file(args.baseline) if args.baseline is not None else None
+        except bench_file.GateDataError as e:
             print(f"gate: incompatible data: {e}", file=sys.stderr)
-            codes.append(gate.EXIT_DATA)
+            codes.append(verdicts.EXIT_DATA)
         else:
             print(f"Microbenchmarks ({args.current}): median of rounds; proxy/direct time median [IQR]")
-            print(gate.render_bench_summary(current))
+            print(gate_tables.render_bench_summary(current))
             if baseline is not None:
-                report = gate.compare(baseline, current, args.max_regression_pct)
-                print(gate.render_gate(report))
+                report = verdicts.compare(baseline, current, args.max_regression_pct)
+                print(gate_tables.render_gate(report))
                 codes.append(report.exit_code)
             else:
-                codes.append(gate.EXIT_OK)
+                codes.append(verdicts.EXIT_OK)
     if args.floors is not None:
+        from harness.experiments.headline import summarise_headline
         from harness.records.results import load_results
 
         try:
-            floors = gate.load_floors(args.floors)
+            floors = bench_file.load_floors(args.floors)
             records = load_results(args.results).records
         except HarnessError as e:
             print(f"gate: incompatible data: {e}", file=sys.stderr)
-            codes.append(gate.EXIT_DATA)
+            codes.append(verdicts.EXIT_DATA)
         else:
-            checks = gate.check_floors(floors, records)
-            print(gate.render_floors(checks))
-            codes.append(gate.floors_exit_code(checks))
+            checks = check_floors(floors, summarise_headline(records))
+            print(gate_tables.render_floors(checks))
+            codes.append(floors_exit_code(checks))
     # A regression is a finding and wins over missing data elsewhere (as in GateReport.exit_code).
-    return gate.EXIT_REGRESSION if gate.EXIT_REGRESSION in codes else max(codes)
+    return verdicts.EXIT_REGRESSION if verdicts.EXIT_REGRESSION in codes else max(codes)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from harness.gate import verdicts as gate
+    from harness.present import gate as gate_tables
+    from harness.records import bench_file
 
-    pooled = gate.pool_bench_files([gate.load_bench_file(p) for p in args.runs])
+    pooled = bench_file.pool_bench_files([bench_file.load_bench_file(p) for p in args.runs])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(gate.dump_bench_file(pooled), indent=1) + "\n")
-    print(gate.render_bench_summary(pooled))
+    args.out.write_text(json.dumps(bench_file.dump_bench_file(pooled), indent=1) + "\n")
+    print(gate_tables.render_bench_summary(pooled))
     print(f"wrote {args.out} ({len(args.runs)} run(s) pooled)", file=sys.stderr)
     return EXIT_OK
 

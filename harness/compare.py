@@ -18,7 +18,7 @@ from typing import Any
 from harness.define.experiment import ExperimentConfig
 from harness.experiments.capped import target_mbps, within_bound
 from harness.records.results import Record
-from harness.stats import ratio_pct
+from harness.summarise.stats import ratio_pct
 
 # Our path name -> the spec's JSON key for its uncapped result.
 SPEC_PATH_KEYS = {

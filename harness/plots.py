@@ -34,10 +34,10 @@ from harness.experiments.connrate import ConnrateSummary, summarise_connrate
 from harness.experiments.latency import LatencySummary, summarise_latency
 from harness.experiments.peers import PeersSummary, summarise_peers
 from harness.experiments.sweep import KEEPS_UP_PCT
-from harness.experiments.topology import same_topology
 from harness.experiments.udp import UdpSummary, summarise_udp
 from harness.records.results import Header, Record, ResultSet
-from harness.stats import Summary
+from harness.summarise.stats import Summary
+from harness.summarise.topology import same_topology
 
 PLOTS_DIRNAME = "plots"
 FORMATS = ("png", "svg")

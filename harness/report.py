@@ -31,16 +31,16 @@ from harness.experiments.latency import LatencySummary, summarise_latency
 from harness.experiments.peers import PORTUNUS, PeersSummary, summarise_peers
 from harness.experiments.peers import label as peer_label
 from harness.experiments.sweep import CAPACITY_PATH, KEEPS_UP_PCT
-from harness.experiments.topology import (
+from harness.experiments.udp import UdpSummary, summarise_udp
+from harness.paths import PATHS
+from harness.records.results import Header, Record, ResultSet
+from harness.summarise.stats import Summary
+from harness.summarise.topology import (
     TopologyComparison,
     describe_topology,
     same_topology,
     summarise_topologies,
 )
-from harness.experiments.udp import UdpSummary, summarise_udp
-from harness.paths import PATHS
-from harness.records.results import Header, Record, ResultSet
-from harness.stats import Summary
 
 DASH = "–"
 # What the CPU row says for paths with no forwarder process to measure.

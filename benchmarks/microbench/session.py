@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.gate.verdicts import BenchFile, BenchResult, dump_bench_file
+from harness.records.bench_file import BenchFile, BenchResult, dump_bench_file
 from tests.support.net import free_port
 from tests.support.proc import Standalone
 

@@ -2,7 +2,7 @@
 
 Each benchmark runs one operation through a real `portunus-standalone` on
 loopback and, interleaved with it, the same operation directly against the
-same echo end (the "direct twin"); the gate (harness/gate/verdicts.py) compares the
+same echo end (the "direct twin"); the gate (harness/gate/) compares the
 per-round ratio proxy / direct, not absolute times. Three processes: this
 one measures, the forwarder forwards, the echo end answers, so the client
 and the forwarder never share a GIL.
@@ -19,7 +19,7 @@ test). pyperf is built for isolating CPU-bound functions in many calibrated
 worker processes (20 by default): our isolation is already a process
 boundary, its calibration would make parameters differ between runs, and
 its workers own the process model the twin interleaving needs. Neither tool
-compares ratios, so the statistics live in harness/gate/verdicts.py.
+compares ratios, so the statistics live in harness/summarise/bench.py.
 
 Run: `make bench` (prints a summary), `make gate`, `make baseline`; see
 benchmarks/microbench/session.py for the environment knobs.
@@ -36,7 +36,7 @@ import pytest
 
 from benchmarks.microbench import clients
 from benchmarks.microbench.session import Dataplane, Recorder
-from harness.gate.verdicts import BenchResult, Round
+from harness.records.bench_file import BenchResult, Round
 
 # Operations per sample, chosen so one proxied sample takes ~0.2 s on the
 # 2-vCPU dev host (long enough that timer and scheduler granularity vanish,
@@ -53,7 +53,7 @@ UDP_PAYLOAD_BYTES = 64  # a small datagram: per-packet cost, not copying
 class Spec:
     name: str
     description: str
-    kind: str  # throughput | latency | rate (harness.gate.verdicts.KINDS)
+    kind: str  # throughput | latency | rate (harness.records.bench_file.BENCH_KINDS)
     ops: int
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.records.results import Record
-from harness.stats import Summary, pct_error, summarise
+from harness.summarise.stats import Summary, pct_error, summarise
 
 
 def target_mbps(cap_bytes_per_s: int) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from harness.errors import ProbeError
 from harness.records.probe_json import parse_connrate_json
 from harness.records.results import Record
-from harness.stats import Summary, ratio_pct, summarise
+from harness.summarise.stats import Summary, ratio_pct, summarise
 
 CEILING = "direct"
 # A path at or above this share of the ceiling's median is "at the ceiling".

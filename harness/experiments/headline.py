@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from harness.records.results import Record
-from harness.stats import Summary, ranges_overlap, ratio_pct, summarise
+from harness.summarise.stats import Summary, ranges_overlap, ratio_pct, summarise
 
 # Columns the ratios are taken against: the kernel (the spec's 100% line),
 # no forwarder at all, and the C splice reference (what userspace can reach).

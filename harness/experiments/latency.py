@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from harness.records.results import Record
-from harness.stats import Summary, summarise
+from harness.summarise.stats import Summary, summarise
 
 FLOOR = "direct"
 

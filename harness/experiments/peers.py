@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from harness.experiments.headline import summarise_headline
 from harness.records.results import Record
-from harness.stats import Summary, ratio_pct
+from harness.summarise.stats import Summary, ratio_pct
 
 BASELINE = "iptables"  # the spec's 100% line
 PORTUNUS = "standalone"  # "Portunus" in ratios: the splice fast path, what users get by default

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.records.results import Record
-from harness.stats import Summary, ratio_pct, summarise
+from harness.summarise.stats import Summary, ratio_pct, summarise
 
 # Below this share of the offered rate a path is "not keeping up". iperf3's
 # pacing lands within ~1% of the rate over a 5-s run when nothing limits it;

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness.records.results import Record
-from harness.stats import Summary, ratio_pct, summarise
+from harness.summarise.stats import Summary, ratio_pct, summarise
 
 
 @dataclass(frozen=True)

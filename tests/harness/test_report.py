@@ -25,7 +25,7 @@ from harness.report import (
     render_sweep_findings,
     render_sweep_table,
 )
-from harness.stats import summarise
+from harness.summarise.stats import summarise
 from tests.harness.conftest import FIXTURES
 from tests.harness.test_results import record
 

@@ -11,7 +11,7 @@ from harness.experiments import (
     summarise_sweep,
     target_mbps,
 )
-from harness.stats import pct_error, ranges_overlap, ratio_pct, summarise
+from harness.summarise.stats import pct_error, ranges_overlap, ratio_pct, summarise
 from tests.harness.test_results import record
 
 

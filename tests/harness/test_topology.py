@@ -323,7 +323,7 @@ def _rs(tmp_path: Path, name: str, topology: dict, values: dict[str, list[float]
 
 
 def test_topology_labels_and_the_side_by_side_summary(tmp_path: Path) -> None:
-    from harness.experiments.topology import same_topology, summarise_topologies, topology_label
+    from harness.summarise.topology import same_topology, summarise_topologies, topology_label
 
     netns = {"kind": "netns", "links": {"client_edge": {"mtu": 1500}, "edge_target": {}}}
     jumbo = {"kind": "netns", "links": {"client_edge": {"mtu": 9000}}}

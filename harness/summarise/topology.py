@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.records.results import ResultSet
-from harness.stats import Summary, ratio_pct, summarise
+from harness.summarise.stats import Summary, ratio_pct, summarise
 
 # The file kinds whose records are headline-style throughput runs (iperf3, uncapped, unpaced).
 THROUGHPUT_KINDS = ("headline", "peers")
