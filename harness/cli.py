@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.define.load import load_config, parse_config
     from harness.measure.runner import run_experiment
+    from harness.present.report import render_result_set
     from harness.records.results import SUFFIX, load_results
-    from harness.report import render_result_set
 
     cfg = load_config(args.config)
     if args.base_port is not None:
@@ -225,8 +225,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from harness.compare import build_compare_json, build_sweep_json, compare_config
     from harness.measure.runner import run_experiment
+    from harness.present.compare import build_compare_json, build_sweep_json, compare_config
 
     cfg = compare_config(seconds=args.seconds, omit_seconds=args.omit_seconds, rounds=args.rounds,
                          with_iptables=args.with_iptables, cap_bytes_per_s=args.cap_bytes_per_sec,
@@ -259,7 +259,7 @@ def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _draw_plots(sets: Sequence, results_dir: Path, link_base: Path) -> dict[str, list[str]]:
     """Draw results_dir/plots/; returns result file name -> PNG/SVG paths relative to link_base."""
-    from harness.plots import PLOTS_DIRNAME, dump_plots
+    from harness.present.plots import PLOTS_DIRNAME, dump_plots
 
     written = dump_plots(sets, results_dir / PLOTS_DIRNAME)
     base = link_base.resolve()
@@ -267,8 +267,8 @@ def _draw_plots(sets: Sequence, results_dir: Path, link_base: Path) -> dict[str,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.present.report import render_report
     from harness.records.results import load_results_dir
-    from harness.report import render_report
 
     sets = load_results_dir(args.dir)
     out = args.out or args.dir / "report.md"
@@ -281,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from harness.plots import PLOTS_DIRNAME
+    from harness.present.plots import PLOTS_DIRNAME
     from harness.records.results import load_results_dir
 
     sets = load_results_dir(args.dir)
@@ -292,9 +292,9 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 
 def cmd_readme(args: argparse.Namespace) -> int:
-    from harness.readme import replace_results
+    from harness.present.readme import replace_results
+    from harness.present.report import render_readme_results
     from harness.records.results import load_results_dir
-    from harness.report import render_readme_results
 
     sets = load_results_dir(args.dir)
     base = args.readme.resolve().parent

@@ -13,9 +13,9 @@ from harness.experiments.connrate import summarise_connrate
 from harness.experiments.latency import summarise_latency
 from harness.experiments.peers import NOT_MEASURED, summarise_peers
 from harness.experiments.udp import summarise_udp
-from harness.plots import dump_plots, figures_for
+from harness.present.plots import dump_plots, figures_for
+from harness.present.report import SECTIONS, ReportContext, render_report
 from harness.records.results import load_results_dir
-from harness.report import SECTIONS, ReportContext, render_report
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
 GOLDEN = FIXTURES / "sections.md"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.plots import PLOTS_DIRNAME, PLOTTERS, caption, dump_plots, figures_for
+from harness.present.plots import PLOTS_DIRNAME, PLOTTERS, caption, dump_plots, figures_for
 from harness.records.results import load_results_dir
 from tests.harness.test_report import SMOKE, _with_kind, copy_results
 

@@ -12,9 +12,8 @@ import pytest
 from harness import cli
 from harness.errors import HarnessError
 from harness.experiments import summarise_ab, summarise_capped, summarise_headline, summarise_sweep
-from harness.readme import BEGIN_MARKER, END_MARKER, replace_results
-from harness.records.results import Header, ResultSet, load_results_dir
-from harness.report import (
+from harness.present.readme import BEGIN_MARKER, END_MARKER, replace_results
+from harness.present.report import (
     SECTIONS,
     fmt_mbps,
     fmt_range,
@@ -25,6 +24,7 @@ from harness.report import (
     render_sweep_findings,
     render_sweep_table,
 )
+from harness.records.results import Header, ResultSet, load_results_dir
 from harness.summarise.stats import summarise
 from tests.harness.conftest import FIXTURES
 from tests.harness.test_results import record
