@@ -1,6 +1,11 @@
-"""Exceptions the CLI turns into exit codes."""
+"""Exceptions the CLI turns into exit codes, and the codes."""
 
 from __future__ import annotations
+
+# portunus-bench exit codes (128+N: stopped by signal N, see measure.signals).
+EXIT_OK = 0
+EXIT_FAILED_MEASUREMENTS = 1  # a measurement failed (recorded with its error); the run went on
+EXIT_USAGE = 2  # usage, config, preflight or result-file error: one `error:` line naming the fix
 
 
 class HarnessError(Exception):

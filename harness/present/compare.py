@@ -1,4 +1,4 @@
-"""`portunus-bench compare`: the spec's perf_compare interface, on top of the same runner.
+"""The spec's perf_compare JSON (pure): the headline keys from compare's records, or one entry per sweep record.
 
 The headline JSON keys are exactly the spec's (its "Reproduction" example):
 direct, iptables_redirect, iptables_vs_direct_pct, standalone_uncapped,
@@ -12,10 +12,9 @@ has null in its keys. With several --rounds, "mbps" is the median.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from harness.define.experiment import ExperimentConfig
 from harness.experiments.capped import target_mbps, within_bound
 from harness.records.results import Record
 from harness.summarise.stats import ratio_pct
@@ -39,30 +38,6 @@ SPEC_RATIO_KEYS = (
 SPEC_BOUND_PCT = 10.0  # "inside the +10% acceptance bound"
 
 
-def compare_config(*, seconds: int, omit_seconds: int, rounds: int, with_iptables: bool, cap_bytes_per_s: int,
-                   offered_mbps: Sequence[float], skip_client: bool, skip_standalone: bool,
-                   backend: str = "cli", base_port: int | None = None, with_reference: bool = False) -> ExperimentConfig:
-    """The experiment `compare` runs for a set of spec flags."""
-    paths = ["direct"]
-    if with_iptables:
-        paths.append("iptables")
-    if with_reference:
-        paths.append("reference")
-    if not skip_standalone:
-        paths.append("standalone")
-    if not skip_client:
-        paths.append("client")
-    sweep = bool(offered_mbps)
-    caps: tuple[int, ...] = ()
-    if cap_bytes_per_s > 0 and not skip_client and not sweep:
-        paths.append("client_capped")
-        caps = (cap_bytes_per_s,)
-    return ExperimentConfig(
-        name="compare", kind="sweep" if sweep else "headline", paths=tuple(paths), rounds=rounds,
-        seconds=seconds, omit_seconds=omit_seconds, backend=backend, offered_mbps=tuple(offered_mbps),
-        caps_bytes_per_s=caps, base_port=base_port,
-        description="portunus-bench compare (the spec's perf_compare flags)",
-    )
 
 
 def _median(values: Iterable[float | int | None]) -> float | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.present.compare import build_compare_json, build_sweep_json, compare_config
+from harness.commands.compare import compare_config
+from harness.present.compare import build_compare_json, build_sweep_json
 from tests.harness.test_results import record
 
 # The example in the spec's "Reproduction" section, verbatim.
