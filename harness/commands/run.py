@@ -46,14 +46,14 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run the experiment; exit 1 if a measurement failed, 128+N if signal N stopped it."""
-    from harness.define.load import load_config, parse_config
+    from harness.define.load import load_config, with_base_port
     from harness.measure.runner import run_experiment
     from harness.present.report import render_result_set
     from harness.records.results import SUFFIX, load_results
 
     cfg = load_config(args.config)
     if args.base_port is not None:
-        cfg = parse_config({**cfg.to_dict(), "base_port": args.base_port}, f"--base-port with {args.config}")
+        cfg = with_base_port(cfg, args.base_port, f"--base-port with {args.config}")
     out_dir: Path = args.out or default_out_dir()
     results_path = out_dir / f"{cfg.name}{SUFFIX}"
     if results_path.exists() and not args.resume:

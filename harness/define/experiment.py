@@ -8,10 +8,11 @@ the run used.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from harness.define.topology import LOOPBACK_SPEC, TopologySpec
+from harness.define.topology import LOOPBACK_SPEC, TopologySpec, parse_topology
 
 # Format history of experiment YAML files:
 #   1  first version (keys listed in define.load's docstring). Later additions are
@@ -73,7 +74,7 @@ class ExperimentConfig:
     pair: tuple[str, str] | None = None
     description: str = ""
     datagram_bytes: int | None = None
-    probe: ProbeSettings = ProbeSettings()
+    probe: ProbeSettings | None = None  # set for the kinds that measure with the probe (latency, connrate)
     topology: TopologySpec = LOOPBACK_SPEC
     schema_version: int = CONFIG_SCHEMA_VERSION
 
@@ -87,11 +88,38 @@ class ExperimentConfig:
         # config without them round-trips to the same mapping as before (resume compares them).
         if self.datagram_bytes is None:
             del d["datagram_bytes"]
-        if self.kind not in PROBE_KINDS:
+        if self.probe is None:
             del d["probe"]
         if d["topology"] == "loopback" and self.topology.raw is None:
             del d["topology"]
         return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ExperimentConfig:
+        """A config as a result header stored it (to_dict) -> ExperimentConfig; ValueError if malformed.
+
+        Structure only: the paths and kinds are not checked against this harness's registries,
+        so a file that names a path or kind since renamed still loads (and reports).
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"config must be an object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        missing = [k for k in ("name", "kind", "paths", "rounds", "seconds", "omit_seconds") if k not in d]
+        if unknown or missing:
+            raise ValueError(f"config: unknown key(s) {unknown}, missing key(s) {missing}")
+        v = dict(d)
+        for k in ("paths", "offered_mbps", "caps_bytes_per_s"):
+            v[k] = tuple(v.get(k) or ())
+        if v.get("pair") is not None:
+            v["pair"] = tuple(v["pair"])
+        if v.get("probe") is not None:
+            v["probe"] = ProbeSettings(**v["probe"])
+        problems: list[str] = []
+        v["topology"] = parse_topology(v.get("topology"), lambda key, msg: problems.append(f"{key}: {msg}"))
+        if problems:
+            raise ValueError("config: " + "; ".join(problems))
+        return cls(**v)
 
     @property
     def ab_pair(self) -> tuple[str, str]:

@@ -46,6 +46,7 @@ with the harness's own probe (harness.measure.probe) against an echo server.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,8 @@ class ConfigError(HarnessError):
 
 _REQUIRED = ("name", "kind", "paths", "rounds", "seconds", "omit_seconds")
 _KEYS = tuple(ExperimentConfig.__dataclass_fields__)
+# The model's defaults (define.experiment), for keys a file leaves out.
+DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig)}
 
 
 class _Problems:
@@ -159,11 +162,11 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     rounds = _int(p, data, "rounds", 1)
     seconds = _int(p, data, "seconds", 1)
     omit = _int(p, data, "omit_seconds", 0)
-    backend = _choice(p, {"backend": data.get("backend", "cli")}, "backend", IPERF_BACKENDS)
+    backend = _choice(p, {"backend": data.get("backend", DEFAULTS["backend"])}, "backend", IPERF_BACKENDS)
     # iperf3 -u still runs its control connection over TCP to the same port, so a
     # UDP experiment needs a TCP+UDP rule pair on every path: not built yet.
-    protocol = _choice(p, {"protocol": data.get("protocol", "tcp")}, "protocol", EXPERIMENT_PROTOCOLS)
-    streams = _int(p, {"streams": data.get("streams", 1)}, "streams", 1, 128)
+    protocol = _choice(p, {"protocol": data.get("protocol", DEFAULTS["protocol"])}, "protocol", EXPERIMENT_PROTOCOLS)
+    streams = _int(p, {"streams": data.get("streams", DEFAULTS["streams"])}, "streams", 1, 128)
     offered = []
     for v in _list(p, data, "offered_mbps"):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
@@ -183,12 +186,12 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     if caps and not capped_paths:
         p.add("caps_bytes_per_s", "caps are set but no capped path is listed "
               f"(capped paths: {', '.join(n for n, c in PATHS.items() if c.capped)})")
-    seed = _int(p, {"shuffle_seed": data.get("shuffle_seed", 1)}, "shuffle_seed", 0)
+    seed = _int(p, {"shuffle_seed": data.get("shuffle_seed", DEFAULTS["shuffle_seed"])}, "shuffle_seed", 0)
     base_port = None
     if data.get("base_port") is not None:
-        base_port = _int(p, data, "base_port", 1024, MAX_PORT - 16)
-    bound = _number(p, {"cap_bound_pct": data.get("cap_bound_pct", 10.0)}, "cap_bound_pct", 0.0)
-    goal = _number(p, {"cap_goal_pct": data.get("cap_goal_pct", 2.0)}, "cap_goal_pct", 0.0)
+        base_port = _base_port(p, data)
+    bound = _number(p, {"cap_bound_pct": data.get("cap_bound_pct", DEFAULTS["cap_bound_pct"])}, "cap_bound_pct", 0.0)
+    goal = _number(p, {"cap_goal_pct": data.get("cap_goal_pct", DEFAULTS["cap_goal_pct"])}, "cap_goal_pct", 0.0)
     pair = None
     if data.get("pair") is not None:
         raw_pair = _list(p, data, "pair")
@@ -237,7 +240,8 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
         name=name, kind=kind, paths=tuple(paths), rounds=rounds, seconds=seconds, omit_seconds=omit,
         backend=backend, protocol=protocol, streams=streams, offered_mbps=tuple(offered),
         caps_bytes_per_s=tuple(caps), shuffle_seed=seed, base_port=base_port, cap_bound_pct=bound,
-        cap_goal_pct=goal, pair=pair, description=description, datagram_bytes=datagram_bytes, probe=probe,
+        cap_goal_pct=goal, pair=pair, description=description, datagram_bytes=datagram_bytes,
+        probe=probe if kind in PROBE_KINDS else None,
         topology=topology,
     )
 
@@ -258,6 +262,20 @@ def _probe(p: _Problems, raw: Any) -> ProbeSettings:
             if v is not None:
                 values[k] = v
     return ProbeSettings(**values)
+
+
+def _base_port(p: _Problems, data: Mapping[str, Any]) -> int | None:
+    # 16 ports above it stay below 65536: the most one measurement allocates.
+    return _int(p, data, "base_port", 1024, MAX_PORT - 16)
+
+
+def with_base_port(cfg: ExperimentConfig, base_port: int, where: str) -> ExperimentConfig:
+    """cfg with another base_port (run --base-port); ConfigError if the port is out of range."""
+    p = _Problems(where)
+    port = _base_port(p, {"base_port": base_port})
+    if p.items:
+        raise ConfigError(p.items)
+    return replace(cfg, base_port=port)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.define.experiment import ExperimentConfig
+from harness.define.experiment import ExperimentConfig, ProbeSettings
 from harness.define.plan import Measurement
 from harness.errors import IperfError, ProbeError
 from harness.measure.iperf import IperfParams, open_iperf_server, run_client
@@ -86,12 +86,17 @@ class IperfDriver(Driver):
                     jitter_ms=r.jitter_ms)
 
 
+def _probe(cfg: ExperimentConfig) -> ProbeSettings:
+    """The config's probe settings (the defaults for a config built in code without any)."""
+    return cfg.probe if cfg.probe is not None else ProbeSettings()
+
+
 class _ProbeDriver(Driver):
     raw_field = "probe_raw"
 
     def open_target(self, ex: Executor, host: str, port: int, workdir: Path,
                     cfg: ExperimentConfig) -> AbstractContextManager[Any]:
-        return open_echo_server(port, workdir / "echo-server.log", workers=cfg.probe.server_workers, host=host,
+        return open_echo_server(port, workdir / "echo-server.log", workers=_probe(cfg).server_workers, host=host,
                                 ex=ex)
 
 
@@ -99,7 +104,7 @@ class LatencyDriver(_ProbeDriver):
     name = "latency"
 
     def run_client(self, ex: Executor, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
-        params = latency_params(endpoint.host, endpoint.port, cfg.probe, time_limit_s=float(cfg.seconds))
+        params = latency_params(endpoint.host, endpoint.port, _probe(cfg), time_limit_s=float(cfg.seconds))
         return run_probe("latency", params, cfg.seconds + CHILD_TIMEOUT_MARGIN_S, ex)
 
     def record_fields(self, raw: str, forwarder_cpu_s: float | None) -> dict[str, Any]:
@@ -113,7 +118,7 @@ class ConnrateDriver(_ProbeDriver):
     name = "connrate"
 
     def run_client(self, ex: Executor, endpoint: Endpoint, cfg: ExperimentConfig, m: Measurement) -> str:
-        params = connrate_params(endpoint.host, endpoint.port, cfg.probe, cfg.seconds, cfg.omit_seconds)
+        params = connrate_params(endpoint.host, endpoint.port, _probe(cfg), cfg.seconds, cfg.omit_seconds)
         return run_probe("connrate", params, cfg.seconds + cfg.omit_seconds + CHILD_TIMEOUT_MARGIN_S, ex)
 
     def record_fields(self, raw: str, forwarder_cpu_s: float | None) -> dict[str, Any]:

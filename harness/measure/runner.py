@@ -35,11 +35,10 @@ from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
 from harness.paths.base import ForwardPath
+from harness.records.header import Header, SysInfo, TopologyInfo
 from harness.records.results import (
-    SCHEMA_VERSION,
     STATUS_FAILED,
     STATUS_OK,
-    Header,
     Record,
     ResultsError,
     create_results,
@@ -47,6 +46,7 @@ from harness.records.results import (
     resume_results,
     utc_now,
 )
+from harness.records.schema import SCHEMA_VERSION
 from harness.site import procs
 from harness.site.executor.base import ExecutorError
 from harness.site.netutil import free_port
@@ -184,7 +184,7 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
         existing = load_results(results_path)
         if existing.file_schema_version != SCHEMA_VERSION:
             resume_results(results_path)  # raises: an older file is read, not resumed (says why)
-        if existing.header.config != cfg.to_dict():
+        if existing.header.config.to_dict() != cfg.to_dict():
             raise ResultsError(f"{results_path} was started with a different config; "
                                "resume needs the same experiment file (or choose another --out)")
         done = {(r.round, r.path, r.offered_mbps, r.cap_bytes_per_s) for r in existing.records if r.ok}
@@ -219,9 +219,9 @@ def _run_plan(cfg: ExperimentConfig, plan: list[Measurement], done: set, results
     if resuming:
         writer, _ = resume_results(results_path)
     else:
-        header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg.to_dict(),
-                        sysinfo=collect_sysinfo(), argv=list(argv), unavailable_paths=unavailable,
-                        topology=topology.describe())
+        header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg,
+                        sysinfo=SysInfo.from_dict(collect_sysinfo()), argv=list(argv), unavailable_paths=unavailable,
+                        topology=TopologyInfo.from_dict(topology.describe()))
         writer = create_results(results_path, header)
 
     todo = [m for m in plan if m.key not in done]

@@ -74,9 +74,9 @@ def _series_style(path: str, i: int) -> dict:
 def caption(h: Header) -> str:
     """One line: experiment, host, commit, date."""
     si = h.sysinfo
-    commit = (si.get("commit") or "?")[:12] + ("-dirty" if si.get("dirty") else "")
-    return (f"{h.experiment} ({h.kind}) · host {si.get('hostname')}: {si.get('cpu_model')}, "
-            f"{si.get('cpu_cores')} cores, kernel {si.get('kernel')} · commit {commit} · {h.created_at[:16]}")
+    commit = (si.commit or "?")[:12] + ("-dirty" if si.dirty else "")
+    return (f"{h.experiment} ({h.kind}) · host {si.hostname}: {si.cpu_model}, "
+            f"{si.cpu_cores} cores, kernel {si.kernel} · commit {commit} · {h.created_at[:16]}")
 
 
 def _figure(title: str, cap: str) -> tuple[Figure, Axes]:
@@ -225,24 +225,24 @@ def _unpaced(others: Sequence[ResultSet]) -> list[Record]:
 
 
 def plots_headline(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
-    s = summarise_headline(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_headline(rs.records, rs.header.config.paths)
     return {"throughput": plot_headline(s, caption(rs.header))} if s.paths else {}
 
 
 def plots_ab(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
     cfg = rs.header.config
-    a, b = cfg.get("pair") or cfg["paths"][:2]
+    a, b = cfg.ab_pair
     return {"ratio": plot_ab(summarise_ab(rs.records, a, b), caption(rs.header))}
 
 
 def plots_capped(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
     cfg = rs.header.config
-    s = summarise_capped(rs.records, cfg.get("cap_bound_pct", 10.0), cfg.get("cap_goal_pct", 2.0))
+    s = summarise_capped(rs.records, cfg.cap_bound_pct, cfg.cap_goal_pct)
     return {"accuracy": plot_capped(s, caption(rs.header))} if s.rows else {}
 
 
 def plots_sweep(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
-    s = summarise_sweep(rs.records, rs.header.config.get("paths", ()), _unpaced(others))
+    s = summarise_sweep(rs.records, rs.header.config.paths, _unpaced(others))
     if not s.rows:
         return {}
     cap = caption(rs.header)
@@ -358,22 +358,22 @@ def plot_udp(s: UdpSummary, cap: str) -> Figure:
 
 
 def plots_peers(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
-    s = summarise_peers(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_peers(rs.records, rs.header.config.paths)
     return {"throughput": plot_peers(s, caption(rs.header))} if s.rows else {}
 
 
 def plots_latency(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
-    s = summarise_latency(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_latency(rs.records, rs.header.config.paths)
     return {"latency": plot_latency(s, caption(rs.header))} if s.rows else {}
 
 
 def plots_connrate(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
-    s = summarise_connrate(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_connrate(rs.records, rs.header.config.paths)
     return {"rate": plot_connrate(s, caption(rs.header))} if s.rows else {}
 
 
 def plots_udp(rs: ResultSet, others: Sequence[ResultSet]) -> dict[str, Figure]:
-    s = summarise_udp(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_udp(rs.records, rs.header.config.paths)
     return {"udp": plot_udp(s, caption(rs.header))} if s.rows else {}
 
 

@@ -12,8 +12,10 @@ sweep); every number comes from the summaries in harness.experiments.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.experiments import (
     AbSummary,
@@ -216,13 +218,13 @@ def render_sweep_findings(s: SweepSummary) -> list[str]:
 def render_sysinfo(h: Header) -> str:
     """One compact block: where and from what these numbers came."""
     si = h.sysinfo
-    commit = (si.get("commit") or "?")[:12] + (" (dirty)" if si.get("dirty") else "")
-    sysctls = si.get("sysctls") or {}
+    commit = (si.commit or "?")[:12] + (" (dirty)" if si.dirty else "")
+    sysctls = si.sysctls or {}
     return "\n".join([
         "```text",
-        f"commit {commit}; {si.get('distro')}; kernel {si.get('kernel')}",
-        f"{si.get('cpu_model')} ({si.get('cpu_cores')} cores, governor {si.get('cpu_governor') or 'n/a'})",
-        f"{si.get('iperf3')}; {si.get('iptables')}; Python {si.get('python')}",
+        f"commit {commit}; {si.distro}; kernel {si.kernel}",
+        f"{si.cpu_model} ({si.cpu_cores} cores, governor {si.cpu_governor or 'n/a'})",
+        f"{si.iperf3}; {si.iptables}; Python {si.python}",
         "sysctls: " + ", ".join(f"{k}={v}" for k, v in sysctls.items()),
         "```",
     ])
@@ -254,27 +256,27 @@ SectionRenderer = Callable[[ResultSet, ReportContext], list[str]]
 
 
 def render_headline_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_headline(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_headline(rs.records, rs.header.config.paths)
     return [render_headline_table(s), *_notes_block(s.notes)]
 
 
 def render_ab_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
     cfg = rs.header.config
-    a, b = cfg.get("pair") or cfg["paths"][:2]
+    a, b = cfg.ab_pair
     s = summarise_ab(rs.records, a, b)
     return [render_ab_table(s), *_notes_block(s.notes)]
 
 
 def render_capped_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
     cfg = rs.header.config
-    s = summarise_capped(rs.records, cfg.get("cap_bound_pct", 10.0), cfg.get("cap_goal_pct", 2.0))
+    s = summarise_capped(rs.records, cfg.cap_bound_pct, cfg.cap_goal_pct)
     return ["Delivered = iperf3's receiver-side rate over the non-omitted seconds: the bytes that crossed the "
             "capped forwarder. The sender side is shown but not used: at low caps it measures what the socket "
             "buffers absorbed, not the cap.", render_capped_table(s)]
 
 
 def render_sweep_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_sweep(rs.records, rs.header.config.get("paths", ()), ctx.unpaced_records(rs))
+    s = summarise_sweep(rs.records, rs.header.config.paths, ctx.unpaced_records(rs))
     return ["Delivered = iperf3's sender-side rate (median over the rounds) at each offered rate (`iperf3 -b`); "
             "% = delivered / offered.", render_sweep_table(s), *render_sweep_findings(s), *_notes_block(s.notes)]
 
@@ -283,7 +285,7 @@ def render_unknown_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
     """A kind this report has no section for: say so, and show the per-path throughput anyway."""
     out = [f"This version of the report has no section for kind `{rs.header.kind}`; per-path throughput of "
            "its unpaced, uncapped runs follows."]
-    s = summarise_headline(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_headline(rs.records, rs.header.config.paths)
     if s.paths:
         out.append(render_headline_table(s))
     return out
@@ -378,7 +380,7 @@ def render_peers_overview(peers: PeersSummary | None, lat: LatencySummary | None
 
 
 def render_peers_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_peers(rs.records, rs.header.config.get("paths", ()))
+    s = summarise_peers(rs.records, rs.header.config.paths)
     out = ["Every forwarder on this host, one at a time, in the same interleaved rounds: same iperf3 target, "
            "duration and warm-up. Each peer runs with its defaults (what users get) and, where it has a buffer "
            "setting, again with buffers comparable to Portunus's copy path (256 KiB). Throughput is iperf3's "
@@ -415,13 +417,19 @@ def render_latency_table(s: LatencySummary) -> str:
     return _table(header, rows)
 
 
+def _probe_settings(rs: ResultSet) -> dict[str, Any]:
+    """The file's probe settings by name, '?' for each when it recorded none."""
+    probe = rs.header.config.probe
+    return probe.to_dict() if probe is not None else defaultdict(lambda: "?")
+
+
 def render_latency_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_latency(rs.records, rs.header.config.get("paths", ()))
-    probe = rs.header.config.get("probe") or {}
+    s = summarise_latency(rs.records, rs.header.config.paths)
+    probe = _probe_settings(rs)
     out = [f"Setup = connect() to the first byte of the reply to a 1-byte request sent at once "
-           f"({probe.get('setup_connections', '?')} short connections per round); RTT = 1-byte request to 1-byte "
-           f"reply on an open connection ({probe.get('rtt_connections', '?')} connections x "
-           f"{probe.get('rtt_per_connection', '?')} round trips per round). Measured by the harness's own client "
+           f"({probe['setup_connections']} short connections per round); RTT = 1-byte request to 1-byte "
+           f"reply on an open connection ({probe['rtt_connections']} connections x "
+           f"{probe['rtt_per_connection']} round trips per round). Measured by the harness's own client "
            "against an echo server, one request in flight; percentiles per round, then the median over rounds "
            "(p50 with [min–max]). Added = the path's p50 minus the floor's."]
     if s.floor is not None:
@@ -431,16 +439,16 @@ def render_latency_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
 
 
 def render_connrate_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_connrate(rs.records, rs.header.config.get("paths", ()))
-    probe = rs.header.config.get("probe") or {}
+    s = summarise_connrate(rs.records, rs.header.config.paths)
+    probe = _probe_settings(rs)
     header = ["Path", "Connections/s: median [min–max]", "% of ceiling", "Errors", "Forwarder CPU, µs/connection"]
     rows = [[f"`{r.path}`" + (" (ceiling)" if s.ceiling is not None and r.path == s.ceiling.path else ""),
              fmt_range(r.conn_per_s, fmt_count), fmt_pct(r.pct_of_ceiling, 0), f"{r.errors}",
              fmt_us(r.cpu_us_per_conn.median) if r.cpu_us_per_conn.n else _no_cpu(r.path)]
             for r in s.rows]
     out = [f"Completed short connections per second (connect, 1-byte request, 1-byte reply, the server closes) "
-           f"over {rs.header.config.get('seconds')} s after {rs.header.config.get('omit_seconds')} s of warm-up, "
-           f"{probe.get('processes', '?')} client processes x {probe.get('concurrency', '?')} connections in flight."]
+           f"over {rs.header.config.seconds} s after {rs.header.config.omit_seconds} s of warm-up, "
+           f"{probe['processes']} client processes x {probe['concurrency']} connections in flight."]
     if s.ceiling is not None:
         out.append(f"Ceiling (`{s.ceiling.path}`, no forwarder): {fmt_count(s.ceiling.conn_per_s.median)} "
                    "connections/s, what the client and the echo server reach while sharing this host's CPU.")
@@ -448,8 +456,8 @@ def render_connrate_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
 
 
 def render_udp_section(rs: ResultSet, ctx: ReportContext) -> list[str]:
-    s = summarise_udp(rs.records, rs.header.config.get("paths", ()))
-    size = rs.header.config.get("datagram_bytes")
+    s = summarise_udp(rs.records, rs.header.config.paths)
+    size = rs.header.config.datagram_bytes
     header = ["Offered, Mbit/s", "Path", "Delivered, Mbit/s: median [min–max]", "% of offered",
               "Loss: median [min–max]", "Jitter, ms: median", "Forwarder CPU, s/GB"]
     rows = []
@@ -489,13 +497,13 @@ SECTIONS: dict[str, SectionRenderer] = {
 def _run_line(rs: ResultSet) -> str:
     h, cfg = rs.header, rs.header.config
     if h.kind == "latency":  # measured by the probe; `seconds` is its time limit
-        how = f"{cfg.get('rounds')} round(s), at most {cfg.get('seconds')} s each, harness latency probe"
+        how = f"{cfg.rounds} round(s), at most {cfg.seconds} s each, harness latency probe"
     elif h.kind == "connrate":
-        how = (f"{cfg.get('rounds')} round(s) of {cfg.get('seconds')} s (+{cfg.get('omit_seconds')} s warm-up), "
+        how = (f"{cfg.rounds} round(s) of {cfg.seconds} s (+{cfg.omit_seconds} s warm-up), "
                "harness connection-rate probe")
     else:
-        how = (f"{cfg.get('rounds')} round(s) of {cfg.get('seconds')} s (+{cfg.get('omit_seconds')} s omitted), "
-               f"iperf3 backend {cfg.get('backend')}")
+        how = (f"{cfg.rounds} round(s) of {cfg.seconds} s (+{cfg.omit_seconds} s omitted), "
+               f"iperf3 backend {cfg.backend}")
     return (f"`{rs.path.name}`: {len(rs.records)} measurement(s), {how}, "
             f"started {h.created_at}." + ("" if rs.complete else " **The run did not complete.**"))
 
@@ -509,8 +517,8 @@ def render_result_set(rs: ResultSet, ctx: ReportContext | None = None, host: Hea
     ctx = ctx if ctx is not None else ReportContext((rs,))
     h = rs.header
     out = [f"{'#' * level} {h.experiment} ({h.kind})"]
-    if h.config.get("description"):
-        out.append(h.config["description"].strip())
+    if h.config.description:
+        out.append(h.config.description.strip())
     out.append(_run_line(rs))
     out.append(f"Topology: {describe_topology(h.topology)}")
     if host is None or render_sysinfo(h) != render_sysinfo(host):
@@ -551,8 +559,8 @@ def _sections(result_sets: Sequence[ResultSet], plots: Mapping[str, Sequence[str
     out = []
     if host is not None:
         si = host.sysinfo
-        out += [f"{'#' * level} Host", f"`{si.get('hostname')}`, {si.get('cpu_cores')} cores, "
-                f"{(si.get('memory_kib') or 0) / 2**20:.1f} GiB RAM.", render_sysinfo(host)]
+        out += [f"{'#' * level} Host", f"`{si.hostname}`, {si.cpu_cores} cores, "
+                f"{(si.memory_kib or 0) / 2**20:.1f} GiB RAM.", render_sysinfo(host)]
     out += [render_result_set(rs, ctx, host, level).rstrip("\n") for rs in ordered(result_sets)]
     comparison = summarise_topologies(result_sets)
     if comparison is not None:
@@ -633,7 +641,7 @@ def render_readme_results(result_sets: Sequence[ResultSet], results_dir: str,
     host = report_host(result_sets)
     if host is None:
         return f"No result files in `{results_dir}`.\n"
-    commit = (host.sysinfo.get("commit") or "?")[:12]
+    commit = (host.sysinfo.commit or "?")[:12]
     files = ", ".join(f"`{rs.path.name}`" for rs in ordered(result_sets))
     out = [f"Generated from `{results_dir}` ({files}; commit {commit}, started {host.created_at}) by "
            f"`portunus-bench readme {results_dir} README.md`; the full report with every note is "

@@ -17,48 +17,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-
-# Format history (bump SCHEMA_VERSION and add an upgrader to UPGRADES for
-# every change that an older reader could misread):
-#   1  first version: header / measurement / run_end / run_resumed lines.
-#   2  measurements name their `driver` ("iperf3" | "latency" | "connrate"); new
-#      fields: UDP `lost_pct` / `jitter_ms` (iperf3 -u), latency `setup_*_us` /
-#      `rtt_*_us` percentiles, connrate `conn_per_s` / `conns_ok` / `conn_errors`,
-#      and `probe_raw` (the probe client's JSON report, verbatim). Version-1
-#      measurements were all iperf3 TCP runs: driver "iperf3", the rest None.
-#   3  the header records the `topology` the run used (harness.site.topology: kind,
-#      roles, addresses, link settings as requested and as the kernel applied
-#      them). Version-2 files all ran on loopback: {"kind": "loopback"}.
-SCHEMA_VERSION = 3
-
-LOOPBACK_TOPOLOGY = {"kind": "loopback", "address": "127.0.0.1"}
-
-
-def _upgrade_1_to_2(line: dict[str, Any]) -> dict[str, Any]:
-    if line.get("type") == "measurement":
-        line = {**line, "driver": "iperf3"}
-    return line
-
-
-def _upgrade_2_to_3(line: dict[str, Any]) -> dict[str, Any]:
-    if line.get("type") == "header":
-        line = {**line, "topology": dict(LOOPBACK_TOPOLOGY)}
-    return line
-
-
-# UPGRADES[v] turns one line (dict) of a version-v file into version v+1.
-# Loading applies them step by step up to SCHEMA_VERSION.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
+from harness.records import schema
+from harness.records.header import Header
 
 DRIVER_IPERF3 = "iperf3"
 
-FORMAT_NAME = "portunus-bench-results"
 SUFFIX = ".jsonl"
 BYTES_PER_GB = 1e9  # cpu_s_per_gb uses decimal GB, like Mbit/s uses 1e6
 
@@ -149,34 +118,6 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Header:
-    """What the whole file shares: the experiment, its config, the host."""
-
-    experiment: str
-    kind: str
-    created_at: str
-    config: dict[str, Any]
-    sysinfo: dict[str, Any]
-    argv: list[str] = field(default_factory=list)
-    unavailable_paths: dict[str, str] = field(default_factory=dict)  # path -> reason it was skipped
-    # since schema 3: where it ran (harness.site.topology.*.describe())
-    topology: dict[str, Any] = field(default_factory=lambda: dict(LOOPBACK_TOPOLOGY))
-    schema_version: int = SCHEMA_VERSION
-    format: str = FORMAT_NAME
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Header:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown header field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-
-@dataclass(frozen=True)
 class ResultSet:
     """A loaded result file."""
 
@@ -184,7 +125,7 @@ class ResultSet:
     header: Header
     records: tuple[Record, ...]
     events: tuple[dict[str, Any], ...]  # run_end / run_resumed lines, in order
-    file_schema_version: int = SCHEMA_VERSION  # as written on disk, before in-memory upgrades
+    file_schema_version: int = schema.SCHEMA_VERSION  # as written on disk, before in-memory upgrades
 
     @property
     def complete(self) -> bool:
@@ -233,10 +174,10 @@ def create_results(path: Path, header: Header) -> ResultWriter:
 def resume_results(path: Path) -> tuple[ResultWriter, ResultSet]:
     """Reopen an existing result file for appending; returns the writer and what it holds."""
     existing = load_results(path)
-    if existing.file_schema_version != SCHEMA_VERSION:
+    if existing.file_schema_version != schema.SCHEMA_VERSION:
         # Appending current-version lines under an older header would mix two formats in one file.
         raise ResultsError(f"{path} was written with result schema {existing.file_schema_version} and this "
-                           f"harness writes {SCHEMA_VERSION}: it can be read and reported, not resumed; "
+                           f"harness writes {schema.SCHEMA_VERSION}: it can be read and reported, not resumed; "
                            "start a new --out")
     fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - owned by the returned writer
     w = ResultWriter(path, fh)
@@ -273,20 +214,20 @@ def load_results(path: str | Path) -> ResultSet:
             raise ResultsError(f"{path}:{n}: corrupt line, not a result object")
         objs.append((n, obj))
     n0, first = objs[0]
-    if first.get("type") != "header" or first.get("format") != FORMAT_NAME:
+    if first.get("type") != "header" or first.get("format") != schema.FORMAT_NAME:
         raise ResultsError(f"{path}:{n0}: no portunus-bench header: not a result file")
     version = first.get("schema_version")
     if not isinstance(version, int) or version < 1:
         raise ResultsError(f"{path}:{n0}: bad schema_version {version!r}")
-    if version > SCHEMA_VERSION:
+    if version > schema.SCHEMA_VERSION:
         raise ResultsError(
             f"{path} has schema_version {version}, newer than this portunus-bench reads "
-            f"({SCHEMA_VERSION}): update the harness (git pull && pip install -e .) to read it")
+            f"({schema.SCHEMA_VERSION}): update the harness (git pull && pip install -e .) to read it")
     header: Header | None = None
     records: list[Record] = []
     events: list[dict[str, Any]] = []
     for n, obj in objs:
-        obj = upgrade_line(obj, version)
+        obj = schema.upgrade_line(obj, version)
         kind = obj.pop("type")
         try:
             if kind == "header":
@@ -303,15 +244,6 @@ def load_results(path: str | Path) -> ResultSet:
             raise ResultsError(f"{path}:{n}: corrupt {kind} line: {e}") from None
     assert header is not None
     return ResultSet(path, header, tuple(records), tuple(events), file_schema_version=version)
-
-
-def upgrade_line(obj: dict[str, Any], version: int) -> dict[str, Any]:
-    """Bring one line from `version` to SCHEMA_VERSION, one step at a time."""
-    for v in range(version, SCHEMA_VERSION):
-        obj = UPGRADES[v](obj)
-    if obj.get("type") == "header":
-        obj["schema_version"] = SCHEMA_VERSION
-    return obj
 
 
 def load_results_dir(directory: str | Path) -> list[ResultSet]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.records.header import LOOPBACK_INFO, TopologyInfo
 from harness.records.results import ResultSet
 from harness.summarise.stats import Summary, ratio_pct, summarise
 
@@ -39,16 +40,16 @@ def _link_text(name: str, link: Mapping[str, Any]) -> str:
 DEFAULT_MTU = 1500  # a veth's MTU when the topology sets none
 
 
-def topology_label(topology: Mapping[str, Any] | None) -> str:
+def topology_label(topology: TopologyInfo | None) -> str:
     """Short name of a header's topology: 'loopback', 'netns', 'netns (client_edge MTU 9000)', 'hosts'.
 
     Link settings that differ from the defaults (MTU 1500, no shaping) are part of the name: runs
     with other link settings are another topology and are never pooled with these.
     """
-    t = topology or {"kind": LOOPBACK}
-    kind = str(t.get("kind", LOOPBACK))
+    t = topology or LOOPBACK_INFO
+    kind = t.kind
     links = {}
-    for name, v in (t.get("links") or {}).items():
+    for name, v in (t.links or {}).items():
         v = {k: x for k, x in (v or {}).items() if not (k == "mtu" and x == DEFAULT_MTU)}
         if v:
             links[name] = v
@@ -57,26 +58,26 @@ def topology_label(topology: Mapping[str, Any] | None) -> str:
     return kind
 
 
-def describe_topology(topology: Mapping[str, Any] | None) -> str:
+def describe_topology(topology: TopologyInfo | None) -> str:
     """One sentence: where the roles ran, addresses, links as the kernel applied them."""
-    t = topology or {"kind": LOOPBACK}
-    kind = t.get("kind", LOOPBACK)
+    t = topology or LOOPBACK_INFO
+    kind = t.kind
     if kind == LOOPBACK:
         return "loopback: client, forwarder and target on this host's 127.0.0.1 (lo, MTU 65536)."
     if kind == "netns":
-        ns, a = t.get("namespaces", {}), t.get("addresses", {})
-        ifaces = (t.get("applied") or {}).get("interfaces") or {}
+        ns, a = t.namespaces or {}, t.addresses or {}
+        ifaces = (t.applied or {}).get("interfaces") or {}
         mtus = sorted({f"{v.get('link')} MTU {v.get('mtu')}" for v in ifaces.values()})
         shaped = sorted({f"{k.split('/')[-1]}@{k.split('/')[0]}: {q}" for k, v in ifaces.items()
                          for q in v.get("qdiscs", []) if q.split()[0] in ("netem", "tbf")})
         return (f"netns: {ns.get('client')} ({a.get('client')}) → {ns.get('edge')} (listens on "
                 f"{a.get('edge_client_side')}, dials from {a.get('edge_target_side')}) → {ns.get('target')} "
-                f"({a.get('target')}), veth pairs; control server in {t.get('control', 'edge')}; "
+                f"({a.get('target')}), veth pairs; control server in {t.control or 'edge'}; "
                 f"{', '.join(mtus) or 'default MTU'}; "
                 + (f"shaping: {'; '.join(shaped)}." if shaped else "no delay or rate shaping."))
-    roles = t.get("roles", {})
+    roles = t.roles or {}
     return (f"{kind}: " + ", ".join(f"{r} on {v.get('name')}" for r, v in roles.items())
-            + f"; edge {t.get('addresses', {}).get('edge')}, target {t.get('addresses', {}).get('target')}.")
+            + f"; edge {(t.addresses or {}).get('edge')}, target {(t.addresses or {}).get('target')}.")
 
 
 def same_topology(rs: ResultSet, sets: Sequence[ResultSet]) -> list[ResultSet]:
@@ -114,7 +115,7 @@ def summarise_topologies(sets: Sequence[ResultSet]) -> TopologyComparison | None
     labels = tuple(sorted(by_label, key=lambda lab: (lab != LOOPBACK, lab)))
     values: dict[tuple[str, str], list[float]] = {}
     # Rows in the order the experiment files list their paths (loopback's first).
-    order = list(dict.fromkeys(p for lab in labels for rs in by_label[lab] for p in rs.header.config.get("paths", ())))
+    order = list(dict.fromkeys(p for lab in labels for rs in by_label[lab] for p in rs.header.config.paths))
     for lab in labels:
         for rs in by_label[lab]:
             for r in rs.records:

@@ -44,9 +44,9 @@ def test_quick_config_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     proc = bench("run", "configs/quick.yaml", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     rs = load_results(out / "quick.jsonl")
-    cfg_paths = rs.header.config["paths"]
+    cfg_paths = rs.header.config.paths
     assert sorted(r.path for r in rs.records) == sorted(cfg_paths) and all(r.ok for r in rs.records)
-    assert rs.complete and rs.header.sysinfo["commit"] and rs.header.sysinfo["sysctls"]["fs.pipe-max-size"]
+    assert rs.complete and rs.header.sysinfo.commit and rs.header.sysinfo.sysctls["fs.pipe-max-size"]
     assert "| Throughput, Mbit/s: median [min–max] |" in proc.stdout
     rep = bench("report", str(out))
     assert rep.returncode == 0, rep.stderr

@@ -273,8 +273,8 @@ def test_a_hosts_topology_runs_an_experiment_over_ssh(lab: Lab, tmp_path: Path) 
     assert not out.interrupted and len(out.records) == 3
     assert all(r.ok for r in out.records), [r.error for r in out.records]
     rs = load_results(tmp_path / "over-ssh.jsonl")
-    roles = rs.header.topology["roles"]
-    assert rs.header.topology["kind"] == "hosts" and roles["client"]["kind"] == "ssh" and roles["edge"]["kind"] == "netns"
+    roles = rs.header.topology.roles or {}
+    assert rs.header.topology.kind == "hosts" and roles["client"]["kind"] == "ssh" and roles["edge"]["kind"] == "netns"
     standalone = next(r for r in rs.records if r.path == "standalone")
     assert standalone.forwarder_cpu_s is not None and standalone.throughput_mbps and standalone.throughput_mbps > 0
 

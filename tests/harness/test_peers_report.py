@@ -58,8 +58,8 @@ def test_sections_say_what_a_reader_needs() -> None:
 
 def test_summaries_of_the_fixture_are_consistent() -> None:
     sets = {rs.header.kind: rs for rs in _sets()}
-    peers = summarise_peers(sets["peers"].records, sets["peers"].header.config["paths"])
-    assert [r.path for r in peers.rows] == sets["peers"].header.config["paths"]
+    peers = summarise_peers(sets["peers"].records, sets["peers"].header.config.paths)
+    assert tuple(r.path for r in peers.rows) == sets["peers"].header.config.paths
     ipt = peers.get("iptables")
     assert ipt is not None and ipt.pct_of_iptables == 100.0
     splice = peers.get("haproxy_splice")

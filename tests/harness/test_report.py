@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_empty_dir(tmp_path: Path) -> None:
 
 def _with_kind(rs: ResultSet, kind: str, **sysinfo) -> ResultSet:
     h = rs.header
-    header = Header(h.experiment, kind, h.created_at, h.config, {**h.sysinfo, **sysinfo}, h.argv,
+    header = Header(h.experiment, kind, h.created_at, h.config, replace(h.sysinfo, **sysinfo), h.argv,
                     h.unavailable_paths)
     return ResultSet(rs.path.with_name(f"{kind}.jsonl"), header, rs.records, rs.events)
 

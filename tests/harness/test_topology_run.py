@@ -66,9 +66,9 @@ def test_netns_headline_and_loopback_side_by_side_through_the_cli(tmp_path: Path
     rs = load_results(out / "netns-headline.jsonl")
     assert rs.complete and rs.header.schema_version == 3
     topo = rs.header.topology
-    assert topo["kind"] == "netns" and topo["namespaces"]["edge"] == f"{prefix}edge"
-    assert topo["links"]["client_edge"] == {"mtu": 1500}
-    assert all(v["mtu"] == 1500 for v in topo["applied"]["interfaces"].values())
+    assert topo.kind == "netns" and (topo.namespaces or {})["edge"] == f"{prefix}edge"
+    assert (topo.links or {})["client_edge"] == {"mtu": 1500}
+    assert all(v["mtu"] == 1500 for v in (topo.applied or {})["interfaces"].values())
     measured = {r.path for r in rs.records}
     assert {"direct", "iptables", "nftables", "reference", "standalone", "client"} <= measured
     assert all(r.ok for r in rs.records), [(r.path, r.error) for r in rs.records if not r.ok]
