@@ -122,10 +122,12 @@ def _start_run(tmp_path: Path, prefix: str) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(cfg), "--out", str(out),
                              "--skip-unavailable"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Wait until a measurement is under way: namespaces up and an iperf3 client inside the client one.
+    # Wait until a measurement is under way: namespaces up, the result file started (opening the
+    # topology runs sysctl inside the client namespace too) and an iperf3 client in the client one.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if len(_ours(prefix)) == 3 and tnetns.namespace_pids(f"{prefix}client"):
+        started = (out / "netns-headline.jsonl").exists()
+        if started and len(_ours(prefix)) == 3 and tnetns.namespace_pids(f"{prefix}client"):
             return proc, out
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
         time.sleep(0.1)
