@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             else:
                 codes.append(verdicts.EXIT_OK)
     if args.floors is not None:
-        from harness.experiments.headline import summarise_headline
+        from harness.kinds.headline import summarise_headline
         from harness.records.results import load_results
 
         try:

@@ -10,10 +10,10 @@ connrate  per path: connections/s, % of the direct ceiling, CPU µs per connecti
 udp       per path and offered rate: delivered, loss, jitter (experiments.udp)
 """
 
-from harness.experiments.ab import AbSummary, summarise_ab
-from harness.experiments.capped import CappedSummary, summarise_capped, target_mbps
-from harness.experiments.headline import HeadlineSummary, summarise_headline
-from harness.experiments.sweep import SweepSummary, summarise_sweep
+from harness.kinds.ab import AbSummary, summarise_ab
+from harness.kinds.capped import CappedSummary, summarise_capped, target_mbps
+from harness.kinds.headline import HeadlineSummary, summarise_headline
+from harness.kinds.sweep import SweepSummary, summarise_sweep
 
 __all__ = [
     "AbSummary", "CappedSummary", "HeadlineSummary", "SweepSummary",

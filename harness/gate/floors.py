@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.experiments.headline import HeadlineSummary
 from harness.gate.verdicts import EXIT_DATA, EXIT_OK, EXIT_REGRESSION, VERDICT_MISSING, VERDICT_OK
+from harness.kinds.headline import HeadlineSummary
 from harness.records.bench_file import Floor
 
 

@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from harness.experiments.capped import target_mbps, within_bound
+from harness.kinds.capped import target_mbps, within_bound
 from harness.records.results import Record
 from harness.summarise.stats import ratio_pct
 

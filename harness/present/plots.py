@@ -30,11 +30,11 @@ from harness.experiments import (
     summarise_headline,
     summarise_sweep,
 )
-from harness.experiments.connrate import ConnrateSummary, summarise_connrate
-from harness.experiments.latency import LatencySummary, summarise_latency
-from harness.experiments.peers import PeersSummary, summarise_peers
-from harness.experiments.sweep import KEEPS_UP_PCT
-from harness.experiments.udp import UdpSummary, summarise_udp
+from harness.kinds.connrate import ConnrateSummary, summarise_connrate
+from harness.kinds.latency import LatencySummary, summarise_latency
+from harness.kinds.peers import PeersSummary, summarise_peers
+from harness.kinds.sweep import KEEPS_UP_PCT
+from harness.kinds.udp import UdpSummary, summarise_udp
 from harness.records.results import Header, Record, ResultSet
 from harness.summarise.stats import Summary
 from harness.summarise.topology import same_topology

@@ -27,13 +27,13 @@ from harness.experiments import (
     summarise_headline,
     summarise_sweep,
 )
-from harness.experiments.connrate import ConnrateSummary, summarise_connrate
-from harness.experiments.headline import BASELINES
-from harness.experiments.latency import LatencySummary, summarise_latency
-from harness.experiments.peers import PORTUNUS, PeersSummary, summarise_peers
-from harness.experiments.peers import label as peer_label
-from harness.experiments.sweep import CAPACITY_PATH, KEEPS_UP_PCT
-from harness.experiments.udp import UdpSummary, summarise_udp
+from harness.kinds.connrate import ConnrateSummary, summarise_connrate
+from harness.kinds.headline import BASELINES
+from harness.kinds.latency import LatencySummary, summarise_latency
+from harness.kinds.peers import PORTUNUS, PeersSummary, summarise_peers
+from harness.kinds.peers import label as peer_label
+from harness.kinds.sweep import CAPACITY_PATH, KEEPS_UP_PCT
+from harness.kinds.udp import UdpSummary, summarise_udp
 from harness.paths import PATHS
 from harness.records.results import Header, Record, ResultSet
 from harness.summarise.stats import Summary

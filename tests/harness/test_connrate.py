@@ -16,7 +16,7 @@ import pytest
 from harness.define.load import parse_config
 from harness.define.plan import Measurement
 from harness.errors import ProbeError
-from harness.experiments.connrate import cpu_us_per_conn, summarise_connrate
+from harness.kinds.connrate import cpu_us_per_conn, summarise_connrate
 from harness.measure.runner import PortAllocator, measure_one
 from harness.measure.signals import SignalGuard
 from harness.records.probe_json import parse_connrate_json

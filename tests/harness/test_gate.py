@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.experiments.headline import summarise_headline
 from harness.gate import floors, verdicts
 from harness.gate.floors import check_floors
 from harness.gate.verdicts import compare
+from harness.kinds.headline import summarise_headline
 from harness.records import bench_file
 from harness.records.bench_file import (
     BenchFile,

@@ -17,7 +17,7 @@ from harness.define.experiment import ProbeSettings
 from harness.define.load import parse_config
 from harness.define.plan import Measurement
 from harness.errors import ProbeError
-from harness.experiments.latency import summarise_latency
+from harness.kinds.latency import summarise_latency
 from harness.measure.probe import latency_params, open_echo_server, run_probe
 from harness.measure.runner import PortAllocator, measure_one
 from harness.measure.signals import SignalGuard

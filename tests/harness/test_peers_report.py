@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.experiments.connrate import summarise_connrate
-from harness.experiments.latency import summarise_latency
-from harness.experiments.peers import NOT_MEASURED, summarise_peers
-from harness.experiments.udp import summarise_udp
+from harness.kinds.connrate import summarise_connrate
+from harness.kinds.latency import summarise_latency
+from harness.kinds.peers import NOT_MEASURED, summarise_peers
+from harness.kinds.udp import summarise_udp
 from harness.present.plots import dump_plots, figures_for
 from harness.present.report import SECTIONS, ReportContext, render_report
 from harness.records.results import load_results_dir

@@ -10,7 +10,7 @@ import pytest
 from harness.define.load import ConfigError, parse_config
 from harness.define.plan import Measurement
 from harness.errors import IperfError
-from harness.experiments.udp import summarise_udp
+from harness.kinds.udp import summarise_udp
 from harness.measure.drivers import IperfDriver
 from harness.measure.iperf import IperfParams, cli_argv
 from harness.measure.runner import PortAllocator, measure_one

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.experiments.headline import summarise_headline
+from harness.kinds.headline import summarise_headline
 from harness.records.results import Record
 from harness.summarise.stats import Summary, ratio_pct
 
