@@ -64,17 +64,22 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             else:
                 codes.append(verdicts.EXIT_OK)
     if args.floors is not None:
-        from harness.kinds.headline import summarise_headline
+        from harness.kinds import summarise_file
+        from harness.kinds.headline import HeadlineSummary, summarise_headline
         from harness.records.results import load_results
 
         try:
             floors = bench_file.load_floors(args.floors)
-            records = load_results(args.results).records
+            rs = load_results(args.results)
         except HarnessError as e:
             print(f"gate: incompatible data: {e}", file=sys.stderr)
             codes.append(verdicts.EXIT_DATA)
         else:
-            checks = check_floors(floors, summarise_headline(records))
+            # The quick run is a headline file; a file of another kind is read as one.
+            summary = summarise_file(rs).summary
+            if not isinstance(summary, HeadlineSummary):
+                summary = summarise_headline(rs.records, rs.header.config.paths)
+            checks = check_floors(floors, summary)
             print(gate_tables.render_floors(checks))
             codes.append(floors_exit_code(checks))
     # A regression is a finding and wins over missing data elsewhere (as in GateReport.exit_code).

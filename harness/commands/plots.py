@@ -25,11 +25,12 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Draw DIR/plots/."""
+    from harness.kinds import summarise_results
     from harness.present.plots import PLOTS_DIRNAME
     from harness.records.results import load_results_dir
 
-    sets = load_results_dir(args.dir)
-    written = draw_plots(sets, args.dir, args.dir)
+    summaries = summarise_results(load_results_dir(args.dir))
+    written = draw_plots(summaries.files, args.dir, args.dir)
     n = sum(len(v) for v in written.values())
     print(f"wrote {n} file(s) into {args.dir / PLOTS_DIRNAME}", file=sys.stderr)
     return EXIT_OK

@@ -28,19 +28,20 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Replace README's results block with the directory's sections."""
+    from harness.kinds import summarise_results
     from harness.present.readme import replace_results
     from harness.present.report import render_readme_results
     from harness.records.results import load_results_dir
 
-    sets = load_results_dir(args.dir)
+    summaries = summarise_results(load_results_dir(args.dir))
     base = args.readme.resolve().parent
-    plots = {} if args.no_plots else draw_plots(sets, args.dir, base)
+    plots = {} if args.no_plots else draw_plots(summaries.files, args.dir, base)
     rel_dir = os.path.relpath(args.dir.resolve(), base)
-    text = render_readme_results(sets, rel_dir, plots)
+    text = render_readme_results(summaries, rel_dir, plots)
     try:
         old = args.readme.read_text()
     except OSError as e:
         raise HarnessError(f"cannot read {args.readme}: {e.strerror}") from None
     args.readme.write_text(replace_results(old, text, str(args.readme)))
-    print(f"updated {args.readme} from {args.dir} ({len(sets)} result file(s))", file=sys.stderr)
+    print(f"updated {args.readme} from {args.dir} ({len(summaries.files)} result file(s))", file=sys.stderr)
     return EXIT_OK

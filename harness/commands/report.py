@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import EXIT_OK
+from harness.kinds.base import FileSummary
 
 NAME = "report"
 
@@ -29,23 +30,24 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Render DIR/report.md (and its plots), print it."""
+    from harness.kinds import summarise_results
     from harness.present.report import render_report
     from harness.records.results import load_results_dir
 
-    sets = load_results_dir(args.dir)
+    summaries = summarise_results(load_results_dir(args.dir))
     out = args.out or args.dir / "report.md"
-    plots = {} if args.no_plots else draw_plots(sets, args.dir, out.parent)
-    text = render_report(sets, title=f"Portunus benchmark results: {args.dir.resolve().name}", plots=plots)
+    plots = {} if args.no_plots else draw_plots(summaries.files, args.dir, out.parent)
+    text = render_report(summaries, title=f"Portunus benchmark results: {args.dir.resolve().name}", plots=plots)
     out.write_text(text)
     print(text, end="")
     print(f"wrote {out}", file=sys.stderr)
     return EXIT_OK
 
 
-def draw_plots(sets: Sequence, results_dir: Path, link_base: Path) -> dict[str, list[str]]:
+def draw_plots(files: Sequence[FileSummary[Any]], results_dir: Path, link_base: Path) -> dict[str, list[str]]:
     """Draw results_dir/plots/; returns result file name -> PNG/SVG paths relative to link_base."""
     from harness.present.plots import PLOTS_DIRNAME, dump_plots
 
-    written = dump_plots(sets, results_dir / PLOTS_DIRNAME)
+    written = dump_plots(files, results_dir / PLOTS_DIRNAME)
     base = link_base.resolve()
     return {name: [os.path.relpath(p.resolve(), base) for p in files] for name, files in written.items()}

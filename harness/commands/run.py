@@ -47,8 +47,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run the experiment; exit 1 if a measurement failed, 128+N if signal N stopped it."""
     from harness.define.load import load_config, with_base_port
+    from harness.kinds import summarise_file
     from harness.measure.runner import run_experiment
-    from harness.present.report import render_result_set
+    from harness.present.report import render_file
     from harness.records.results import SUFFIX, load_results
 
     cfg = load_config(args.config)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                              keep_workdir=args.keep_workdir)
     if not results_path.exists():  # stopped by a signal before the first line was written
         return outcome.exit_code
-    print(render_result_set(load_results(results_path)))
+    print(render_file(summarise_file(load_results(results_path))))
     print(f"results: {results_path}", file=sys.stderr)
     if outcome.interrupted:
         return outcome.exit_code

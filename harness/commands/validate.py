@@ -22,14 +22,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Validate each config and print its plan's size."""
     from harness.define.load import load_config
     from harness.define.plan import build_plan
+    from harness.kinds import KINDS
 
     for c in args.configs:
         cfg = load_config(c)
         plan = build_plan(cfg)
         per_run = cfg.seconds + cfg.omit_seconds
-        if cfg.kind == "latency":  # `seconds` is a time limit there: it stops when its samples are in
-            what = f"at most {len(plan) * per_run / 60:.1f} min of probe time"
+        kind = KINDS[cfg.kind]
+        tool = "probe" if kind.uses_probe else "iperf3"
+        if kind.seconds_is_limit:  # it stops when its samples are in
+            what = f"at most {len(plan) * per_run / 60:.1f} min of {tool} time"
         else:
-            what = f">= {len(plan) * per_run / 60:.1f} min of {'probe' if cfg.kind == 'connrate' else 'iperf3'} time"
+            what = f">= {len(plan) * per_run / 60:.1f} min of {tool} time"
         print(f"{c}: ok ({cfg.kind} '{cfg.name}', {len(plan)} measurements, {what})")
     return EXIT_OK

@@ -20,9 +20,6 @@ from harness.define.topology import LOOPBACK_SPEC, TopologySpec, parse_topology
 #      and the kinds peers / latency / connrate / udp, protocol udp.
 CONFIG_SCHEMA_VERSION = 1
 
-KINDS = ("headline", "ab", "capped", "sweep", "peers", "latency", "connrate", "udp")
-# Kinds measured by the probe client (harness.measure.probe) instead of iperf3.
-PROBE_KINDS = ("latency", "connrate")
 EXPERIMENT_PROTOCOLS = ("tcp", "udp")
 # iperf3 drivers (harness.measure.iperf): the iperf3 CLI with -J, or the PyPI wrapper in a child process.
 IPERF_BACKENDS = ("cli", "python")
@@ -50,6 +47,22 @@ PROBE_LIMITS: dict[str, tuple[int, int]] = {
     "setup_connections": (1, 1_000_000), "rtt_connections": (1, 10_000), "rtt_per_connection": (1, 1_000_000),
     "warmup": (0, 100_000), "processes": (1, 64), "concurrency": (1, 4096), "server_workers": (1, 64),
 }
+
+
+@dataclass(frozen=True)
+class ConfigDraft:
+    """What a kind's own config rules see (harness.kinds.base.Kind.check): the values validated so far.
+
+    A value that failed its own check reads as empty (or None), so a kind rule
+    never repeats a problem already reported for that key.
+    """
+
+    kind: str
+    paths: tuple[str, ...]
+    pair: tuple[str, str] | None
+    offered_mbps: tuple[float, ...]
+    caps_bytes_per_s: tuple[int, ...]
+    protocol: str | None
 
 
 @dataclass(frozen=True)

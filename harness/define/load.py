@@ -6,8 +6,8 @@ once, each line naming the file and the key.
 
     schema_version: 1          # of this file format
     name: headline             # result file is <out>/<name>.jsonl
-    kind: headline             # headline | ab | capped | sweep | peers | latency | connrate | udp:
-                               # selects the measurement driver and the summary/report
+    kind: headline             # a key of harness.kinds.KINDS (headline | ab | capped | sweep | peers | latency |
+                               # connrate | udp): its driver, summary, report section, figures and rules
     description: "..."         # optional
     paths: [direct, iptables, reference, standalone, client]
     rounds: 5                  # repeats; every round runs every combination once
@@ -37,10 +37,12 @@ once, each line naming the file and the key.
     topology: loopback         # loopback (default) | netns | a mapping: where client, forwarder and target
                                # run and the links between them (harness.define.topology documents every key)
 
-Kinds: headline / ab / capped / sweep / peers / udp measure with iperf3
-(peers is the headline run over the comparable forwarders; udp is a sweep
-with protocol udp, reporting loss and jitter); latency and connrate measure
-with the harness's own probe (harness.measure.probe) against an echo server.
+Kinds (harness/kinds/, one module each): headline / ab / capped / sweep /
+peers / udp measure with iperf3 (peers is the headline run over the
+comparable forwarders; udp is a sweep with protocol udp, reporting loss and
+jitter); latency and connrate measure with the harness's own probe
+(harness.measure.probe) against an echo server. A kind's own rules (a sweep
+needs offered rates, ...) are its `check`.
 """
 
 from __future__ import annotations
@@ -56,15 +58,15 @@ from harness.define.experiment import (
     CONFIG_SCHEMA_VERSION,
     EXPERIMENT_PROTOCOLS,
     IPERF_BACKENDS,
-    KINDS,
     MAX_PORT,
-    PROBE_KINDS,
     PROBE_LIMITS,
+    ConfigDraft,
     ExperimentConfig,
     ProbeSettings,
 )
 from harness.define.topology import parse_topology
 from harness.errors import HarnessError
+from harness.kinds import KINDS
 from harness.paths import PATHS
 
 
@@ -150,7 +152,7 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     name = data["name"]
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
         p.add("name", f"must be a non-empty name of letters, digits, '-', '_', '.', got {name!r}")
-    kind = _choice(p, data, "kind", KINDS)
+    kind = _choice(p, data, "kind", tuple(KINDS))
     paths = _list(p, data, "paths")
     for path in paths:
         if path not in PATHS:
@@ -199,12 +201,6 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
             p.add("pair", f"must name two of the listed paths, got {raw_pair!r}")
         else:
             pair = (str(raw_pair[0]), str(raw_pair[1]))
-    if kind == "ab" and pair is None and len(paths) < 2:
-        p.add("paths", "an ab experiment needs two paths (or a pair)")
-    if kind == "capped" and not caps:
-        p.add("caps_bytes_per_s", "a capped experiment needs at least one cap")
-    if kind == "sweep" and not offered:
-        p.add("offered_mbps", "a sweep experiment needs at least one offered rate")
     description = data.get("description", "")
     if not isinstance(description, str):
         p.add("description", "must be a string")
@@ -218,16 +214,11 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
             if path in PATHS and "udp" not in PATHS[path].protocols:
                 p.add("paths", f"path {path!r} does not forward UDP (UDP paths: "
                       f"{', '.join(n for n, c in PATHS.items() if 'udp' in c.protocols)})")
-    if kind == "udp" and (protocol != "udp" or not offered):
-        p.add("kind", "a udp experiment needs protocol: udp and at least one offered rate (offered_mbps)")
+    if kind is not None:  # the kind's own rules (harness.kinds)
+        KINDS[kind].check(ConfigDraft(kind, tuple(paths), pair, tuple(offered), tuple(caps), protocol), p.add)
     probe = _probe(p, data.get("probe"))
-    if kind in PROBE_KINDS:
-        if protocol != "tcp":
-            p.add("protocol", f"a {kind} experiment measures TCP connections: protocol must be tcp")
-        if offered or caps:
-            p.add("offered_mbps" if offered else "caps_bytes_per_s", f"not used by a {kind} experiment")
-    elif data.get("probe") is not None:
-        p.add("probe", f"only for the kinds {', '.join(PROBE_KINDS)}")
+    if data.get("probe") is not None and (kind is None or not KINDS[kind].uses_probe):
+        p.add("probe", f"only for the kinds {', '.join(n for n, k in KINDS.items() if k.uses_probe)}")
     topology = parse_topology(data.get("topology"), p.add)
     if backend == "python" and any(h.executor == "ssh" for _, h in topology.hosts):
         p.add("backend", "the python iperf3 backend runs on this machine only; a topology with ssh hosts "
@@ -241,7 +232,7 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
         backend=backend, protocol=protocol, streams=streams, offered_mbps=tuple(offered),
         caps_bytes_per_s=tuple(caps), shuffle_seed=seed, base_port=base_port, cap_bound_pct=bound,
         cap_goal_pct=goal, pair=pair, description=description, datagram_bytes=datagram_bytes,
-        probe=probe if kind in PROBE_KINDS else None,
+        probe=probe if KINDS[kind].uses_probe else None,
         topology=topology,
     )
 

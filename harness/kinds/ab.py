@@ -1,13 +1,25 @@
-"""A/B: two paths measured back to back in every round; per-round ratio and its median."""
+"""A/B: two paths measured back to back in every round; per-round ratio and its median.
+
+The whole kind in one module: its summary (pure statistics over the records), its report
+section, its figures, and `KIND`, which harness/kinds/__init__.py registers.
+"""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.records.results import Record
+from harness.define.experiment import ConfigDraft
+from harness.kinds.base import Add, FileSummary, Kind, ReportContext
+from harness.present.format import fmt_mbps, fmt_pct, notes_block, table
+from harness.present.plots import caption, color, finish, new_figure
+from harness.records.results import Record, ResultSet
 from harness.summarise.stats import Summary, ratio_pct, summarise
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -63,3 +75,65 @@ def _notes(a: str, b: str, ratios: Summary) -> list[str]:
 def _median(values: Iterable[float | None]) -> float | None:
     vs = [v for v in values if v is not None]
     return statistics.median(vs) if vs else None
+
+
+# ---------------------------------------------------------------- report section
+
+
+def render_ab_table(s: AbSummary) -> str:
+    """The spec's pairs table: one row per round, then the medians."""
+    header = ["Round", f"`{s.a}`, Mbit/s", f"`{s.b}`, Mbit/s", f"{s.a} / {s.b}"]
+    rows = [[f"{r.round}", fmt_mbps(r.a_mbps), fmt_mbps(r.b_mbps), fmt_pct(r.ratio_pct)] for r in s.rows]
+    rows.append(["**median**", f"**{fmt_mbps(s.a_mbps.median)}**", f"**{fmt_mbps(s.b_mbps.median)}**",
+                 f"**{fmt_pct(s.ratio_pct.median)}**"])
+    text = table(header, rows, align_first_left=False)
+    swing = ""
+    if s.ratio_pct.n > 1:
+        swing = (f"\n\nPer-round ratio swings from {fmt_pct(s.ratio_pct.min)} to {fmt_pct(s.ratio_pct.max)}; "
+                 f"ratio of the medians: {fmt_pct(s.ratio_of_medians_pct)}.")
+    return text + swing
+
+
+def _section(fs: FileSummary[AbSummary], ctx: ReportContext) -> list[str]:
+    s = fs.summary
+    return [render_ab_table(s), *notes_block(s.notes)]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_ab(s: AbSummary, cap: str) -> Figure:
+    """Per-round ratio A / B in %, with 100% and the median ratio."""
+    fig, ax = new_figure(f"{s.a} / {s.b}: throughput ratio per round", cap)
+    rows = [r for r in s.rows if r.ratio_pct is not None]
+    ax.bar([r.round for r in rows], [r.ratio_pct or 0.0 for r in rows], color=color(s.a), label="round")
+    ax.axhline(100.0, color="black", linewidth=1, label="100% (equal)")
+    if s.ratio_pct.median is not None:
+        ax.axhline(s.ratio_pct.median, color="tab:red", linestyle="--",
+                   label=f"median ratio {s.ratio_pct.median:.1f}%")
+    ax.set_xticks([r.round for r in rows])
+    ax.set_xlabel("Round (A and B back to back)")
+    ax.set_ylabel(f"{s.a} / {s.b}, % (Mbit/s ratio)")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return finish(fig)
+
+
+def _figures(fs: FileSummary[AbSummary]) -> dict[str, Figure]:
+    return {"ratio": plot_ab(fs.summary, caption(fs.header))}
+
+
+# ---------------------------------------------------------------- the kind
+
+
+def _summarise(rs: ResultSet, same_topology: Sequence[ResultSet]) -> AbSummary:
+    a, b = rs.header.config.ab_pair
+    return summarise_ab(rs.records, a, b)
+
+
+def _check(d: ConfigDraft, add: Add) -> None:
+    if d.pair is None and len(d.paths) < 2:
+        add("paths", "an ab experiment needs two paths (or a pair)")
+
+
+KIND = Kind(name="ab", driver="iperf3", summarise=_summarise, section=_section, figures=_figures, check=_check)

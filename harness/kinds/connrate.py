@@ -5,17 +5,37 @@ rate the probe client and the echo server reach on this host. A path near
 the ceiling is limited by the client/server, not by itself, and cannot be
 ranked above it. Forwarder CPU per connection = forwarder CPU seconds over
 the whole probe run / every connection it completed (warm-up included).
+
+The whole kind in one module: its summary (pure statistics over the records), its report
+section, its figures, and `KIND`, which harness/kinds/__init__.py registers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from harness.define.experiment import ExperimentConfig
 from harness.errors import ProbeError
+from harness.kinds.base import FileSummary, Kind, ReportContext, check_probe_kind
+from harness.present.format import (
+    fmt_count,
+    fmt_pct,
+    fmt_range,
+    fmt_us,
+    no_cpu,
+    notes_block,
+    probe_settings,
+    table,
+)
+from harness.present.plots import FIG_SIZE_IN, caption, color, finish, hbars, new_figure
 from harness.records.probe_json import parse_connrate_json
-from harness.records.results import Record
+from harness.records.results import Record, ResultSet
 from harness.summarise.stats import Summary, ratio_pct, summarise
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CEILING = "direct"
 # A path at or above this share of the ceiling's median is "at the ceiling".
@@ -86,3 +106,62 @@ def summarise_connrate(records: Iterable[Record], path_order: Sequence[str] = ()
             notes.append(f"{r.path}: spread is {r.conn_per_s.spread_pct:.0f}% of the median over "
                          f"n={r.conn_per_s.n}: too noisy to rank")
     return ConnrateSummary(tuple(rows), ceiling, tuple(notes))
+
+
+# ---------------------------------------------------------------- report section
+
+
+def _section(fs: FileSummary[ConnrateSummary], ctx: ReportContext) -> list[str]:
+    s = fs.summary
+    probe = probe_settings(fs.config)
+    header = ["Path", "Connections/s: median [min–max]", "% of ceiling", "Errors", "Forwarder CPU, µs/connection"]
+    rows = [[f"`{r.path}`" + (" (ceiling)" if s.ceiling is not None and r.path == s.ceiling.path else ""),
+             fmt_range(r.conn_per_s, fmt_count), fmt_pct(r.pct_of_ceiling, 0), f"{r.errors}",
+             fmt_us(r.cpu_us_per_conn.median) if r.cpu_us_per_conn.n else no_cpu(r.path)]
+            for r in s.rows]
+    out = [f"Completed short connections per second (connect, 1-byte request, 1-byte reply, the server closes) "
+           f"over {fs.config.seconds} s after {fs.config.omit_seconds} s of warm-up, "
+           f"{probe['processes']} client processes x {probe['concurrency']} connections in flight."]
+    if s.ceiling is not None:
+        out.append(f"Ceiling (`{s.ceiling.path}`, no forwarder): {fmt_count(s.ceiling.conn_per_s.median)} "
+                   "connections/s, what the client and the echo server reach while sharing this host's CPU.")
+    return out + [table(header, rows), *notes_block(s.notes)]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_connrate(s: ConnrateSummary, cap: str) -> Figure:
+    """Completed connections per second per path (median, min-max), with the ceiling line."""
+    fig, ax = new_figure("New connections per second (short request/response)", cap)
+    fig.set_size_inches(FIG_SIZE_IN[0], max(FIG_SIZE_IN[1], 0.38 * len(s.rows) + 1.5))
+    rows = [r for r in s.rows if r.conn_per_s.n]
+    hbars(ax, [r.path for r in rows], [r.conn_per_s for r in rows], [color(r.path, i) for i, r in enumerate(rows)])
+    if s.ceiling is not None and s.ceiling.conn_per_s.median is not None:
+        ax.axvline(s.ceiling.conn_per_s.median, color="tab:gray", linestyle="--", linewidth=1,
+                   label=f"ceiling ({s.ceiling.path}: client + echo server alone)")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("Completed connections/s (median, whiskers min–max)")
+    ax.grid(axis="x", alpha=0.3)
+    return finish(fig)
+
+
+def _figures(fs: FileSummary[ConnrateSummary]) -> dict[str, Figure]:
+    s = fs.summary
+    return {"rate": plot_connrate(s, caption(fs.header))} if s.rows else {}
+
+
+# ---------------------------------------------------------------- the kind
+
+
+def _summarise(rs: ResultSet, same_topology: Sequence[ResultSet]) -> ConnrateSummary:
+    return summarise_connrate(rs.records, rs.header.config.paths)
+
+
+def _run_line(cfg: ExperimentConfig) -> str:
+    return (f"{cfg.rounds} round(s) of {cfg.seconds} s (+{cfg.omit_seconds} s warm-up), "
+            "harness connection-rate probe")
+
+
+KIND = Kind(name="connrate", driver="connrate", summarise=_summarise, section=_section, figures=_figures,
+            check=check_probe_kind, uses_probe=True, run_line=_run_line)

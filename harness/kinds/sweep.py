@@ -4,15 +4,27 @@ A path that keeps up delivers the offered rate (the spec saw < 1% off from
 100 Mbit/s to 20 Gbit/s); one that does not falls below it. Rates above what
 the host itself carries (the direct path's capacity) cannot be delivered by
 any path, so the summary keeps that capacity next to the cells.
+
+The whole kind in one module: its summary (pure statistics over the records), its report
+section, its figures, and `KIND`, which harness/kinds/__init__.py registers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.records.results import Record
+from harness.define.experiment import ConfigDraft
+from harness.kinds.base import Add, FileSummary, Kind, ReportContext
+from harness.present.format import DASH, fmt_mbps, fmt_pct, fmt_range, fmt_rate, notes_block, table
+from harness.present.plots import caption, finish, new_figure, series_style, whiskers
+from harness.records.results import Record, ResultSet
 from harness.summarise.stats import Summary, ratio_pct, summarise
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # Below this share of the offered rate a path is "not keeping up". iperf3's
 # pacing lands within ~1% of the rate over a 5-s run when nothing limits it;
@@ -146,3 +158,152 @@ def _notes(s: SweepSummary) -> list[str]:
         if failed:
             notes.append(f"{path}: {failed} failed measurement(s) left out (see the result file)")
     return notes
+
+
+# ---------------------------------------------------------------- report section
+
+
+ABOVE_CAPACITY_MARK = "‡"
+
+
+def render_sweep_table(s: SweepSummary) -> str:
+    """Offered rate as rows; per path the delivered median (Mbit/s) and delivered / offered."""
+    header = ["Offered, Mbit/s"]
+    for p in s.paths:
+        header += [f"`{p}`", "%"]
+    rows = []
+    for rate in s.rates_mbps:
+        label = fmt_rate(rate) + (f" {ABOVE_CAPACITY_MARK}" if s.above_capacity(rate) else "")
+        cells = [label]
+        for p in s.paths:
+            c = s.cell(p, rate)
+            if c is None:
+                cells += [DASH, DASH]
+            else:
+                cells += [fmt_mbps(c.delivered_mbps.median), fmt_pct(c.pct_of_offered)]
+        rows.append(cells)
+    return table(header, rows, align_first_left=False)
+
+
+def render_sweep_findings(s: SweepSummary) -> list[str]:
+    """The host's capacity and where each path stops delivering the offered rate."""
+    out = []
+    c = s.capacity
+    if c is not None and c.throughput_mbps.n:
+        if c.lower_bound:
+            out.append(f"Capacity of this host: the `{c.path}` path (iperf3 to iperf3, no forwarder) delivered every "
+                       f"offered rate, up to {fmt_mbps(c.throughput_mbps.median)} Mbit/s; its ceiling is higher "
+                       "(run the headline experiment into the same directory to measure it).")
+        else:
+            out.append(f"Capacity of this host: the `{c.path}` path (iperf3 to iperf3, no forwarder) carries "
+                       f"{fmt_range(c.throughput_mbps)} Mbit/s ({c.source}). Rows marked {ABOVE_CAPACITY_MARK} "
+                       "offer more than its median: no path can deliver them here, so those rows show the "
+                       "host's limit, not the forwarders'.")
+    lines = []
+    for p in s.paths:
+        short = s.shortfalls(p)
+        if not short:
+            kept = [r for r in s.rows if r.path == p and r.keeps_up]
+            if kept:
+                lines.append(f"`{p}` delivers ≥ {KEEPS_UP_PCT:g}% of the offered rate at every rate measured.")
+            continue
+        first = short[0]
+        at = ", ".join(fmt_rate(r.offered_mbps) for r in short)
+        where = ""
+        if s.above_capacity(first.offered_mbps):
+            where = ", above the host's capacity"
+        elif c is not None and not c.lower_bound:
+            where = ", below the host's capacity: the path itself, or its share of the CPU, is the limit there"
+        base = s.cell(CAPACITY_PATH, first.offered_mbps) if p != CAPACITY_PATH else None
+        if base is not None:
+            where += f"; `{CAPACITY_PATH}` at that rate: {fmt_pct(base.pct_of_offered)}"
+        lines.append(f"`{p}` falls below {KEEPS_UP_PCT:g}% of the offered rate at {at} Mbit/s; first at "
+                     f"{fmt_rate(first.offered_mbps)}: {fmt_mbps(first.delivered_mbps.median)} Mbit/s delivered "
+                     f"({fmt_pct(first.pct_of_offered)}{where}).")
+    if lines:
+        out.append("Where the paths diverge from the offered rate:\n\n" + "\n".join(f"- {x}" for x in lines))
+    return out
+
+
+def _section(fs: FileSummary[SweepSummary], ctx: ReportContext) -> list[str]:
+    s = fs.summary
+    return ["Delivered = iperf3's sender-side rate (median over the rounds) at each offered rate (`iperf3 -b`); "
+            "% = delivered / offered.", render_sweep_table(s), *render_sweep_findings(s), *notes_block(s.notes)]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _capacity_line(ax: Axes, s: SweepSummary, vertical: bool) -> None:
+    c = s.capacity
+    if c is None or c.throughput_mbps.median is None or c.lower_bound:
+        return
+    label = f"{c.path} capacity {c.throughput_mbps.median:,.0f} Mbit/s"
+    line = ax.axvline if vertical else ax.axhline
+    line(c.throughput_mbps.median, color="dimgray", linestyle=":", label=label)
+
+
+def plot_sweep_delivered(s: SweepSummary, cap: str) -> Figure:
+    """Delivered vs offered per path (log-log), with the ideal line delivered = offered."""
+    fig, ax = new_figure("Offered-load sweep: delivered vs offered", cap)
+    rates = list(s.rates_mbps)
+    if rates:
+        ax.plot(rates, rates, color="black", linestyle="--", linewidth=1, label="ideal (delivered = offered)")
+    for i, path in enumerate(s.paths):
+        rows = [r for r in s.rows if r.path == path and r.delivered_mbps.median is not None]
+        errs = [whiskers(r.delivered_mbps) for r in rows]
+        ax.errorbar([r.offered_mbps for r in rows], [r.delivered_mbps.median or 0.0 for r in rows],
+                    yerr=([e[0] for e in errs], [e[1] for e in errs]), label=path, **series_style(path, i))
+    _capacity_line(ax, s, vertical=False)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Offered load, Mbit/s (iperf3 -b)")
+    ax.set_ylabel("Delivered, Mbit/s (median, whiskers min–max)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(which="both", alpha=0.3)
+    return finish(fig)
+
+
+def plot_sweep_ratio(s: SweepSummary, cap: str) -> Figure:
+    """Delivered / offered in % per path over the sweep, with 100% and the keeps-up threshold."""
+    fig, ax = new_figure("Offered-load sweep: share of the offered rate delivered", cap)
+    for i, path in enumerate(s.paths):
+        rows = [r for r in s.rows if r.path == path and r.ratio_pct.median is not None]
+        errs = [whiskers(r.ratio_pct) for r in rows]
+        ax.errorbar([r.offered_mbps for r in rows], [r.ratio_pct.median or 0.0 for r in rows],
+                    yerr=([e[0] for e in errs], [e[1] for e in errs]), label=path, **series_style(path, i))
+    ax.axhline(100.0, color="black", linewidth=1, label="100% (keeps up)")
+    ax.axhline(KEEPS_UP_PCT, color="tab:red", linestyle="--", linewidth=1, label=f"{KEEPS_UP_PCT:g}% threshold")
+    _capacity_line(ax, s, vertical=True)
+    ax.set_xscale("log")
+    ax.set_xlabel("Offered load, Mbit/s (iperf3 -b)")
+    ax.set_ylabel("Delivered / offered, % (median, whiskers min–max)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(which="both", alpha=0.3)
+    return finish(fig)
+
+
+def _figures(fs: FileSummary[SweepSummary]) -> dict[str, Figure]:
+    s = fs.summary
+    if not s.rows:
+        return {}
+    cap = caption(fs.header)
+    return {"delivered": plot_sweep_delivered(s, cap), "ratio": plot_sweep_ratio(s, cap)}
+
+
+# ---------------------------------------------------------------- the kind
+
+
+def _summarise(rs: ResultSet, same_topology: Sequence[ResultSet]) -> SweepSummary:
+    # The host's capacity: unpaced, uncapped runs of files on the same topology (a headline run).
+    unpaced = [r for o in same_topology for r in o.records if r.offered_mbps is None and r.cap_bytes_per_s is None]
+    return summarise_sweep(rs.records, rs.header.config.paths, unpaced)
+
+
+def _check(d: ConfigDraft, add: Add) -> None:
+    if not d.offered_mbps:
+        add("offered_mbps", "a sweep experiment needs at least one offered rate")
+
+
+KIND = Kind(name="sweep", driver="iperf3", summarise=_summarise, section=_section, figures=_figures,
+            check=_check)

@@ -1,4 +1,4 @@
-"""Measurement drivers: what runs through a path once it is up, chosen by the experiment's kind.
+"""Measurement drivers: what runs through a path once it is up, named by the experiment's kind.
 
 A driver owns the target the path forwards to (started on setup.target_port
 before the client), the client that measures, and how the client's raw
@@ -7,7 +7,7 @@ every driver: path up, target, forwarder CPU around the client, path down,
 one Record. The target runs on the topology's target executor, bound to the
 target address; the client on the client executor (harness.site.topology).
 
-    iperf3    iperf3 server + client (TCP or UDP); every kind but the two below
+    iperf3    iperf3 server + client (TCP or UDP)
     latency   echo server + the latency probe (setup time, 1-byte RTT)
     connrate  echo server + the connection-rate probe (several processes)
 """
@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from harness.define.experiment import ExperimentConfig, ProbeSettings
 from harness.define.plan import Measurement
 from harness.errors import IperfError, ProbeError
+from harness.kinds import kind_of
 from harness.measure.iperf import IperfParams, open_iperf_server, run_client
 from harness.measure.probe import (
     CHILD_TIMEOUT_MARGIN_S,
@@ -130,9 +131,10 @@ class ConnrateDriver(_ProbeDriver):
         return dict(conn_per_s=r.conn_per_s, conns_ok=r.conns_ok, conn_errors=r.conn_errors)
 
 
-DRIVERS: dict[str, type[Driver]] = {"latency": LatencyDriver, "connrate": ConnrateDriver}
+# Driver name (a kind's `driver`, harness.kinds) -> driver.
+DRIVERS: dict[str, type[Driver]] = {"iperf3": IperfDriver, "latency": LatencyDriver, "connrate": ConnrateDriver}
 
 
 def driver_for(kind: str) -> Driver:
-    """The driver an experiment kind measures with (iperf3 unless the kind names a probe)."""
-    return DRIVERS.get(kind, IperfDriver)()
+    """The driver an experiment kind measures with (the one its declaration names)."""
+    return DRIVERS[kind_of(kind).driver]()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.kinds import summarise_results
+from harness.kinds.base import ReportContext
 from harness.kinds.connrate import summarise_connrate
 from harness.kinds.latency import summarise_latency
 from harness.kinds.peers import NOT_MEASURED, summarise_peers
 from harness.kinds.udp import summarise_udp
 from harness.present.plots import dump_plots, figures_for
-from harness.present.report import SECTIONS, ReportContext, render_report
+from harness.present.report import render_report
 from harness.records.results import load_results_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
@@ -29,12 +31,12 @@ def _sets():
 
 
 def render_sections() -> str:
-    sets = _sets()
-    ctx = ReportContext(tuple(sets))
+    files = summarise_results(_sets()).files
+    ctx = ReportContext(files)
     out = []
     for kind in KINDS:
-        rs = next(r for r in sets if r.header.kind == kind)
-        out.append(f"<!-- {kind} -->\n\n" + "\n\n".join(SECTIONS[kind](rs, ctx)))
+        fs = next(f for f in files if f.header.kind == kind)
+        out.append(f"<!-- {kind} -->\n\n" + "\n\n".join(fs.kind.section(fs, ctx)))
     return "\n\n".join(out) + "\n"
 
 
@@ -75,15 +77,15 @@ def test_summaries_of_the_fixture_are_consistent() -> None:
 
 
 def test_plots_of_each_kind(tmp_path: Path) -> None:
-    sets = _sets()
-    names = {name for rs in sets for name in figures_for(rs, sets)}
+    files = summarise_results(_sets()).files
+    names = {name for fs in files for name in figures_for(fs)}
     assert names == {"peers-throughput", "latency-latency", "connrate-rate", "udp-udp"}
-    written = dump_plots(sets, tmp_path)
+    written = dump_plots(files, tmp_path)
     files = sorted(p.name for ps in written.values() for p in ps)
     assert len(files) == 8 and all((tmp_path / f).stat().st_size > 1000 for f in files)
 
 
 def test_whole_report_renders_with_the_new_kinds() -> None:
-    text = render_report(_sets())
+    text = render_report(summarise_results(_sets()))
     for kind in KINDS:
         assert f"## {kind} ({kind})" in text
