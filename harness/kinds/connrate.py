@@ -117,7 +117,7 @@ def _section(fs: FileSummary[ConnrateSummary], ctx: ReportContext) -> list[str]:
     header = ["Path", "Connections/s: median [min–max]", "% of ceiling", "Errors", "Forwarder CPU, µs/connection"]
     rows = [[f"`{r.path}`" + (" (ceiling)" if s.ceiling is not None and r.path == s.ceiling.path else ""),
              fmt_range(r.conn_per_s, fmt_count), fmt_pct(r.pct_of_ceiling, 0), f"{r.errors}",
-             fmt_us(r.cpu_us_per_conn.median) if r.cpu_us_per_conn.n else no_cpu(r.path)]
+             fmt_us(r.cpu_us_per_conn.median) if r.cpu_us_per_conn.n else no_cpu(r.path, fs.header.path_facts.get(r.path))]
             for r in s.rows]
     out = [f"Completed short connections per second (connect, 1-byte request, 1-byte reply, the server closes) "
            f"over {fs.config.seconds} s after {fs.config.omit_seconds} s of warm-up, "

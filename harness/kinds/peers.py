@@ -12,7 +12,7 @@ section, its figures, and `KIND`, which harness/kinds/__init__.py registers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +21,6 @@ from harness.kinds.connrate import ConnrateSummary
 from harness.kinds.headline import summarise_headline
 from harness.kinds.latency import LatencySummary
 from harness.kinds.udp import UdpSummary
-from harness.paths import PATHS
 from harness.present.format import (
     DASH,
     fmt_bytes,
@@ -37,6 +36,7 @@ from harness.present.format import (
     table,
 )
 from harness.present.plots import FIG_SIZE_IN, caption, color, finish, hbars, new_figure
+from harness.records.header import PathFacts
 from harness.records.results import Record, ResultSet
 from harness.summarise.stats import Summary, ratio_pct
 
@@ -140,7 +140,7 @@ def summarise_peers(records: Iterable[Record], path_order: Sequence[str] = ()) -
 # ---------------------------------------------------------------- report section
 
 
-def render_peers_table(s: PeersSummary) -> str:
+def render_peers_table(s: PeersSummary, facts: Mapping[str, PathFacts]) -> str:
     """One row per path: throughput median [min-max], % of iptables, Portunus as % of it, CPU, buffer."""
     header = ["Forwarder", "Variant", "Path", "Throughput, Mbit/s: median [min–max]", "% of iptables",
               f"`{PORTUNUS}` ÷ this", "Forwarder CPU, s/GB", "Buffer", "Runs (n)"]
@@ -150,14 +150,17 @@ def render_peers_table(s: PeersSummary) -> str:
                                                               else " (no splice: no pipes seen)"))
         rows.append([r.forwarder, variant, f"`{r.path}`", fmt_range(r.throughput_mbps), fmt_pct(r.pct_of_iptables, 0),
                      fmt_pct(r.portunus_pct, 0),
-                     fmt_cpu(r.cpu_s_per_gb) if r.cpu_s_per_gb.n else no_cpu(r.path),
+                     fmt_cpu(r.cpu_s_per_gb) if r.cpu_s_per_gb.n else no_cpu(r.path, facts.get(r.path)),
                      fmt_bytes(r.buffer_bytes), f"{r.throughput_mbps.n}" + (f" ({r.n_failed} failed)" if r.n_failed else "")])
     return table(header, rows)
 
 
 def render_peers_overview(peers: PeersSummary | None, lat: LatencySummary | None, cr: ConnrateSummary | None,
-                          udp: UdpSummary | None) -> str:
-    """Every forwarder across the experiments of this directory: the spec's comparison table, measured."""
+                          udp: UdpSummary | None, facts: Mapping[str, PathFacts]) -> str:
+    """Every forwarder across the experiments of this directory: the spec's comparison table, measured.
+
+    facts: what the files' headers recorded about each path (a TCP-only path shows no UDP cell).
+    """
     order = list(dict.fromkeys([r.path for r in (peers.rows if peers else ())]
                                + [r.path for r in (lat.rows if lat else ())]
                                + [r.path for r in (cr.rows if cr else ())] + list(udp.paths if udp else ())))
@@ -180,7 +183,8 @@ def render_peers_overview(peers: PeersSummary | None, lat: LatencySummary | None
         if top is not None and udp is not None:
             u = udp.cell(path, top)
             if u is None:
-                row.append(DASH if "udp" not in getattr(PATHS.get(path), "protocols", ("udp",)) else "not run")
+                f = facts.get(path)
+                row.append(DASH if f is not None and "udp" not in f.protocols else "not run")
             elif not u.delivered_mbps.n:
                 row.append(f"failed ({u.n_failed} run(s))")
             else:
@@ -199,20 +203,21 @@ def _section(fs: FileSummary[PeersSummary], ctx: ReportContext) -> list[str]:
            "duration and warm-up. Each peer runs with its defaults (what users get) and, where it has a buffer "
            "setting, again with buffers comparable to Portunus's copy path (256 KiB). Throughput is iperf3's "
            f"sender side; `{PORTUNUS}` ÷ this > 100% means Portunus (splice fast path) is faster.",
-           render_peers_table(s)]
+           render_peers_table(s, fs.header.path_facts)]
     # The newest latency / connrate / udp files of the directory, on this file's topology.
     others = {k: ctx.latest(k, fs) for k in ("latency", "connrate", "udp")}
     if any(others.values()):
         lat = _summary_of(others["latency"], LatencySummary)
         cr = _summary_of(others["connrate"], ConnrateSummary)
         udp = _summary_of(others["udp"], UdpSummary)
+        facts = {p: f for o in (*others.values(), fs) if o is not None for p, f in o.header.path_facts.items()}
         out += ["All experiments of this directory at a glance (medians over rounds; details in their sections):",
-                render_peers_overview(s, lat, cr, udp)]
+                render_peers_overview(s, lat, cr, udp, facts)]
     out.append("Not measured here:\n\n" + "\n".join(f"- {name}: {why}" for name, why in s.not_measured))
     notes = list(s.notes)
     for r in s.rows:
-        cls = PATHS.get(r.path)
-        if cls is not None and not getattr(cls, "half_close", True):
+        f = fs.header.path_facts.get(r.path)
+        if f is not None and not f.half_close:
             notes.append(f"{r.path}: no TCP half-close (on the first EOF it closes both ways; a reply still in "
                          "flight is lost). iperf3 never half-closes mid-test, so the throughput stands.")
     return out + notes_block(notes)

@@ -106,7 +106,7 @@ def _section(fs: FileSummary[UdpSummary], ctx: ReportContext) -> list[str]:
             rows.append([fmt_rate(rate), f"`{p}`", fmt_range(c.delivered_mbps), fmt_pct(c.pct_of_offered),
                          fmt_range(c.loss_pct, lambda v: fmt_pct(v, 2)),
                          DASH if c.jitter_ms.median is None else f"{c.jitter_ms.median:.3f}",
-                         fmt_cpu(c.cpu_s_per_gb) if c.cpu_s_per_gb.n else no_cpu(p)])
+                         fmt_cpu(c.cpu_s_per_gb) if c.cpu_s_per_gb.n else no_cpu(p, fs.header.path_facts.get(p))])
     out = [f"`iperf3 -u` at each offered rate ({f'{size}-byte datagrams' if size else 'iperf3 default datagram size'}); "
            "delivered, loss and jitter are iperf3's receiver side. Every path forwards the UDP port and, on the "
            "same port, TCP for iperf3's control connection. `direct` shows what the host itself loses.",

@@ -221,7 +221,8 @@ def _run_plan(cfg: ExperimentConfig, plan: list[Measurement], done: set, results
     else:
         header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg,
                         sysinfo=SysInfo.from_dict(collect_sysinfo()), argv=list(argv), unavailable_paths=unavailable,
-                        topology=TopologyInfo.from_dict(topology.describe()))
+                        topology=TopologyInfo.from_dict(topology.describe()),
+                        path_facts={p: PATHS[p].facts() for p in cfg.paths})
         writer = create_results(results_path, header)
 
     todo = [m for m in plan if m.key not in done]

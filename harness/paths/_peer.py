@@ -61,8 +61,6 @@ class PeerPath(ForwardPath):
     package: ClassVar[str]
     # `tool --version`-style argv tail, recorded in path_info.
     version_args: ClassVar[tuple[str, ...]] = ("-V",)
-    # Whether an EOF one way is passed on while the other way keeps flowing (TCP half-close).
-    half_close: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._binary = self.find_tool()

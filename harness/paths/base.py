@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.records.header import PathFacts
 from harness.site.executor.base import Executor
 from harness.site.topology.base import LOOPBACK_SITE, Site
 
@@ -102,6 +103,14 @@ class ForwardPath(abc.ABC):
     # Values of setup.protocol the path can carry. "udp" means UDP datagrams AND TCP on
     # the same listen port: `iperf3 -u` keeps its control connection on TCP.
     protocols: ClassVar[tuple[str, ...]] = ("tcp",)
+    # Whether an EOF one way is passed on while the other way keeps flowing (TCP half-close).
+    half_close: ClassVar[bool] = True
+
+    @classmethod
+    def facts(cls) -> PathFacts:
+        """What the result header records about this path, so analysis needs no path class."""
+        return PathFacts(forwarder_process=cls.has_forwarder_process, protocols=tuple(cls.protocols),
+                         half_close=cls.half_close, capped=cls.capped)
 
     def available(self) -> Availability:
         """Whether this path can run here; cheap, no side effects."""

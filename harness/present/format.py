@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from harness.define.experiment import ExperimentConfig
-from harness.paths import PATHS
+from harness.records.header import PathFacts
 from harness.summarise.stats import Summary
 
 DASH = "–"
@@ -82,12 +82,11 @@ def notes_block(notes: Sequence[str]) -> list[str]:
     return ["Notes:\n\n" + "\n".join(f"- {n}" for n in notes)] if notes else []
 
 
-def no_cpu(path: str) -> str:
-    """What a CPU cell says for a path without a forwarder process of its own."""
+def no_cpu(path: str, facts: PathFacts | None) -> str:
+    """What a CPU cell says for a path without a forwarder process of its own (facts: its header's)."""
     if path in NO_FORWARDER_CPU:
         return NO_FORWARDER_CPU[path]
-    cls = PATHS.get(path)
-    return "kernel (not attributable)" if cls is not None and not cls.has_forwarder_process else DASH
+    return "kernel (not attributable)" if facts is not None and not facts.forwarder_process else DASH
 
 
 def probe_settings(cfg: ExperimentConfig) -> Mapping[str, Any]:

@@ -98,6 +98,24 @@ LOOPBACK_INFO = TopologyInfo.from_dict(LOOPBACK_TOPOLOGY)
 
 
 @dataclass(frozen=True)
+class PathFacts:
+    """What analysis needs to know about a path, recorded from its class at run time (since schema 4)."""
+
+    forwarder_process: bool  # False: kernel or no forwarder, no CPU of its own to charge
+    protocols: tuple[str, ...]  # "udp": UDP and TCP on the same port (iperf3 -u keeps TCP for control)
+    half_close: bool  # an EOF one way is passed on while the other way keeps flowing
+    capped: bool  # measured at each of the experiment's caps
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PathFacts:
+        return cls(bool(d["forwarder_process"]), tuple(d["protocols"]), bool(d["half_close"]), bool(d["capped"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"forwarder_process": self.forwarder_process, "protocols": list(self.protocols),
+                "half_close": self.half_close, "capped": self.capped}
+
+
+@dataclass(frozen=True)
 class Header:
     """What the whole file shares: the experiment, its config, the host."""
 
@@ -110,6 +128,8 @@ class Header:
     unavailable_paths: dict[str, str] = field(default_factory=dict)  # path -> reason it was skipped
     # since schema 3: where it ran (harness.site.topology.*.describe())
     topology: TopologyInfo = LOOPBACK_INFO
+    # since schema 4: path -> its facts, for every path of the config (harness.paths at run time)
+    path_facts: dict[str, PathFacts] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
 
@@ -117,6 +137,7 @@ class Header:
         return {"experiment": self.experiment, "kind": self.kind, "created_at": self.created_at,
                 "config": self.config.to_dict(), "sysinfo": self.sysinfo.to_dict(), "argv": list(self.argv),
                 "unavailable_paths": dict(self.unavailable_paths), "topology": self.topology.to_dict(),
+                "path_facts": {p: f.to_dict() for p, f in self.path_facts.items()},
                 "schema_version": self.schema_version, "format": self.format}
 
     @classmethod
@@ -130,4 +151,5 @@ class Header:
         d["config"] = ExperimentConfig.from_dict(d.get("config"))
         d["sysinfo"] = SysInfo.from_dict(d.get("sysinfo") or {})
         d["topology"] = TopologyInfo.from_dict(d.get("topology"))
+        d["path_facts"] = {str(p): PathFacts.from_dict(f) for p, f in (d.get("path_facts") or {}).items()}
         return cls(**d)

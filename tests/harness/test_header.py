@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.define.experiment import ExperimentConfig
 from harness.define.load import ConfigError, load_config, with_base_port
-from harness.records.header import Header, SysInfo, TopologyInfo
+from harness.records.header import Header, PathFacts, SysInfo, TopologyInfo
 from harness.records.results import ResultsError, load_results
 from harness.records.schema import upgrade_line
 from tests.harness.conftest import FIXTURES
@@ -68,3 +69,29 @@ def test_base_port_override_is_checked_and_keeps_the_rest() -> None:
     assert with_base_port(cfg, 20000, "--base-port") == ExperimentConfig(**{**cfg.__dict__, "base_port": 20000})
     with pytest.raises(ConfigError, match=r"--base-port with x: base_port: must be in \[1024, 65519\], got 5"):
         with_base_port(cfg, 5, "--base-port with x")
+
+
+def test_version_3_headers_get_the_facts_their_paths_had() -> None:
+    from harness.paths import PATHS
+    from harness.records.schema import PATH_FACTS_V3
+
+    # The frozen table is what the path classes said when schema 3 was current (this commit): if a
+    # path's facts change on purpose later, old files keep the old facts; drop that path from here.
+    for name, (forwarder_process, protocols, half_close, capped) in PATH_FACTS_V3.items():
+        assert PATHS[name].facts() == PathFacts(forwarder_process, protocols, half_close, capped), name
+    peers = REPO / "results/2026-11-25-vm/peers.jsonl"
+    h = load_results(peers).header
+    assert set(h.path_facts) == set(h.config.paths)
+    assert not h.path_facts["rinetd"].half_close and not h.path_facts["iptables"].forwarder_process
+    assert "udp" not in h.path_facts["haproxy"].protocols and "udp" in h.path_facts["socat"].protocols
+
+
+def test_a_new_header_records_the_facts_of_every_configured_path(tmp_path: Path) -> None:
+    from harness.paths import PATHS
+    from harness.records.results import create_results
+
+    cfg = load_config(REPO / "configs/peers.yaml")
+    h = replace(header(), config=cfg, path_facts={p: PATHS[p].facts() for p in cfg.paths})
+    create_results(tmp_path / "r.jsonl", h).close()
+    back = load_results(tmp_path / "r.jsonl").header
+    assert back == h and back.path_facts["rinetd"] == PathFacts(True, ("tcp", "udp"), False, False)

@@ -7,6 +7,7 @@ rendered sections are compared to a golden file, and its plots are drawn.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from harness.kinds import summarise_results
@@ -17,7 +18,7 @@ from harness.kinds.peers import NOT_MEASURED, summarise_peers
 from harness.kinds.udp import summarise_udp
 from harness.present.plots import dump_plots, figures_for
 from harness.present.report import render_report
-from harness.records.results import load_results_dir
+from harness.records.results import ResultSet, load_results_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
 GOLDEN = FIXTURES / "sections.md"
@@ -89,3 +90,16 @@ def test_whole_report_renders_with_the_new_kinds() -> None:
     text = render_report(summarise_results(_sets()))
     for kind in KINDS:
         assert f"## {kind} ({kind})" in text
+
+
+def test_what_a_path_is_comes_from_the_file_not_the_path_classes() -> None:
+    """The report reads path facts from the header: change them there and the report follows."""
+    sets = _sets()
+    peers = next(rs for rs in sets if rs.header.kind == "peers")
+    facts = dict(peers.header.path_facts)
+    facts["rinetd"] = replace(facts["rinetd"], half_close=True)
+    facts["socat"] = replace(facts["socat"], half_close=False, forwarder_process=False)
+    edited = ResultSet(peers.path, replace(peers.header, path_facts=facts), peers.records, peers.events)
+    text = render_report(summarise_results([edited if rs is peers else rs for rs in sets]))
+    assert "socat: no TCP half-close" in text and "rinetd: no TCP half-close" not in text
+    assert "rinetd: no TCP half-close" in render_sections()  # what the committed file says

@@ -64,7 +64,7 @@ def test_netns_headline_and_loopback_side_by_side_through_the_cli(tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _ours(prefix)
     rs = load_results(out / "netns-headline.jsonl")
-    assert rs.complete and rs.header.schema_version == 3
+    assert rs.complete and rs.header.schema_version == 4 and set(rs.header.path_facts) == set(rs.header.config.paths)
     topo = rs.header.topology
     assert topo.kind == "netns" and (topo.namespaces or {})["edge"] == f"{prefix}edge"
     assert (topo.links or {})["client_edge"] == {"mtu": 1500}
