@@ -124,10 +124,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if outcome.interrupted:
         print(f"records so far: {records_path}", file=sys.stderr)
         return outcome.exit_code
+    from harness.kinds import summarise_file
+    from harness.kinds.capped import summarise_capped
     from harness.records.results import load_results
 
-    records = load_results(records_path).records
-    doc = build_sweep_json(records) if cfg.offered_mbps else build_compare_json(records, args.cap_bytes_per_sec)
+    rs = load_results(records_path)
+    if cfg.offered_mbps:
+        doc = build_sweep_json(rs.records)
+    else:  # a headline-kind file: its summary, and the capped client rule's accuracy
+        doc = build_compare_json(summarise_file(rs).summary, summarise_capped(rs.records), args.cap_bytes_per_sec)
     text = json.dumps(doc, indent=2)
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

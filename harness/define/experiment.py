@@ -21,6 +21,10 @@ from harness.define.topology import LOOPBACK_SPEC, TopologySpec, parse_topology
 CONFIG_SCHEMA_VERSION = 1
 
 EXPERIMENT_PROTOCOLS = ("tcp", "udp")
+# Cap accuracy (capped kind): the spec's acceptance bound (delivered <= cap + 10%) and the
+# tighter goal (|delivered - cap| <= 2%); an experiment file may set others.
+DEFAULT_CAP_BOUND_PCT = 10.0
+DEFAULT_CAP_GOAL_PCT = 2.0
 # iperf3 drivers (harness.measure.iperf): the iperf3 CLI with -J, or the PyPI wrapper in a child process.
 IPERF_BACKENDS = ("cli", "python")
 MAX_PORT = 65535
@@ -82,8 +86,8 @@ class ExperimentConfig:
     caps_bytes_per_s: tuple[int, ...] = ()
     shuffle_seed: int = 1
     base_port: int | None = None
-    cap_bound_pct: float = 10.0
-    cap_goal_pct: float = 2.0
+    cap_bound_pct: float = DEFAULT_CAP_BOUND_PCT
+    cap_goal_pct: float = DEFAULT_CAP_GOAL_PCT
     pair: tuple[str, str] | None = None
     description: str = ""
     datagram_bytes: int | None = None

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.define.experiment import ConfigDraft
+from harness.define.experiment import DEFAULT_CAP_BOUND_PCT, DEFAULT_CAP_GOAL_PCT, ConfigDraft
 from harness.kinds.base import Add, FileSummary, Kind, ReportContext
 from harness.present.format import DASH, fmt_mbps, fmt_range, table
 from harness.present.plots import caption, color, finish, new_figure, whiskers
@@ -65,8 +65,12 @@ class CappedSummary:
     bound_pct: float
     goal_pct: float
 
+    def get(self, path: str, cap_bytes_per_s: int) -> CapRow | None:
+        return next((r for r in self.rows if r.path == path and r.cap_bytes_per_s == cap_bytes_per_s), None)
 
-def summarise_capped(records: Iterable[Record], bound_pct: float = 10.0, goal_pct: float = 2.0) -> CappedSummary:
+
+def summarise_capped(records: Iterable[Record], bound_pct: float = DEFAULT_CAP_BOUND_PCT,
+                     goal_pct: float = DEFAULT_CAP_GOAL_PCT) -> CappedSummary:
     """One row per (path, cap) over the capped records."""
     capped = [r for r in records if r.cap_bytes_per_s is not None]
     keys = list(dict.fromkeys((r.path, r.cap_bytes_per_s) for r in capped))

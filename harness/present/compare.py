@@ -11,11 +11,11 @@ has null in its keys. With several --rounds, "mbps" is the median.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from harness.kinds.capped import target_mbps, within_bound
+from harness.kinds.capped import CappedSummary, target_mbps, within_bound
+from harness.kinds.headline import HeadlineSummary
 from harness.records.results import Record
 from harness.summarise.stats import ratio_pct
 
@@ -35,30 +35,25 @@ SPEC_RATIO_KEYS = (
     ("client_vs_iptables_pct", "client", "iptables"),
     ("standalone_vs_client_pct", "standalone", "client"),
 )
-SPEC_BOUND_PCT = 10.0  # "inside the +10% acceptance bound"
+SPEC_BOUND_PCT = 10.0  # "inside the +10% acceptance bound": the key within_plus_10pct
+SPEC_CAPPED_PATH = "client_capped"  # the spec's capped key measures a client rule
 
 
-
-
-def _median(values: Iterable[float | int | None]) -> float | None:
-    vs = [v for v in values if v is not None]
-    return float(statistics.median(vs)) if vs else None
 
 
 def _round(v: float | None, digits: int) -> float | None:
     return None if v is None else round(v, digits)
 
 
-def build_compare_json(records: Iterable[Record], cap_bytes_per_s: int) -> dict[str, Any]:
-    """The spec's headline JSON from compare records (pure)."""
-    recs = [r for r in records if r.ok and r.offered_mbps is None]
+def build_compare_json(headline: HeadlineSummary, capped: CappedSummary, cap_bytes_per_s: int) -> dict[str, Any]:
+    """The spec's headline JSON from the compare run's summaries: its headline and its cap accuracy (pure)."""
     medians: dict[str, float | None] = {}
     out: dict[str, Any] = {}
     for path, key in SPEC_PATH_KEYS.items():
-        mine = [r for r in recs if r.path == path and r.cap_bytes_per_s is None]
-        mbps = _median(r.throughput_mbps for r in mine)
+        p = headline.get(path)
+        mbps = p.throughput_mbps.median if p is not None else None
         medians[path] = mbps
-        retr = _median(r.retransmits for r in mine)
+        retr = p.retransmits.median if p is not None else None
         out[key] = None if mbps is None else {"mbps": _round(mbps, 3),
                                              "retransmits": None if retr is None else int(round(retr))}
     ratios = {k: _round(ratio_pct(medians[a], medians[b]), 2) for k, a, b in SPEC_RATIO_KEYS}
@@ -68,8 +63,8 @@ def build_compare_json(records: Iterable[Record], cap_bytes_per_s: int) -> dict[
                 "standalone_vs_direct_pct", "standalone_vs_iptables_pct", "client_uncapped",
                 "client_vs_direct_pct", "client_vs_iptables_pct", "standalone_vs_client_pct"):
         ordered[key] = out[key] if key in out else ratios[key]
-    capped = [r for r in recs if r.path == "client_capped" and r.cap_bytes_per_s == cap_bytes_per_s]
-    delivered = _median(r.receiver_mbps for r in capped)
+    row = capped.get(SPEC_CAPPED_PATH, cap_bytes_per_s)
+    delivered = row.delivered_mbps.median if row is not None else None
     ordered["client_capped"] = None if cap_bytes_per_s <= 0 or delivered is None else {
         "cap_bytes_per_sec": cap_bytes_per_s,
         "mbps": _round(delivered, 3),
