@@ -31,8 +31,8 @@ from harness.site.executor.base import ExecutorError
 from harness.site.executor.lab_sshd import LabSshd, open_lab_sshd
 from harness.site.executor.local import LOCAL, NetnsExecutor
 from harness.site.executor.nsenter import entered_netns
-from harness.site.executor.ssh import (
-    SshExecutor,
+from harness.site.executor.ssh import SshExecutor
+from harness.site.executor.ssh_shell import (
     env_delta,
     parse_ss_pids,
     parse_stat_snapshot,

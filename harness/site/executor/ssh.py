@@ -1,5 +1,10 @@
 """SshExecutor: a role on another host, driven over one SSH connection (asyncssh).
 
+Why this module is longer than ~400 lines: it is one class implementing the
+whole Executor interface (processes, commands, files, listeners, CPU,
+connections) over one connection and its event loop; its pure command-line
+and parsing helpers are already apart (ssh_shell.py).
+
 Why asyncssh (and not Fabric/Paramiko): it is pure Python and actively
 maintained (releases every few months), needs no system ssh client or
 config, gives exit codes and separate stdout/stderr per command, port
@@ -32,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shlex
 import signal
 import socket
@@ -48,6 +52,14 @@ from harness.define.topology import SshSpec
 from harness.site import procs
 from harness.site.executor.base import Completed, Executor, ExecutorError, Proc
 from harness.site.executor.nsenter import entered_netns
+from harness.site.executor.ssh_shell import (
+    STAT_SNAPSHOT_CMD,
+    env_delta,
+    parse_ss_pids,
+    parse_stat_snapshot,
+    shell_prefix,
+    spawn_command,
+)
 
 T = TypeVar("T")
 
@@ -57,62 +69,6 @@ SPAWN_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.1
 STOP_GRACE_S = procs.STOP_GRACE_S
 REMOTE_SCRATCH_PREFIX = "portunus-bench-remote-"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SS_PID = re.compile(r"pid=(\d+),")
-
-
-def env_delta(env: Mapping[str, str] | None, base: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """(set, unset): what turns environment `base` into `env` (None: no change)."""
-    if env is None:
-        return {}, []
-    sets = {k: v for k, v in env.items() if base.get(k) != v and _ENV_NAME.match(k)}
-    unsets = sorted(k for k in base if k not in env and _ENV_NAME.match(k))
-    return sets, unsets
-
-
-def shell_prefix(extra_path: Sequence[str], sets: Mapping[str, str], unsets: Sequence[str],
-                 cwd: str | None) -> str:
-    """`export ...; unset ...; cd ...; ` for a remote command line (empty if nothing to do)."""
-    parts = []
-    if extra_path:
-        parts.append(f'export PATH={shlex.quote(":".join(extra_path))}:"$PATH"')
-    parts += [f"export {k}={shlex.quote(v)}" for k, v in sets.items()]
-    if unsets:
-        parts.append("unset " + " ".join(unsets))
-    if cwd:
-        parts.append(f"cd {shlex.quote(cwd)}")
-    return "".join(p + "; " for p in parts)
-
-
-def spawn_command(argv: Sequence[str], prefix: str, log_path: str | None) -> str:
-    """The remote command line that reports its pid on stderr's first line, then becomes argv."""
-    inner = shlex.join(argv)
-    if log_path is not None:
-        inner += f" >>{shlex.quote(log_path)} 2>&1"
-    return "exec sh -c " + shlex.quote(f"{prefix}echo $$ >&2; exec {inner}")
-
-
-def parse_ss_pids(ss_output: str) -> set[int]:
-    """Pids named in `ss -p` output (users:(("name",pid=123,fd=4),...))."""
-    return {int(m) for m in _SS_PID.findall(ss_output)}
-
-
-def parse_stat_snapshot(text: str) -> tuple[int, dict[int, str]]:
-    """`getconf CLK_TCK; cat /proc/[0-9]*/stat` output -> (ticks per second, {pid: stat line})."""
-    lines = text.splitlines()
-    if not lines:
-        raise ValueError("empty /proc snapshot")
-    clk = int(lines[0].strip())
-    stats: dict[int, str] = {}
-    for line in lines[1:]:
-        try:
-            stats[procs.parse_stat_pid(line)] = line
-        except ValueError:
-            continue
-    return clk, stats
-
-
-STAT_SNAPSHOT_CMD = "getconf CLK_TCK; cat /proc/[0-9]*/stat 2>/dev/null; true"
 
 
 class _Loop:
