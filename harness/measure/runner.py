@@ -212,7 +212,7 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
             guard.restore()
 
 
-def _run_plan(cfg: ExperimentConfig, plan: list[Measurement], done: set, results_path: Path, resuming: bool,
+def _run_plan(cfg: ExperimentConfig, plan: Sequence[Measurement], done: set, results_path: Path, resuming: bool,
               topology: Topology, guard: SignalGuard, unavailable: dict[str, str], argv: Sequence[str],
               workdir_root: Path | None, keep_workdir: bool, progress_stream: TextIO | None) -> RunOutcome:
     """The measurement loop over an open topology; the result file gets its run_end on every exit path."""

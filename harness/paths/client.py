@@ -98,9 +98,10 @@ class _Connection(http.client.HTTPConnection):
     def __init__(self, host: str, port: int, connector: Connector, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self._connector = connector
+        self._timeout_s = timeout  # HTTPConnection.timeout may be None; ours never is
 
     def connect(self) -> None:
-        self.sock = self._connector(self.host, self.port, self.timeout)
+        self.sock = self._connector(self.host, self.port, self._timeout_s)
 
 
 def http_json(method: str, url: str, token: str, body: dict[str, Any] | None = None,

@@ -232,7 +232,7 @@ def parse_floors(doc: Any, source: str = "<floors file>") -> tuple[Floor, ...]:
         raise GateDataError(f"{source}: schema_version {version} is newer than this harness reads "
                             f"({FLOORS_SCHEMA_VERSION}): update the harness")
     floors = doc.get("floors")
-    _require(isinstance(floors, list) and floors, source, "'floors' must be a non-empty list")
+    _require(isinstance(floors, list) and len(floors) > 0, source, "'floors' must be a non-empty list")
     out = []
     for i, f in enumerate(floors):
         try:
