@@ -2,6 +2,7 @@
 
 Layout (one JSON object per line, each with a "type"):
   header       first line, once: schema_version, experiment, kind, config, sysinfo, argv, ...
+               (records/header.py: loads back into typed values)
   measurement  one per measurement (a Record), written + flushed + fsynced as it ends
   run_end      when a run stops: status complete | interrupted | failed
   run_resumed  when `run --resume` continues the file
@@ -10,6 +11,7 @@ file stays valid (every line is whole: each is one write() of a full line).
 
 The raw iperf3 JSON of every run is kept verbatim (`iperf_raw`), so every
 derived number can be recomputed with harness.records.iperf_json.parse_iperf_json.
+The format's version history and the upgrades of older files: records/schema.py.
 """
 
 from __future__ import annotations
