@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint headline sweep peers netns report gate bench baseline gate-proof clean cleanup
+.PHONY: setup test lint headline sweep peers netns report gate bench baseline gate-proof bench-control clean cleanup
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory gate MAX_REGRESSION_PCT=50
 
-# ---- Regression gate: harness/gate.py, microbenchmarks in tests/benchmarks/ ----
+# ---- Regression gate: harness/gate/, microbenchmarks in benchmarks/microbench/ ----
 # make bench       microbenchmarks (~30 s): each operation through portunus-standalone and directly
 #                  (its twin), interleaved round by round; writes $(BENCH_OUT), prints a summary.
 # make gate        bench + the quick end-to-end run (configs/quick.yaml), both gated: proxy/direct
@@ -34,14 +34,14 @@ test: setup
 #                  the run-to-run spread), standalone vs iptables against the floor in $(FLOORS).
 # make baseline    refresh $(BASELINE) on purpose: BASELINE_RUNS runs pooled; review and commit it.
 # make gate-proof  the gate against real regressions: splice forced off (PORTUNUS_DISABLE_SPLICE=1)
-#                  and a 4 KiB-buffer copy forwarder (tests/benchmarks/slow_forwarder.py); prints
+#                  and a 4 KiB-buffer copy forwarder (benchmarks/microbench/slow_forwarder.py); prints
 #                  both verdicts, succeeds if the gate caught the slow forwarder.
 BASELINE ?= results/baselines/microbench.json
 FLOORS ?= results/baselines/quick-floors.json
 MAX_REGRESSION_PCT ?= 50
 BASELINE_RUNS ?= 3
 BENCH_OUT ?= /tmp/portunus-microbench.json
-BENCH_PYTEST = $(BIN)/pytest -q -p no:cacheprovider tests/benchmarks/test_microbench.py \
+BENCH_PYTEST = $(BIN)/pytest -q -p no:cacheprovider benchmarks/microbench/test_microbench.py \
 	--benchmark-columns=min,median,max,rounds --benchmark-sort=name
 GATE_ARGS = --baseline $(BASELINE) --max-regression-pct $(MAX_REGRESSION_PCT)
 
@@ -76,14 +76,21 @@ gate-proof: setup
 	PORTUNUS_DISABLE_SPLICE=1 PORTUNUS_BENCH_OUT=$$d/nosplice.json $(BENCH_PYTEST) > $$d/nosplice.log 2>&1 \
 	  || { cat $$d/nosplice.log; exit 2; }; \
 	$(BIN)/portunus-bench gate $(GATE_ARGS) --current $$d/nosplice.json; echo "gate exit: $$?"; \
-	echo "== 2/2: 4 KiB-buffer copy forwarder (tests/benchmarks/slow_forwarder.py) against the baseline"; \
+	echo "== 2/2: 4 KiB-buffer copy forwarder (benchmarks/microbench/slow_forwarder.py) against the baseline"; \
 	PORTUNUS_BENCH_FORWARDER=small-buffer-copy PORTUNUS_BENCH_OUT=$$d/slow.json $(BENCH_PYTEST) \
 	  > $$d/slow.log 2>&1 || { cat $$d/slow.log; exit 2; }; \
 	$(BIN)/portunus-bench gate $(GATE_ARGS) --current $$d/slow.json; g=$$?; \
 	echo "gate exit: $$g (1 = regression caught)"; rm -rf $$d; [ $$g -eq 1 ]
 
+# make bench-control  the control plane (benchmarks/control_push.py): rule push -> listener accepting
+#                     (p50/p99) and applying 1,000 rules, through a real portunus-server and portunus-client.
+CONTROL_BENCH_ARGS ?=
+
+bench-control: setup
+	$(BIN)/python -m benchmarks.control_push $(CONTROL_BENCH_ARGS)
+
 lint: setup
-	$(BIN)/ruff check portunus harness tests
+	$(BIN)/ruff check portunus harness tests benchmarks
 	$(BIN)/mypy
 
 headline: setup

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.netutil import free_port
-from harness.probe import open_echo_server
+from harness.measure.probe import open_echo_server
+from harness.site.netutil import free_port
 
 FORMAT_VERSION = 1
 CASES = ((1000, 1), (5000, 1), (10000, 2))

@@ -170,7 +170,7 @@ def cpu_s(pid: int) -> float:
 
 
 def free_port() -> int:
-    from harness.netutil import free_port as pick
+    from harness.site.netutil import free_port as pick
 
     return pick("127.0.0.1", socket.SOCK_STREAM)
 

@@ -54,16 +54,16 @@ from typing import Any, ClassVar
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import procs  # noqa: E402 - after the sys.path line above
 from harness.errors import PathError  # noqa: E402
-from harness.executor.local import LOCAL  # noqa: E402
-from harness.netutil import LOOPBACK, free_port  # noqa: E402
+from harness.measure.sysinfo import collect_sysinfo  # noqa: E402
 from harness.paths.base import ForwardPath, PathSetup  # noqa: E402
 from harness.paths.direct import DirectPath  # noqa: E402
 from harness.paths.iptables import IptablesPath  # noqa: E402
 from harness.paths.nginx import NginxPath  # noqa: E402
 from harness.paths.standalone import StandalonePath  # noqa: E402
-from harness.sysinfo import collect_sysinfo  # noqa: E402
+from harness.site import procs  # noqa: E402 - after the sys.path line above
+from harness.site.executor.local import LOCAL  # noqa: E402
+from harness.site.netutil import LOOPBACK, free_port  # noqa: E402
 
 SCHEMA_VERSION = 1  # format history: 1 = first version
 # Loss at or above this is "not keeping up" when finding a path's max rate (issue 14).

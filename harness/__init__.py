@@ -1,14 +1,14 @@
-"""portunus-bench: the benchmark harness (measure -> record -> summarise -> report).
+"""portunus-bench: the benchmark harness (define -> measure -> record -> summarise -> present / gate).
 
-Module map, in data-flow order:
-  config      YAML experiment definitions -> frozen ExperimentConfig
-  plan        config -> ordered list of Measurement (interleaved, shuffled rounds)
-  paths/      one module per forwarding path (direct, iptables, standalone, client, reference)
-  iperf       iperf3 driver (two backends) and parse_iperf_json
-  runner      executes a plan: path up, iperf3 server, client, CPU accounting, record
-  results     versioned JSONL result files (append + fsync), loader, pandas
-  stats       summaries and ratios (no I/O)
-  experiments per-kind summaries (headline, ab, capped, sweep)
-  report      render_* markdown over loaded results
-  cli         `portunus-bench` verbs
+Stages, in data-flow order (harness/README.md has the walkthroughs):
+  define     experiment YAML -> ExperimentConfig, topology spec, plan
+  measure    run loop, drivers (iperf3 | latency | connrate), tool wrappers and child programs
+  paths      forwarding paths, one interface, registry PATHS
+  site       topologies and executors: where each process runs
+  records    result / microbenchmark file formats, pure parsers of tool output
+  summarise  statistics (no I/O)
+  kinds      one module per experiment kind (summary, section, figures, rules), registry KINDS
+  present    report, figures, README block, compare JSON, gate tables
+  gate       regression verdicts
+  commands   one module per `portunus-bench` verb (cli: parser and dispatch)
 """

@@ -1,6 +1,11 @@
-"""Exceptions the CLI turns into exit codes."""
+"""Exceptions the CLI turns into exit codes, and the codes."""
 
 from __future__ import annotations
+
+# portunus-bench exit codes (128+N: stopped by signal N, see measure.signals).
+EXIT_OK = 0
+EXIT_FAILED_MEASUREMENTS = 1  # a measurement failed (recorded with its error); the run went on
+EXIT_USAGE = 2  # usage, config, preflight or result-file error: one `error:` line naming the fix
 
 
 class HarnessError(Exception):
@@ -17,3 +22,7 @@ class PathError(Exception):
 
 class IperfError(Exception):
     """iperf3 failed (reported an error, timed out, crashed, or printed no usable JSON)."""
+
+
+class ProbeError(Exception):
+    """The probe client failed, timed out, or printed no usable report."""

@@ -5,7 +5,7 @@ tool in the foreground as a child of the harness (own session, stopped by
 PID), and is ready when its process owns a LISTEN socket on the listen port
 (plus a bound UDP socket when the measurement is UDP). Its forwarder CPU is
 the process tree under the started PID (workers, per-connection children),
-see harness.procs.tree_cpu_seconds.
+see harness.site.procs.tree_cpu_seconds.
 
 A peer whose tool is missing reports itself unavailable with the package
 to install: it never produces a number it did not measure.
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import PathError
-from harness.executor.base import Executor, Proc
-from harness.executor.local import LOCAL, find_local_executable
-from harness.netutil import LOOPBACK
 from harness.paths._proc_path import READY_TIMEOUT_S, log_tail, stop_all, wait_process_accepts
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.site.executor.base import Executor, Proc
+from harness.site.executor.local import LOCAL, find_local_executable
+from harness.site.netutil import LOOPBACK
 
 # Buffer size of the "_bigbuf" variants: the size of Portunus's copy-path
 # buffer (portunus.dataplane.tcp.COPY_BUFFER_BYTES), so a peer is compared
@@ -61,8 +61,6 @@ class PeerPath(ForwardPath):
     package: ClassVar[str]
     # `tool --version`-style argv tail, recorded in path_info.
     version_args: ClassVar[tuple[str, ...]] = ("-V",)
-    # Whether an EOF one way is passed on while the other way keeps flowing (TCP half-close).
-    half_close: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._binary = self.find_tool()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import procs
 from harness.errors import PathError
-from harness.executor.base import Executor, Proc, log_tail_of
-from harness.executor.local import LOCAL, find_local_executable
-from harness.netutil import LOOPBACK
+from harness.site import procs
+from harness.site.executor.base import Executor, Proc, log_tail_of
+from harness.site.executor.local import LOCAL, find_local_executable
+from harness.site.netutil import LOOPBACK
 
 # Python forwarders import their package and bind within ~1 s; a loaded
 # 2-core machine running the other helpers' tests can take several times that.

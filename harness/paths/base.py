@@ -2,7 +2,7 @@
 
 A path is started once per measurement and stopped right after it, so only
 one forwarding implementation exists at a time (the spec's fair-benchmark
-rule 5). Lifecycle, driven by harness.runner:
+rule 5). Lifecycle, driven by harness.measure.runner:
 
     path = PATHS[name]()                 # cheap; no side effects
     path.available()  -> Availability    # preflight: can it run here? why not?
@@ -17,10 +17,10 @@ Important: `ready()` must not connect through the path. A probe connection
 through a forwarder reaches the target (possibly late, from a dial thread),
 and `iperf3 -s -1` takes any connection as its one test and exits. Forwarder
 paths therefore wait, through /proc, until their process owns a LISTEN socket
-on the listen port (harness.netutil.wait_listening); the kernel accepts into
+on the listen port (harness.site.netutil.wait_listening); the kernel accepts into
 that socket's backlog from then on.
 
-Topologies: `setup.site` (harness.topology.base.Site) says where the path
+Topologies: `setup.site` (harness.site.topology.base.Site) says where the path
 runs. Every process and command of a path goes through `site.edge` (an
 executor: this host, a network namespace, or a host over SSH); forwarders
 listen on `site.listen_host` and dial `site.target_host`. On loopback both are
@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.executor.base import Executor
-from harness.topology.base import LOOPBACK_SITE, Site
+from harness.records.header import PathFacts
+from harness.site.executor.base import Executor
+from harness.site.topology.base import LOOPBACK_SITE, Site
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,14 @@ class ForwardPath(abc.ABC):
     # Values of setup.protocol the path can carry. "udp" means UDP datagrams AND TCP on
     # the same listen port: `iperf3 -u` keeps its control connection on TCP.
     protocols: ClassVar[tuple[str, ...]] = ("tcp",)
+    # Whether an EOF one way is passed on while the other way keeps flowing (TCP half-close).
+    half_close: ClassVar[bool] = True
+
+    @classmethod
+    def facts(cls) -> PathFacts:
+        """What the result header records about this path, so analysis needs no path class."""
+        return PathFacts(forwarder_process=cls.has_forwarder_process, protocols=tuple(cls.protocols),
+                         half_close=cls.half_close, capped=cls.capped)
 
     def available(self) -> Availability:
         """Whether this path can run here; cheap, no side effects."""

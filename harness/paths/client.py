@@ -34,9 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import PathError
-from harness.executor.base import Executor, ExecutorError, Proc
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
 from harness.paths._proc_path import (
     READY_TIMEOUT_S,
     find_executable,
@@ -45,6 +42,9 @@ from harness.paths._proc_path import (
     wait_process_accepts,
 )
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.site.executor.base import Executor, ExecutorError, Proc
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
 
 SERVER_BIN = "portunus-server"
 CLIENT_BIN = "portunus-client"
@@ -98,9 +98,10 @@ class _Connection(http.client.HTTPConnection):
     def __init__(self, host: str, port: int, connector: Connector, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self._connector = connector
+        self._timeout_s = timeout  # HTTPConnection.timeout may be None; ours never is
 
     def connect(self) -> None:
-        self.sock = self._connector(self.host, self.port, self.timeout)
+        self.sock = self._connector(self.host, self.port, self._timeout_s)
 
 
 def http_json(method: str, url: str, token: str, body: dict[str, Any] | None = None,

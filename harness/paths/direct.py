@@ -10,7 +10,7 @@ ceiling of the crossing itself; on hosts the operator's network routes it.
 from __future__ import annotations
 
 from harness.paths.base import Endpoint, ForwardPath, PathSetup
-from harness.topology.base import Crossing
+from harness.site.topology.base import Crossing
 
 
 class DirectPath(ForwardPath):

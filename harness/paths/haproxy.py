@@ -16,12 +16,12 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.executor.base import Proc
-from harness.executor.local import LocalExecutor
-from harness.netutil import LOOPBACK
 from harness.paths._peer import BIGBUF_BYTES, PeerPath
 from harness.paths._proc_path import READY_TIMEOUT_S
 from harness.paths.base import PathSetup
+from harness.site.executor.base import Proc
+from harness.site.executor.local import LocalExecutor
+from harness.site.netutil import LOOPBACK
 
 HAPROXY_DEFAULT_BUFSIZE_BYTES = 16384  # haproxy 2.6 configuration.txt: tune.bufsize
 # Timeouts only bound idle connections; an iperf3 run is never idle that long.

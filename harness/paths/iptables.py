@@ -26,11 +26,11 @@ import subprocess
 from dataclasses import dataclass
 
 from harness.errors import PathError
-from harness.executor.base import Executor
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
-from harness.topology.base import Crossing
+from harness.site.executor.base import Executor
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
+from harness.site.topology.base import Crossing
 
 IPTABLES = "iptables"
 CHAIN_PREFIX = "PORTUNUS-BENCH-"

@@ -42,9 +42,6 @@ import threading
 from typing import Any
 
 from harness.errors import PathError
-from harness.executor.base import Executor
-from harness.executor.local import LocalExecutor
-from harness.executor.nsenter import entered_netns
 from harness.paths.base import Availability, Endpoint, PathSetup
 from harness.paths.nftables import (
     FAMILY,
@@ -54,7 +51,10 @@ from harness.paths.nftables import (
     _nft,
     nftables_available,
 )
-from harness.topology.base import Site
+from harness.site.executor.base import Executor
+from harness.site.executor.local import LocalExecutor
+from harness.site.executor.nsenter import entered_netns
+from harness.site.topology.base import Site
 
 # Offload flags in /proc/net/nf_conntrack (net/netfilter/nf_conntrack_standalone.c, ct_seq_show):
 # "[HW_OFFLOAD] " or "[OFFLOAD] " where a non-offloaded entry prints "[ASSURED] ".

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import PathError
-from harness.executor.base import Executor
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
-from harness.topology.base import Crossing, Site
+from harness.site.executor.base import Executor
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
+from harness.site.topology.base import Crossing, Site
 
 NFT = "nft"
 FAMILY = "ip"

@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from harness.executor.base import Proc
-from harness.netutil import LOOPBACK
 from harness.paths._peer import BIGBUF_BYTES, PeerPath
 from harness.paths.base import Availability, PathSetup
+from harness.site.executor.base import Proc
+from harness.site.netutil import LOOPBACK
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 NGINX_DEFAULT_PROXY_BUFFER_BYTES = 16384  # ngx_stream_proxy_module: proxy_buffer_size 16k

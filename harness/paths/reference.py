@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import PathError
-from harness.executor.base import Executor, Proc
-from harness.executor.local import LOCAL, LocalExecutor
-from harness.netutil import LOOPBACK
 from harness.paths._proc_path import READY_TIMEOUT_S, stop_all, wait_process_accepts
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.site.executor.base import Executor, Proc
+from harness.site.executor.local import LOCAL, LocalExecutor
+from harness.site.netutil import LOOPBACK
 
 SOURCE = Path(__file__).resolve().parents[2] / "tools" / "csplice.c"
 CC = os.environ.get("CC", "cc")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.executor.base import Proc
-from harness.netutil import LOOPBACK
 from harness.paths._peer import PeerPath
 from harness.paths.base import PathSetup
+from harness.site.executor.base import Proc
+from harness.site.netutil import LOOPBACK
 
 
 def render_rinetd_conf(workdir: Path, listen_port: int, target_port: int, protocol: str = "tcp",

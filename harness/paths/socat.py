@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from harness.executor.base import Proc
-from harness.netutil import LOOPBACK
 from harness.paths._peer import BIGBUF_BYTES, PeerPath
 from harness.paths.base import PathSetup
+from harness.site.executor.base import Proc
+from harness.site.netutil import LOOPBACK
 
 SOCAT_DEFAULT_BUFFER_BYTES = 8192  # socat(1): -b default
 

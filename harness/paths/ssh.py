@@ -27,12 +27,12 @@ import shutil
 from pathlib import Path
 
 from harness.errors import PathError
-from harness.executor.base import Executor, Proc
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
 from harness.paths._peer import PeerPath
 from harness.paths._proc_path import READY_TIMEOUT_S, wait_process_accepts
 from harness.paths.base import Availability, PathSetup
+from harness.site.executor.base import Executor, Proc
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
 
 PRIVSEP_DIR = Path("/run/sshd")
 KEYGEN_TIMEOUT_S = 30.0

@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import PathError
-from harness.executor.base import Executor, Proc
-from harness.executor.local import LOCAL
-from harness.netutil import LOOPBACK
 from harness.paths._proc_path import (
     READY_TIMEOUT_S,
     find_executable,
@@ -22,6 +19,9 @@ from harness.paths._proc_path import (
     wait_process_accepts,
 )
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.site.executor.base import Executor, Proc
+from harness.site.executor.local import LOCAL
+from harness.site.netutil import LOOPBACK
 
 BINARY = "portunus-standalone"
 

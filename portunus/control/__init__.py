@@ -19,7 +19,6 @@ The modules read in the order data flows:
     server_metrics, server, server_cli    the `portunus-server` process
     bundle, lastknown, client, client_cli the `portunus-client` process (lastknown: its
                   verified last rule set on disk, so it forwards while the server is down)
-    bench_push    rule push -> listener latency benchmark
 
 The client applies rules to the same `portunus.dataplane.Forwarder` as
 `portunus-standalone`; nothing here touches a forwarded byte.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
 from harness.paths import iptables as ipt
+from harness.site import procs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 IPERF_FIXTURES = FIXTURES / "iperf3"

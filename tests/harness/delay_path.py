@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import procs
-from harness.netutil import LOOPBACK
 from harness.paths._proc_path import READY_TIMEOUT_S, stop_all, wait_process_accepts
 from harness.paths.base import Endpoint, ForwardPath, PathSetup
+from harness.site import procs
+from harness.site.netutil import LOOPBACK
 
 SCRIPT = Path(__file__).with_name("delay_forwarder.py")
 

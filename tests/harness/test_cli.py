@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
-from harness.config import parse_config
+from harness.define.load import parse_config
 from harness.errors import PreflightError
+from harness.measure.preflight import check_paths
+from harness.measure.runner import run_experiment
 from harness.paths import PATHS, Availability, ForwardPath
 from harness.paths import iptables as ipt
-from harness.preflight import check_paths
-from harness.results import load_results, load_results_dir
-from harness.runner import run_experiment
+from harness.records.results import load_results, load_results_dir
+from harness.site import procs
 from tests.harness.conftest import nat_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,9 +44,9 @@ def test_quick_config_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     proc = bench("run", "configs/quick.yaml", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     rs = load_results(out / "quick.jsonl")
-    cfg_paths = rs.header.config["paths"]
+    cfg_paths = rs.header.config.paths
     assert sorted(r.path for r in rs.records) == sorted(cfg_paths) and all(r.ok for r in rs.records)
-    assert rs.complete and rs.header.sysinfo["commit"] and rs.header.sysinfo["sysctls"]["fs.pipe-max-size"]
+    assert rs.complete and rs.header.sysinfo.commit and rs.header.sysinfo.sysctls["fs.pipe-max-size"]
     assert "| Throughput, Mbit/s: median [min–max] |" in proc.stdout
     rep = bench("report", str(out))
     assert rep.returncode == 0, rep.stderr
@@ -127,7 +127,7 @@ def test_preflight_busy_port(tmp_path: Path) -> None:
 
 
 def test_fixed_base_ports_work(tmp_path: Path) -> None:
-    from harness.netutil import port_bindable
+    from harness.site.netutil import port_bindable
 
     # Below the ephemeral range (32768+), where no outgoing connection can be holding the port.
     base = next(p for p in range(20000, 32000, 7) if port_bindable(p) and port_bindable(p + 1))
@@ -216,7 +216,7 @@ def test_sysinfo_and_paths_verbs() -> None:
 
 
 def test_results_dir_loads_into_pandas(tmp_path: Path) -> None:
-    from harness.results import to_dataframe
+    from harness.records.results import to_dataframe
 
     cfg = parse_config({"name": "t", "kind": "headline", "paths": ["direct"], "rounds": 1, "seconds": 1,
                         "omit_seconds": 0, "backend": "python"})

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import build_compare_json, build_sweep_json, compare_config
+from harness.commands.compare import compare_config
+from harness.kinds.capped import CappedSummary, summarise_capped
+from harness.kinds.headline import HeadlineSummary, summarise_headline
+from harness.present.compare import build_compare_json, build_sweep_json
 from tests.harness.test_results import record
+
+
+def summaries(recs: list) -> tuple[HeadlineSummary, CappedSummary]:
+    """What compare's JSON is built from: the run's headline summary and its cap accuracy."""
+    return summarise_headline(recs), summarise_capped(recs)
 
 # The example in the spec's "Reproduction" section, verbatim.
 SPEC_EXAMPLE = json.loads("""
@@ -44,13 +52,13 @@ def test_build_reproduces_the_spec_example_from_its_numbers() -> None:
     recs = [record("direct", 1, 30889.985, retransmits=147), record("iptables", 1, 26987.079, retransmits=16),
             record("standalone", 1, 31935.997, retransmits=9), record("client", 1, 26644.098, retransmits=4),
             record("client_capped", 1, 10.0, receiver_mbps=8.388, cap_bytes_per_s=1048576)]
-    doc = build_compare_json(recs, 1048576)
+    doc = build_compare_json(*summaries(recs), 1048576)
     assert_same_shape(doc)
     assert doc == SPEC_EXAMPLE
 
 
 def test_skipped_paths_are_null() -> None:
-    doc = build_compare_json([record("direct", 1, 100.0)], 0)
+    doc = build_compare_json(*summaries([record("direct", 1, 100.0)]), 0)
     assert_same_shape(doc)
     assert doc["iptables_redirect"] is None and doc["iptables_vs_direct_pct"] is None
     assert doc["client_capped"] is None
@@ -58,7 +66,7 @@ def test_skipped_paths_are_null() -> None:
 
 def test_rounds_give_medians() -> None:
     recs = [record("direct", i, v, retransmits=r) for i, (v, r) in enumerate([(100, 1), (300, 9), (200, 4)], 1)]
-    assert build_compare_json(recs, 0)["direct"] == {"mbps": 200.0, "retransmits": 4}
+    assert build_compare_json(*summaries(recs), 0)["direct"] == {"mbps": 200.0, "retransmits": 4}
 
 
 def test_sweep_json_has_one_record_per_path_rate_round() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, load_config, parse_config
-from harness.plan import build_plan
+from harness.define.load import ConfigError, load_config, parse_config
+from harness.define.plan import build_plan
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 BASE = {"name": "x", "kind": "headline", "paths": ["direct"], "rounds": 1, "seconds": 1, "omit_seconds": 0}

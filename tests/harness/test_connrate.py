@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
-from harness.experiments.connrate import cpu_us_per_conn, summarise_connrate
-from harness.plan import Measurement
-from harness.probe import ProbeError, parse_connrate_json
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
+from harness.define.load import parse_config
+from harness.define.plan import Measurement
+from harness.errors import ProbeError
+from harness.kinds.connrate import cpu_us_per_conn, summarise_connrate
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
+from harness.records.probe_json import parse_connrate_json
 from tests.harness.delay_path import DelayPath
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "probe"

@@ -2,7 +2,7 @@
 
 The lab: a netns topology of this test's own (client, edge, target), an sshd
 in the client namespace and one in the target namespace, each with fresh
-keys in a temp dir (harness.executor.lab_sshd; no system sshd involved).
+keys in a temp dir (harness.site.executor.lab_sshd; no system sshd involved).
 The harness's SSH connections start from the edge namespace (a management
 position that reaches both subnets), so every byte stays inside namespaces
 this test created.
@@ -20,26 +20,27 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
-from harness.config import parse_config
-from harness.executor.base import ExecutorError
-from harness.executor.lab_sshd import LabSshd, open_lab_sshd
-from harness.executor.local import LOCAL, NetnsExecutor
-from harness.executor.nsenter import entered_netns
-from harness.executor.ssh import (
-    SshExecutor,
+from harness.define.load import parse_config
+from harness.measure.iperf import IperfParams, open_iperf_server, run_client
+from harness.measure.probe import open_echo_server
+from harness.measure.runner import run_experiment
+from harness.records.iperf_json import parse_iperf_json
+from harness.records.results import load_results
+from harness.site import procs
+from harness.site.executor.base import ExecutorError
+from harness.site.executor.lab_sshd import LabSshd, open_lab_sshd
+from harness.site.executor.local import LOCAL, NetnsExecutor
+from harness.site.executor.nsenter import entered_netns
+from harness.site.executor.ssh import SshExecutor
+from harness.site.executor.ssh_shell import (
     env_delta,
     parse_ss_pids,
     parse_stat_snapshot,
     shell_prefix,
     spawn_command,
 )
-from harness.iperf import IperfParams, open_iperf_server, parse_iperf_json, run_client
-from harness.probe import open_echo_server
-from harness.results import load_results
-from harness.runner import run_experiment
-from harness.topology import Topology, open_topology, parse_topology
-from harness.topology import netns as tnetns
+from harness.site.topology import Topology, open_topology, parse_topology
+from harness.site.topology import netns as tnetns
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topology"
 PREFIX = f"pte{os.getpid() % 100000}-"
@@ -272,8 +273,8 @@ def test_a_hosts_topology_runs_an_experiment_over_ssh(lab: Lab, tmp_path: Path) 
     assert not out.interrupted and len(out.records) == 3
     assert all(r.ok for r in out.records), [r.error for r in out.records]
     rs = load_results(tmp_path / "over-ssh.jsonl")
-    roles = rs.header.topology["roles"]
-    assert rs.header.topology["kind"] == "hosts" and roles["client"]["kind"] == "ssh" and roles["edge"]["kind"] == "netns"
+    roles = rs.header.topology.roles or {}
+    assert rs.header.topology.kind == "hosts" and roles["client"]["kind"] == "ssh" and roles["edge"]["kind"] == "netns"
     standalone = next(r for r in rs.records if r.path == "standalone")
     assert standalone.forwarder_cpu_s is not None and standalone.throughput_mbps and standalone.throughput_mbps > 0
 

@@ -10,21 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, gate
-from harness.gate import (
+from harness import cli
+from harness.gate import floors, verdicts
+from harness.gate.floors import check_floors
+from harness.gate.verdicts import compare
+from harness.kinds.headline import summarise_headline
+from harness.records import bench_file
+from harness.records.bench_file import (
     BenchFile,
     BenchResult,
     Floor,
     GateDataError,
     Round,
-    check_floors,
-    compare,
     dump_bench_file,
     parse_bench_file,
     pool_bench_files,
-    summarise_ratios,
 )
-from harness.results import create_results
+from harness.records.results import create_results
+from harness.summarise.bench import summarise_ratios
 from tests.harness.conftest import FIXTURES
 from tests.harness.test_results import header, record
 
@@ -53,7 +56,7 @@ def write(path: Path, bf: BenchFile) -> Path:
     return path
 
 
-def only_row(report: gate.GateReport) -> gate.Comparison:
+def only_row(report: verdicts.GateReport) -> verdicts.Comparison:
     assert len(report.rows) == 1
     return report.rows[0]
 
@@ -82,7 +85,7 @@ def test_warmup_rounds_are_kept_but_not_counted() -> None:
 def test_regression_needs_threshold_and_spread() -> None:
     cur = [r * 1.8 for r in STEADY]  # +80%, tight: IQRs far apart
     row = only_row(compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 50))
-    assert row.verdict == gate.VERDICT_REGRESSION
+    assert row.verdict == verdicts.VERDICT_REGRESSION
     assert row.beyond_threshold and row.outside_spread
     assert row.delta_pct == pytest.approx(80.0)
 
@@ -90,10 +93,10 @@ def test_regression_needs_threshold_and_spread() -> None:
 def test_improvement_never_fails() -> None:
     cur = [r / 3 for r in STEADY]
     report = compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 50)
-    assert only_row(report).verdict == gate.VERDICT_IMPROVED
-    assert report.exit_code == gate.EXIT_OK
+    assert only_row(report).verdict == verdicts.VERDICT_IMPROVED
+    assert report.exit_code == verdicts.EXIT_OK
     # Also with a zero threshold: faster is never a regression.
-    assert compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 0).exit_code == gate.EXIT_OK
+    assert compare(bfile(bench("udp", STEADY)), bfile(bench("udp", cur)), 0).exit_code == verdicts.EXIT_OK
 
 
 def test_noise_beyond_threshold_inside_spread_is_not_a_regression() -> None:
@@ -102,19 +105,19 @@ def test_noise_beyond_threshold_inside_spread_is_not_a_regression() -> None:
     row = only_row(compare(bfile(bench("rtt", STEADY)), bfile(bench("rtt", noisy)), 50))
     assert row.delta_pct == pytest.approx(60.0)
     assert row.beyond_threshold and not row.outside_spread
-    assert row.verdict == gate.VERDICT_NOISE
+    assert row.verdict == verdicts.VERDICT_NOISE
 
 
 def test_significant_but_within_threshold_is_ok() -> None:
     cur = [r * 1.3 for r in STEADY]  # +30%: real, but under the 50% the gate allows
     row = only_row(compare(bfile(bench("rtt", STEADY)), bfile(bench("rtt", cur)), 50))
     assert row.outside_spread and not row.beyond_threshold
-    assert row.verdict == gate.VERDICT_OK and "within threshold" in row.note
+    assert row.verdict == verdicts.VERDICT_OK and "within threshold" in row.note
 
 
 def test_small_significant_speedup_is_ok_not_improved() -> None:
     cur = [r * 0.8 for r in STEADY]  # -20%: real, but not the mirror of a 50% regression (-33%)
-    assert only_row(compare(bfile(bench("a", STEADY)), bfile(bench("a", cur)), 50)).verdict == gate.VERDICT_OK
+    assert only_row(compare(bfile(bench("a", STEADY)), bfile(bench("a", cur)), 50)).verdict == verdicts.VERDICT_OK
 
 
 def test_threshold_is_a_parameter() -> None:
@@ -124,37 +127,37 @@ def test_threshold_is_a_parameter() -> None:
 
 def test_missing_benchmark_is_exit_2() -> None:
     report = compare(bfile(bench("a", STEADY), bench("b", STEADY)), bfile(bench("a", STEADY)), 50)
-    assert [r.verdict for r in report.rows] == [gate.VERDICT_OK, gate.VERDICT_MISSING]
-    assert report.exit_code == gate.EXIT_DATA
+    assert [r.verdict for r in report.rows] == [verdicts.VERDICT_OK, verdicts.VERDICT_MISSING]
+    assert report.exit_code == verdicts.EXIT_DATA
 
 
 def test_a_regression_outranks_missing_data() -> None:
     report = compare(bfile(bench("a", STEADY), bench("b", STEADY)), bfile(bench("a", [r * 2 for r in STEADY])), 50)
-    assert report.exit_code == gate.EXIT_REGRESSION
+    assert report.exit_code == verdicts.EXIT_REGRESSION
 
 
 def test_failed_benchmark_is_exit_2() -> None:
     report = compare(bfile(bench("a", STEADY)), bfile(bench("a", STEADY[:3], error="BenchIOError: closed")), 50)
     row = only_row(report)
-    assert row.verdict == gate.VERDICT_FAILED and "closed" in row.note
-    assert report.exit_code == gate.EXIT_DATA
+    assert row.verdict == verdicts.VERDICT_FAILED and "closed" in row.note
+    assert report.exit_code == verdicts.EXIT_DATA
 
 
 def test_other_parameters_are_incompatible() -> None:
     cur = bench("a", STEADY, params={"payload_bytes": 1024})
     row = only_row(compare(bfile(bench("a", STEADY)), bfile(cur), 50))
-    assert row.verdict == gate.VERDICT_INCOMPATIBLE and "payload_bytes: 64 -> 1024" in row.note
+    assert row.verdict == verdicts.VERDICT_INCOMPATIBLE and "payload_bytes: 64 -> 1024" in row.note
 
 
 def test_too_few_rounds_cannot_be_gated() -> None:
     row = only_row(compare(bfile(bench("a", STEADY)), bfile(bench("a", [9.0, 9.0])), 50))
-    assert row.verdict == gate.VERDICT_INCOMPATIBLE and f">= {gate.MIN_ROUNDS}" in row.note
+    assert row.verdict == verdicts.VERDICT_INCOMPATIBLE and f">= {verdicts.MIN_ROUNDS}" in row.note
 
 
 def test_new_benchmark_is_listed_not_gated() -> None:
     report = compare(bfile(bench("a", STEADY)), bfile(bench("a", STEADY), bench("z", [99.0] * 9)), 50)
-    assert [r.verdict for r in report.rows] == [gate.VERDICT_OK, gate.VERDICT_NEW]
-    assert report.exit_code == gate.EXIT_OK
+    assert [r.verdict for r in report.rows] == [verdicts.VERDICT_OK, verdicts.VERDICT_NEW]
+    assert report.exit_code == verdicts.EXIT_OK
 
 
 def test_host_and_setting_differences_are_noted() -> None:
@@ -233,7 +236,7 @@ def test_cli_exit_codes_and_table(tmp_path: Path, capsys) -> None:
 def test_cli_incompatible_schema_is_exit_2(tmp_path: Path, capsys) -> None:
     base = write(tmp_path / "base.json", bfile(bench("a", STEADY)))
     doc = dump_bench_file(bfile(bench("a", STEADY)))
-    doc["schema_version"] = gate.BENCH_SCHEMA_VERSION + 1
+    doc["schema_version"] = bench_file.BENCH_SCHEMA_VERSION + 1
     newer = tmp_path / "newer.json"
     newer.write_text(json.dumps(doc))
     code, _, err = run_gate("--baseline", str(base), "--current", str(newer), capsys=capsys)
@@ -268,7 +271,7 @@ def test_baseline_verb_pools_runs(tmp_path: Path, capsys) -> None:
     runs = [write(tmp_path / f"r{i}.json", bfile(bench("a", STEADY))) for i in range(3)]
     out = tmp_path / "baselines" / "microbench.json"
     assert cli.main(["baseline", "--out", str(out), *map(str, runs)]) == 0
-    pooled = gate.load_bench_file(out)
+    pooled = bench_file.load_bench_file(out)
     assert len(pooled.benchmarks[0].ratios()) == 3 * len(STEADY)
 
 
@@ -307,7 +310,7 @@ def test_gate_table_golden(tmp_path: Path, capsys) -> None:
 
 def floors_file(tmp_path: Path, min_pct: float = 40.0) -> Path:
     p = tmp_path / "floors.json"
-    p.write_text(json.dumps({"schema_version": 1, "format": gate.FLOORS_FORMAT,
+    p.write_text(json.dumps({"schema_version": 1, "format": bench_file.FLOORS_FORMAT,
                              "floors": [{"path": "standalone", "vs": "iptables", "min_pct": min_pct}]}))
     return p
 
@@ -324,12 +327,12 @@ def quick_results(tmp_path: Path, standalone_mbps: float | None, with_iptables: 
 
 def test_floor_checks() -> None:
     fl = (Floor("standalone", "iptables", 40.0),)
-    ok = check_floors(fl, [record("iptables", mbps=20000.0), record("standalone", mbps=14000.0)])
-    assert ok[0].verdict == gate.VERDICT_OK and ok[0].value_pct == pytest.approx(70.0)
-    low = check_floors(fl, [record("iptables", mbps=20000.0), record("standalone", mbps=6000.0)])
-    assert low[0].verdict == gate.VERDICT_BELOW_FLOOR and gate.floors_exit_code(low) == 1
-    failed = check_floors(fl, [record("iptables", mbps=20000.0), record("standalone", mbps=None)])
-    assert failed[0].verdict == gate.VERDICT_MISSING and gate.floors_exit_code(failed) == 2
+    ok = check_floors(fl, summarise_headline([record("iptables", mbps=20000.0), record("standalone", mbps=14000.0)]))
+    assert ok[0].verdict == verdicts.VERDICT_OK and ok[0].value_pct == pytest.approx(70.0)
+    low = check_floors(fl, summarise_headline([record("iptables", mbps=20000.0), record("standalone", mbps=6000.0)]))
+    assert low[0].verdict == floors.VERDICT_BELOW_FLOOR and floors.floors_exit_code(low) == 1
+    failed = check_floors(fl, summarise_headline([record("iptables", mbps=20000.0), record("standalone", mbps=None)]))
+    assert failed[0].verdict == verdicts.VERDICT_MISSING and floors.floors_exit_code(failed) == 2
 
 
 @pytest.mark.parametrize(("standalone_mbps", "with_iptables", "expected"), [
@@ -352,14 +355,14 @@ def test_cli_floors_and_benchmarks_together_report_the_worst(tmp_path: Path, cap
 def test_committed_floors_and_baseline_are_usable() -> None:
     """The files `make gate` reads parse, and the baseline covers every microbenchmark with
     enough rounds and the benchmark module's current parameters (else: make baseline)."""
-    from tests.benchmarks import test_microbench as mb
+    from benchmarks.microbench import test_microbench as mb
 
-    floors = gate.load_floors(REPO / "results" / "baselines" / "quick-floors.json")
+    floors = bench_file.load_floors(REPO / "results" / "baselines" / "quick-floors.json")
     assert any(f.path == "standalone" and f.vs == "iptables" for f in floors)
-    baseline = gate.load_bench_file(REPO / "results" / "baselines" / "microbench.json")
+    baseline = bench_file.load_bench_file(REPO / "results" / "baselines" / "microbench.json")
     ops = {"tcp_echo_64k.splice": mb.ECHO_64K_OPS, "tcp_echo_64k.copy": mb.ECHO_64K_OPS,
            "tcp_echo_1m.splice": mb.ECHO_1M_OPS, "tcp_echo_1m.copy": mb.ECHO_1M_OPS,
            "tcp_rtt_1b.splice": mb.RTT_OPS, "tcp_connect.splice": mb.CONNECT_OPS, "udp_rtt_64b": mb.UDP_OPS}
     assert {b.name: b.params["ops_per_round"] for b in baseline.benchmarks} == ops
     for b in baseline.benchmarks:
-        assert b.error is None and len(b.ratios()) >= gate.MIN_ROUNDS, b.name
+        assert b.error is None and len(b.ratios()) >= verdicts.MIN_ROUNDS, b.name

@@ -8,8 +8,14 @@ import statistics
 import pytest
 
 from harness.errors import IperfError
-from harness.iperf import IperfParams, cli_argv, open_iperf_server, parse_iperf_json, run_client
-from harness.netutil import free_port
+from harness.measure.iperf import (
+    IperfParams,
+    cli_argv,
+    open_iperf_server,
+    run_client,
+)
+from harness.records.iperf_json import parse_iperf_json
+from harness.site.netutil import free_port
 from tests.harness.conftest import iperf_fixture
 
 

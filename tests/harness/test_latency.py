@@ -13,20 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
-from harness.experiments.latency import summarise_latency
-from harness.plan import Measurement
-from harness.probe import (
-    ProbeError,
-    ProbeSettings,
-    latency_params,
-    open_echo_server,
-    parse_latency_json,
-    run_probe,
-)
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
-from harness.stats import percentile
+from harness.define.experiment import ProbeSettings
+from harness.define.load import parse_config
+from harness.define.plan import Measurement
+from harness.errors import ProbeError
+from harness.kinds.latency import summarise_latency
+from harness.measure.probe import latency_params, open_echo_server, run_probe
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
+from harness.records.probe_json import parse_latency_json, percentile
 from tests.harness.delay_path import DelayPath
 from tests.support.net import free_port
 

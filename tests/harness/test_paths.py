@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import parse_config
+from harness.define.load import parse_config
+from harness.define.plan import Measurement
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
 from harness.paths import PATHS, ForwardPath, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths.client import ClientPath
 from harness.paths.reference import build_csplice
 from harness.paths.standalone import render_standalone_toml
-from harness.plan import Measurement
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
 from tests.harness.conftest import nat_rules
 
 CAP_BYTES_PER_S = 10 * 1024 * 1024  # 10 MiB/s: fast enough that 2 s carry plenty of bytes

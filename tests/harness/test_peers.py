@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
 from harness.errors import PathError
+from harness.measure.runner import PortAllocator
 from harness.paths import PATHS, PathSetup
 from harness.paths import nftables as nft
 from harness.paths.haproxy import render_haproxy_cfg
 from harness.paths.nginx import render_nginx_conf
 from harness.paths.socat import SocatPath, socat_argv
-from harness.runner import PortAllocator
+from harness.site import procs
 from tests.support.net import (
     ExchangeServer,
     FramedServer,
@@ -110,10 +110,10 @@ def test_peer_forwards_bytes_intact_and_stops_clean(name: str, tmp_path: Path) -
 
 
 def test_nftables_table_is_removed_when_the_measurement_fails(tmp_path: Path) -> None:
-    from harness.config import parse_config
-    from harness.plan import Measurement
-    from harness.runner import measure_one
-    from harness.signals import SignalGuard
+    from harness.define.load import parse_config
+    from harness.define.plan import Measurement
+    from harness.measure.runner import measure_one
+    from harness.measure.signals import SignalGuard
 
     path = PATHS["nftables"]()
     seen = {}

@@ -7,15 +7,18 @@ rendered sections are compared to a golden file, and its plots are drawn.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from harness.experiments.connrate import summarise_connrate
-from harness.experiments.latency import summarise_latency
-from harness.experiments.peers import NOT_MEASURED, summarise_peers
-from harness.experiments.udp import summarise_udp
-from harness.plots import dump_plots, figures_for
-from harness.report import SECTIONS, ReportContext, render_report
-from harness.results import load_results_dir
+from harness.kinds import summarise_results
+from harness.kinds.base import ReportContext
+from harness.kinds.connrate import summarise_connrate
+from harness.kinds.latency import summarise_latency
+from harness.kinds.peers import NOT_MEASURED, summarise_peers
+from harness.kinds.udp import summarise_udp
+from harness.present.plots import dump_plots, figures_for
+from harness.present.report import render_report
+from harness.records.results import ResultSet, load_results_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
 GOLDEN = FIXTURES / "sections.md"
@@ -29,12 +32,12 @@ def _sets():
 
 
 def render_sections() -> str:
-    sets = _sets()
-    ctx = ReportContext(tuple(sets))
+    files = summarise_results(_sets()).files
+    ctx = ReportContext(files)
     out = []
     for kind in KINDS:
-        rs = next(r for r in sets if r.header.kind == kind)
-        out.append(f"<!-- {kind} -->\n\n" + "\n\n".join(SECTIONS[kind](rs, ctx)))
+        fs = next(f for f in files if f.header.kind == kind)
+        out.append(f"<!-- {kind} -->\n\n" + "\n\n".join(fs.kind.section(fs, ctx)))
     return "\n\n".join(out) + "\n"
 
 
@@ -58,8 +61,8 @@ def test_sections_say_what_a_reader_needs() -> None:
 
 def test_summaries_of_the_fixture_are_consistent() -> None:
     sets = {rs.header.kind: rs for rs in _sets()}
-    peers = summarise_peers(sets["peers"].records, sets["peers"].header.config["paths"])
-    assert [r.path for r in peers.rows] == sets["peers"].header.config["paths"]
+    peers = summarise_peers(sets["peers"].records, sets["peers"].header.config.paths)
+    assert tuple(r.path for r in peers.rows) == sets["peers"].header.config.paths
     ipt = peers.get("iptables")
     assert ipt is not None and ipt.pct_of_iptables == 100.0
     splice = peers.get("haproxy_splice")
@@ -75,15 +78,28 @@ def test_summaries_of_the_fixture_are_consistent() -> None:
 
 
 def test_plots_of_each_kind(tmp_path: Path) -> None:
-    sets = _sets()
-    names = {name for rs in sets for name in figures_for(rs, sets)}
+    files = summarise_results(_sets()).files
+    names = {name for fs in files for name in figures_for(fs)}
     assert names == {"peers-throughput", "latency-latency", "connrate-rate", "udp-udp"}
-    written = dump_plots(sets, tmp_path)
+    written = dump_plots(files, tmp_path)
     files = sorted(p.name for ps in written.values() for p in ps)
     assert len(files) == 8 and all((tmp_path / f).stat().st_size > 1000 for f in files)
 
 
 def test_whole_report_renders_with_the_new_kinds() -> None:
-    text = render_report(_sets())
+    text = render_report(summarise_results(_sets()))
     for kind in KINDS:
         assert f"## {kind} ({kind})" in text
+
+
+def test_what_a_path_is_comes_from_the_file_not_the_path_classes() -> None:
+    """The report reads path facts from the header: change them there and the report follows."""
+    sets = _sets()
+    peers = next(rs for rs in sets if rs.header.kind == "peers")
+    facts = dict(peers.header.path_facts)
+    facts["rinetd"] = replace(facts["rinetd"], half_close=True)
+    facts["socat"] = replace(facts["socat"], half_close=False, forwarder_process=False)
+    edited = ResultSet(peers.path, replace(peers.header, path_facts=facts), peers.records, peers.events)
+    text = render_report(summarise_results([edited if rs is peers else rs for rs in sets]))
+    assert "socat: no TCP half-close" in text and "rinetd: no TCP half-close" not in text
+    assert "rinetd: no TCP half-close" in render_sections()  # what the committed file says

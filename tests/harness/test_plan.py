@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.config import parse_config
-from harness.plan import build_plan
+from harness.define.load import parse_config
+from harness.define.plan import build_plan
 
 BASE = {"name": "x", "kind": "headline", "rounds": 3, "seconds": 1, "omit_seconds": 0}
 

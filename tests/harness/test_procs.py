@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness import procs
-from harness.netutil import (
+from harness.site import procs
+from harness.site.netutil import (
     free_port,
     listeners,
     parse_proc_net_tcp_listeners,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import time
 
-from harness.plan import Measurement
-from harness.progress import Progress, format_duration
+from harness.define.plan import Measurement
+from harness.measure.progress import Progress, format_duration
 from tests.harness.test_results import record
 
 

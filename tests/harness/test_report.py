@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness import cli
 from harness.errors import HarnessError
-from harness.experiments import summarise_ab, summarise_capped, summarise_headline, summarise_sweep
-from harness.readme import BEGIN_MARKER, END_MARKER, replace_results
-from harness.report import (
-    SECTIONS,
-    fmt_mbps,
-    fmt_range,
-    fmt_rate,
-    render_capped_table,
-    render_headline_table,
-    render_report,
-    render_sweep_findings,
-    render_sweep_table,
-)
-from harness.results import Header, ResultSet, load_results_dir
-from harness.stats import summarise
+from harness.kinds import KINDS, summarise_results
+from harness.kinds.ab import summarise_ab
+from harness.kinds.capped import render_capped_table, summarise_capped
+from harness.kinds.headline import render_headline_table, summarise_headline
+from harness.kinds.sweep import render_sweep_findings, render_sweep_table, summarise_sweep
+from harness.present.format import fmt_mbps, fmt_range, fmt_rate
+from harness.present.readme import BEGIN_MARKER, END_MARKER, replace_results
+from harness.present.report import render_report
+from harness.records.header import Header
+from harness.records.results import ResultSet, load_results_dir
+from harness.summarise.stats import summarise
 from tests.harness.conftest import FIXTURES
 from tests.harness.test_results import record
 
@@ -138,12 +135,12 @@ def test_number_formats() -> None:
 
 
 def test_empty_dir(tmp_path: Path) -> None:
-    assert "No result files found." in render_report(load_results_dir(tmp_path))
+    assert "No result files found." in render_report(summarise_results(load_results_dir(tmp_path)))
 
 
 def _with_kind(rs: ResultSet, kind: str, **sysinfo) -> ResultSet:
     h = rs.header
-    header = Header(h.experiment, kind, h.created_at, h.config, {**h.sysinfo, **sysinfo}, h.argv,
+    header = Header(h.experiment, kind, h.created_at, h.config, replace(h.sysinfo, **sysinfo), h.argv,
                     h.unavailable_paths)
     return ResultSet(rs.path.with_name(f"{kind}.jsonl"), header, rs.records, rs.events)
 
@@ -152,18 +149,20 @@ def test_sections_dispatch_by_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     sets = load_results_dir(SMOKE)
     headline = next(rs for rs in sets if rs.header.kind == "headline")
     # A kind without a section still shows its throughput, and says it has no section.
-    text = render_report([headline, _with_kind(headline, "future_kind")])
+    text = render_report(summarise_results([headline, _with_kind(headline, "future_kind")]))
     assert "## headline (future_kind)" in text and "no section for kind `future_kind`" in text
-    # Registering a kind is one function and one entry; sections follow SECTIONS order, unknown last.
-    monkeypatch.setitem(SECTIONS, "future_kind", lambda rs, ctx: [f"custom section with {len(rs.records)} runs"])
-    text = render_report([_with_kind(headline, "future_kind"), headline])
+    # Registering a kind is one entry in KINDS; sections follow KINDS order.
+    future = replace(KINDS["headline"], name="future_kind",
+                     section=lambda fs, ctx: [f"custom section with {len(fs.result_set.records)} runs"])
+    monkeypatch.setitem(KINDS, "future_kind", future)
+    text = render_report(summarise_results([_with_kind(headline, "future_kind"), headline]))
     assert "custom section with 10 runs" in text and text.index("## headline (headline)") < text.index("future_kind")
 
 
 def test_a_file_from_another_commit_shows_its_own_host_block() -> None:
     sets = load_results_dir(SMOKE)
     other = _with_kind(next(rs for rs in sets if rs.header.kind == "ab"), "ab", commit="0123456789abcdef")
-    text = render_report([*[rs for rs in sets if rs.header.kind != "ab"], other])
+    text = render_report(summarise_results([*[rs for rs in sets if rs.header.kind != "ab"], other]))
     assert text.count("```text") == 2 and "Recorded on a different host or commit" in text
     assert "commit 0123456789ab" in text
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.plan import build_plan
-from harness.results import load_results
+from harness.define.load import load_config
+from harness.define.plan import build_plan
+from harness.records.results import load_results
 from tests.harness.test_report import GOLDEN, copy_results
 
 REPO = Path(__file__).resolve().parents[2]

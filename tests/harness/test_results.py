@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import results
-from harness.results import (
-    Header,
+from harness.define.experiment import ExperimentConfig
+from harness.records import results, schema
+from harness.records.header import Header, SysInfo
+from harness.records.results import (
     Record,
     ResultsError,
     create_results,
@@ -19,9 +20,15 @@ from harness.results import (
 )
 
 
+def config(**kw) -> ExperimentConfig:
+    """A small valid experiment config (headline over direct unless kw says otherwise)."""
+    return ExperimentConfig(**{"name": "t", "kind": "headline", "paths": ("direct",), "rounds": 1, "seconds": 1,
+                               "omit_seconds": 0, **kw})
+
+
 def header(**kw) -> Header:
-    return Header(experiment="t", kind="headline", created_at=results.utc_now(), config={"name": "t"},
-                  sysinfo={"kernel": "x"}, **kw)
+    return Header(experiment="t", kind="headline", created_at=results.utc_now(), config=config(),
+                  sysinfo=SysInfo(kernel="x"), **kw)
 
 
 def record(path: str = "direct", rnd: int = 1, mbps: float | None = 100.0, **kw) -> Record:
@@ -83,7 +90,7 @@ def _header_line(**kw) -> str:
 
 def test_newer_version_is_refused_with_the_fix(tmp_path: Path) -> None:
     p = tmp_path / "r.jsonl"
-    _write(p, [_header_line(schema_version=results.SCHEMA_VERSION + 1)])
+    _write(p, [_header_line(schema_version=schema.SCHEMA_VERSION + 1)])
     with pytest.raises(ResultsError, match=r"newer than this portunus-bench reads.*update the harness"):
         load_results(p)
 
@@ -125,8 +132,8 @@ def test_older_versions_are_upgraded_step_by_step(tmp_path: Path, monkeypatch: p
             line["path"] = {"kernel": "iptables"}.get(line["path"], line["path"])
         return line
 
-    monkeypatch.setattr(results, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(results, "UPGRADES", {1: v1_to_v2, 2: v2_to_v3})
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "UPGRADES", {1: v1_to_v2, 2: v2_to_v3})
     old = record(path="kernel").to_dict()
     old["mbps_v1"] = old.pop("throughput_mbps")
     p = tmp_path / "old.jsonl"
@@ -147,8 +154,8 @@ def test_dataframe(tmp_path: Path) -> None:
 def test_an_older_file_is_readable_but_not_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "old.jsonl"
     _write(p, [_header_line(schema_version=1), json.dumps({"type": "measurement", **record().to_dict()})])
-    monkeypatch.setattr(results, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(results, "UPGRADES", {1: lambda line: line})
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "UPGRADES", {1: lambda line: line})
     rs = load_results(p)
     assert rs.file_schema_version == 1 and rs.header.schema_version == 2 and len(rs.records) == 1
     with pytest.raises(ResultsError, match="not resumed"):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.experiments import (
-    summarise_ab,
-    summarise_capped,
-    summarise_headline,
-    summarise_sweep,
-    target_mbps,
-)
-from harness.stats import pct_error, ranges_overlap, ratio_pct, summarise
+from harness.kinds.ab import summarise_ab
+from harness.kinds.capped import summarise_capped, target_mbps
+from harness.kinds.headline import summarise_headline
+from harness.kinds.sweep import summarise_sweep
+from harness.summarise.stats import pct_error, ranges_overlap, ratio_pct, summarise
 from tests.harness.test_results import record
 
 

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, parse_config
+from harness.define.load import ConfigError, parse_config
+from harness.define.plan import Measurement
+from harness.define.topology import TopologySpec
 from harness.errors import PreflightError
-from harness.executor.nsenter import entered_netns
+from harness.measure.preflight import check_topology
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
 from harness.paths import PATHS
-from harness.plan import Measurement
-from harness.preflight import check_topology
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
-from harness.topology import netns as tnetns
-from harness.topology import open_topology, parse_topology
-from harness.topology.shaping import (
+from harness.site.executor.nsenter import entered_netns
+from harness.site.topology import netns as tnetns
+from harness.site.topology import open_topology, parse_topology
+from harness.site.topology.shaping import (
     LinkSettings,
     Qdisc,
     netem_delay_ms,
@@ -38,7 +39,6 @@ from harness.topology.shaping import (
     tbf_rate_mbit,
     tc_commands,
 )
-from harness.topology.spec import TopologySpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "topology"
 PREFIX = f"ptt{os.getpid() % 100000}-"
@@ -311,26 +311,29 @@ def test_netem_delay_is_applied_or_refused_with_the_reason(tmp_path: Path) -> No
 
 
 def _rs(tmp_path: Path, name: str, topology: dict, values: dict[str, list[float]]):
-    from harness.results import Header, Record, ResultSet
+    from harness.records.header import Header, SysInfo, TopologyInfo
+    from harness.records.results import Record, ResultSet
+    from tests.harness.test_results import config
 
     recs = tuple(Record(experiment=name, path=p, round=i + 1, index=i, offered_mbps=None, cap_bytes_per_s=None,
                         seconds=1, omit_seconds=0, protocol="tcp", backend="cli", status="ok", error=None,
                         started_at="a", ended_at="b", throughput_mbps=v)
                  for p, vs in values.items() for i, v in enumerate(vs))
-    h = Header(experiment=name, kind="headline", created_at="2026-01-01", config={"paths": list(values)},
-               sysinfo={}, topology=topology)
+    h = Header(experiment=name, kind="headline", created_at="2026-01-01", config=config(paths=tuple(values)),
+               sysinfo=SysInfo(), topology=TopologyInfo.from_dict(topology))
     return ResultSet(tmp_path / f"{name}.jsonl", h, recs, ())
 
 
 def test_topology_labels_and_the_side_by_side_summary(tmp_path: Path) -> None:
-    from harness.experiments.topology import same_topology, summarise_topologies, topology_label
+    from harness.records.header import TopologyInfo
+    from harness.summarise.topology import same_topology, summarise_topologies, topology_label
 
     netns = {"kind": "netns", "links": {"client_edge": {"mtu": 1500}, "edge_target": {}}}
     jumbo = {"kind": "netns", "links": {"client_edge": {"mtu": 9000}}}
-    assert topology_label(None) == "loopback" and topology_label(netns) == "netns"
-    assert topology_label(jumbo) == "netns (client_edge MTU 9000)"
-    assert topology_label({"kind": "netns", "links": {"edge_target": {"delay_ms": 5, "rate_mbit": 100}}}) == (
-        "netns (edge_target delay 5 ms each way, rate 100 Mbit/s)")
+    shaped = {"kind": "netns", "links": {"edge_target": {"delay_ms": 5, "rate_mbit": 100}}}
+    assert topology_label(None) == "loopback" and topology_label(TopologyInfo.from_dict(netns)) == "netns"
+    assert topology_label(TopologyInfo.from_dict(jumbo)) == "netns (client_edge MTU 9000)"
+    assert topology_label(TopologyInfo.from_dict(shaped)) == "netns (edge_target delay 5 ms each way, rate 100 Mbit/s)"
     lo = _rs(tmp_path, "headline", {"kind": "loopback"}, {"iptables": [200, 220], "standalone": [100, 120]})
     ns = _rs(tmp_path, "netns-headline", netns, {"iptables": [100], "standalone": [110], "nftables": [90]})
     assert same_topology(ns, [lo, ns]) == [ns]
@@ -349,12 +352,14 @@ def test_topology_labels_and_the_side_by_side_summary(tmp_path: Path) -> None:
 def test_version_2_result_files_read_as_loopback(tmp_path: Path) -> None:
     import json
 
-    from harness.results import SCHEMA_VERSION, load_results
+    from harness.records.results import load_results
+    from tests.harness.test_results import config
 
-    assert SCHEMA_VERSION == 3
     head = {"type": "header", "format": "portunus-bench-results", "schema_version": 2, "experiment": "t",
-            "kind": "headline", "created_at": "x", "config": {}, "sysinfo": {}, "argv": [], "unavailable_paths": {}}
+            "kind": "headline", "created_at": "x", "config": config().to_dict(), "sysinfo": {}, "argv": [],
+            "unavailable_paths": {}}
     p = tmp_path / "v2.jsonl"
     p.write_text(json.dumps(head) + "\n")
     rs = load_results(p)
-    assert rs.header.topology == {"kind": "loopback", "address": "127.0.0.1"} and rs.file_schema_version == 2
+    assert rs.header.topology.to_dict() == {"kind": "loopback", "address": "127.0.0.1"}
+    assert rs.file_schema_version == 2

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
-from harness.config import parse_config
-from harness.executor.nsenter import entered_netns
+from harness.define.load import parse_config
+from harness.define.plan import Measurement
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
 from harness.paths import PATHS, PathSetup
 from harness.paths import iptables as ipt
 from harness.paths import nftables as nft
-from harness.plan import Measurement
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
-from harness.topology import Topology, open_topology, parse_topology
-from harness.topology import netns as tnetns
+from harness.site import procs
+from harness.site.executor.nsenter import entered_netns
+from harness.site.topology import Topology, open_topology, parse_topology
+from harness.site.topology import netns as tnetns
 from tests.support.net import (
     ExchangeServer,
     FramedServer,

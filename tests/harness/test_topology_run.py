@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import runner
-from harness.config import load_config, parse_config
-from harness.results import load_results
-from harness.topology import netns as tnetns
+from harness.define.load import load_config, parse_config
+from harness.measure import runner
+from harness.records.results import load_results
+from harness.site.topology import netns as tnetns
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = f"ptr{os.getpid() % 100000}"
@@ -64,11 +64,11 @@ def test_netns_headline_and_loopback_side_by_side_through_the_cli(tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _ours(prefix)
     rs = load_results(out / "netns-headline.jsonl")
-    assert rs.complete and rs.header.schema_version == 3
+    assert rs.complete and rs.header.schema_version == 4 and set(rs.header.path_facts) == set(rs.header.config.paths)
     topo = rs.header.topology
-    assert topo["kind"] == "netns" and topo["namespaces"]["edge"] == f"{prefix}edge"
-    assert topo["links"]["client_edge"] == {"mtu": 1500}
-    assert all(v["mtu"] == 1500 for v in topo["applied"]["interfaces"].values())
+    assert topo.kind == "netns" and (topo.namespaces or {})["edge"] == f"{prefix}edge"
+    assert (topo.links or {})["client_edge"] == {"mtu": 1500}
+    assert all(v["mtu"] == 1500 for v in (topo.applied or {})["interfaces"].values())
     measured = {r.path for r in rs.records}
     assert {"direct", "iptables", "nftables", "reference", "standalone", "client"} <= measured
     assert all(r.ok for r in rs.records), [(r.path, r.error) for r in rs.records if not r.ok]
@@ -122,10 +122,12 @@ def _start_run(tmp_path: Path, prefix: str) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(cfg), "--out", str(out),
                              "--skip-unavailable"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Wait until a measurement is under way: namespaces up and an iperf3 client inside the client one.
+    # Wait until a measurement is under way: namespaces up, the result file started (opening the
+    # topology runs sysctl inside the client namespace too) and an iperf3 client in the client one.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if len(_ours(prefix)) == 3 and tnetns.namespace_pids(f"{prefix}client"):
+        started = (out / "netns-headline.jsonl").exists()
+        if started and len(_ours(prefix)) == 3 and tnetns.namespace_pids(f"{prefix}client"):
             return proc, out
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
         time.sleep(0.1)

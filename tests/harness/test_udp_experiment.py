@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, parse_config
-from harness.drivers import IperfDriver
+from harness.define.load import ConfigError, parse_config
+from harness.define.plan import Measurement
 from harness.errors import IperfError
-from harness.experiments.udp import summarise_udp
-from harness.iperf import IperfParams, cli_argv
+from harness.kinds.udp import summarise_udp
+from harness.measure.drivers import IperfDriver
+from harness.measure.iperf import IperfParams, cli_argv
+from harness.measure.runner import PortAllocator, measure_one
+from harness.measure.signals import SignalGuard
 from harness.paths import PATHS
-from harness.plan import Measurement
-from harness.runner import PortAllocator, measure_one
-from harness.signals import SignalGuard
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "udp" / "rinetd_invalid_counters.json"
 RATE_MBPS = 50.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.probe import open_echo_server
+from harness.measure.probe import open_echo_server
 from tests.support.net import free_ports, recv_exact
 
 RSS_LIMIT_BYTES = 256 * 1024 * 1024

@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from harness import netutil
+from harness.site import netutil
 
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A bindable port below the ephemeral range (see harness.netutil.free_port)."""
+    """A bindable port below the ephemeral range (see harness.site.netutil.free_port)."""
     return netutil.free_port(host, kind)
 
 
