@@ -50,9 +50,11 @@ def test_client_started_while_its_server_is_down_serves_its_last_rules(plane: Co
     through(p2, target, b"server-down-0002")
     status = client.stats()["control"]
     assert (status["connected"], status["ruleset_version"], status["restored_rules"]) == (False, version, 2)
+    # It restored before it ever heard from the (absent) server: the dial failure is logged
+    # after the restore (waited for: the first dial may still be under way).
+    wait_until(lambda: " down (" in client.log(), 30, "the failed dial logged", 0.05)
     log = client.log()
     assert f"restored 2 rule(s) at version {version}" in log
-    # It restored before it ever heard from the (absent) server.
     assert log.index("restored 2 rule(s)") < log.index(" down (")
 
     # The server comes back: its full set takes over, and a change made now still arrives.
