@@ -37,18 +37,23 @@ def test_parse_proc_stat_handles_odd_process_names() -> None:
     assert procs.parse_ppid(text) == 1
 
 
-def test_cpu_seconds_counts_all_threads_of_a_busy_child() -> None:
+def test_cpu_seconds_counts_all_threads_of_a_busy_child(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    # Each thread spins until it has used 0.3 s of CPU itself (thread_time, not wall time: a
+    # loaded host must not make the test fail), then the child says so and idles.
     code = ("import threading,time\n"
-            "def spin():\n  t=time.time()\n  while time.time()-t<0.6: pass\n"
+            "def spin():\n  while time.thread_time()<0.3: pass\n"
             "ts=[threading.Thread(target=spin) for _ in range(2)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
-            "time.sleep(30)\n")
+            f"open({str(done)!r},'w').write('1')\ntime.sleep(30)\n")
     p = procs.spawn([sys.executable, "-c", code])
     try:
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while not done.exists():
+            assert time.monotonic() < deadline, "the child never finished spinning"
+            time.sleep(0.05)
         used = procs.cpu_seconds(p.pid)
-        # The spinning threads have exited; their time stays with the process. The GIL
-        # serialises them, so at least ~0.5 s of one core, wall time permitting.
-        assert used is not None and used > 0.3
+        # The spinning threads have exited; their time stays with the process.
+        assert used is not None and used >= 0.55  # 2 x 0.3 s, less clock-tick rounding
     finally:
         procs.stop(p)
     assert procs.cpu_seconds(p.pid) is None  # gone
