@@ -1,9 +1,9 @@
 """notebooks/analysis.ipynb as a user runs it: `jupyter execute` from the repository root on every
 committed result directory and on the fixture set, its cross-check against report.md passing there
-and failing on a report that disagrees.
+and failing on a report that disagrees, and `make notebook` serving it through JupyterLab.
 
 Every run is real: the project's jupyter, a kernel of this venv's Python, the committed result
-files, git for which of them are committed.
+files, git for which of them are committed, make and an HTTP client against the JupyterLab server.
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -21,8 +25,10 @@ from nbclient import NotebookClient
 
 from harness.kinds import KINDS
 from harness.records.results import load_results_dir
+from harness.site import procs
 from tests.harness.test_analysis_support import support
 from tests.harness.test_report import SMOKE, copy_results
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
@@ -31,6 +37,8 @@ BIN = Path(sys.executable).parent
 # Kernel start-up plus pandas and matplotlib imports on a loaded 2-core host.
 CELL_TIMEOUT_S = 300
 EXECUTE_TIMEOUT_S = 600
+# JupyterLab's start-up took ~60 s on the shared 2-core VM at load 30.
+LAB_START_TIMEOUT_S = 240
 
 
 def jupyter_env(tmp: Path, results: str | None) -> dict[str, str]:
@@ -196,3 +204,106 @@ def test_the_default_is_the_newest_committed_run(kernel_of_this_python: str,
                          capture_output=True, text=True)
     assert cli.returncode == 0 and cli.stdout.strip() == committed_dirs()[-1]
 
+
+
+# ---------------------------------------------------------------- make notebook
+
+
+def _listening_addresses(pid: int, port: int) -> set[str]:
+    """Local addresses of pid's network namespace listening on a TCP port (/proc/PID/net/tcp{,6})."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(addr)
+    return found
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.timeout(LAB_START_TIMEOUT_S + 120)
+def test_make_notebook_serves_the_notebook_on_localhost_with_a_token(tmp_path: Path) -> None:
+    """`make notebook` starts JupyterLab on 127.0.0.1 with the newest committed run; the notebook is
+    served through its HTTP API with the printed token (and refused without); stopped by PID."""
+    port = free_port()
+    log = tmp_path / "make-notebook.log"
+    with open(log, "wb") as sink:
+        make = subprocess.Popen(["make", "-s", "notebook", f"NOTEBOOK_PORT={port}"], cwd=REPO,
+                                env=jupyter_env(tmp_path, None), stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    lab: list[int] = []
+    tree: list[int] = []
+    try:
+        url = re.compile(rf"(http://127\.0\.0\.1:{port}/lab/tree/notebooks/analysis\.ipynb)\?token=(\w+)")
+        deadline = time.monotonic() + LAB_START_TIMEOUT_S
+        while not (m := url.search(log.read_text())):
+            assert make.poll() is None, f"make notebook exited {make.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no URL with a token after {LAB_START_TIMEOUT_S} s:\n{log.read_text()}"
+            time.sleep(0.5)
+        tree = procs.descendants(make.pid)  # jupyter lab and whatever it started
+        # The recipe execs jupyter lab: it is make's only child.
+        lab = [p for p in tree if procs.parse_ppid(Path(f"/proc/{p}/stat").read_text()) == make.pid]
+        assert len(lab) == 1, (tree, lab)
+        cmdline = Path(f"/proc/{lab[0]}/cmdline").read_bytes().split(b"\0")
+        assert any(a.endswith(b"jupyter-lab") for a in cmdline), cmdline
+        environ = Path(f"/proc/{lab[0]}/environ").read_bytes().split(b"\0")
+        assert f"PORTUNUS_RESULTS={committed_dirs()[-1]}".encode() in environ
+        assert _listening_addresses(lab[0], port) == {"0100007F"}  # 127.0.0.1 only
+
+        page, token = m.group(1), m.group(2)
+        assert _get(f"{page}?token={token}")[0] == 200
+        api = f"http://127.0.0.1:{port}/api/contents/notebooks/analysis.ipynb"
+        assert _get(api)[0] == 403
+        status, body = _get(api, token)
+        assert status == 200
+        served = json.loads(body)
+        assert served["type"] == "notebook" and served["path"] == "notebooks/analysis.ipynb"
+        on_disk = nbformat.read(NOTEBOOK, as_version=4)
+        assert [c["source"] for c in served["content"]["cells"]] == [c.source for c in on_disk.cells]
+    finally:
+        if lab:
+            procs.stop_pids(lab, grace_s=30.0)
+        procs.stop_pids([p for p in tree if procs.pid_alive(p)])
+        if not procs.wait_exit(make, 30.0):
+            os.kill(make.pid, signal.SIGKILL)
+            make.wait()
+    assert lab and not procs.pid_alive(lab[0])
+
+
+def test_make_notebook_refuses_a_results_directory_that_is_not_one(tmp_path: Path) -> None:
+    """RESULTS reaches the notebook's resolver: a wrong one stops before JupyterLab starts, exit 2."""
+    bad = subprocess.run(["make", "-s", "notebook", "RESULTS=results/nope"], cwd=REPO,
+                         env=jupyter_env(tmp_path, None), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2, bad
+    assert f"{REPO}/results/nope is not a directory (PORTUNUS_RESULTS=results/nope" in bad.stderr
+    assert "JupyterLab on" not in bad.stdout
+
+
+README_COMMANDS = [
+    "make setup",
+    "make notebook",
+    "make notebook RESULTS=results/<run>",
+    ". .venv/bin/activate && PORTUNUS_RESULTS=results/<run> jupyter execute notebooks/analysis.ipynb",
+]
+
+
+def test_readme_and_notebook_give_the_commands_tested_here() -> None:
+    """README's Jupyter section and the notebook's first cell: exactly the commands the tests above run."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("\n## Jupyter analysis\n"):]
+    section = section[:section.index("\n## ", 1)]
+    intro = nbformat.read(NOTEBOOK, as_version=4).cells[0].source
+    for text in (section, intro):
+        block = re.search(r"```sh\n(.*?)```", text, flags=re.S)
+        assert block is not None
+        commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+        assert commands == README_COMMANDS
