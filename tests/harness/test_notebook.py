@@ -8,6 +8,8 @@ files, git for which of them are committed, make and an HTTP client against the 
 
 from __future__ import annotations
 
+import ast
+import itertools
 import json
 import os
 import re
@@ -101,6 +103,25 @@ def test_notebook_is_committed_without_outputs() -> None:
     assert not stale, (f"code cells {stale} of {NOTEBOOK} hold outputs: clear them before committing "
                        "(JupyterLab: Edit > Clear Outputs of All Cells, then save)")
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_every_registered_kind_has_its_section_and_its_cross_check() -> None:
+    """The notebook grows with the harness: a kind registered in harness.kinds without a section here
+    (a markdown cell with its question, then `show_kind("<kind>")`) or a cross-check fails this."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = "\n".join(line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+                     if not line.startswith("%"))  # IPython magics are not Python
+    assigned = {t.id: node.value for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert list(ast.literal_eval(assigned["SECTION_KINDS"])) == list(KINDS), "SECTION_KINDS: KINDS in order"
+    checks = assigned["CHECKS"]
+    assert isinstance(checks, ast.Dict)
+    assert sorted(ast.literal_eval(k) for k in checks.keys if k is not None) == sorted(KINDS), "CHECKS: every kind"
+    shown = [(m.group(1), before.source) for before, cell in itertools.pairwise(nb.cells)
+             if (m := re.fullmatch(r'show_kind\("(\w+)"\)', cell.source.strip()))]
+    assert [kind for kind, _ in shown] == list(KINDS), "one show_kind cell per kind, in the report's order"
+    for kind, before in shown:
+        assert before.startswith("## ") and "**Question:**" in before, f"the cell before show_kind({kind!r})"
 
 
 def test_there_is_a_committed_result_directory() -> None:
