@@ -144,6 +144,8 @@ report: setup
 # directory under results/ (notebooks/analysis_support.py chooses and checks it). NOTEBOOK_PORT: where to
 # listen (JupyterLab takes the next free port if it is taken, and prints that one). As root (this project's
 # machines run the harness as root for iptables and namespaces) JupyterLab needs --allow-root to start.
+# answer_yes: one Ctrl-C stops it (and its kernels); without it JupyterLab asks "Shut down (y/[n])?" and,
+# unanswered for 5 s, keeps running.
 NOTEBOOK_PORT ?= 8888
 NOTEBOOK_RESULTS = $(if $(filter-out file,$(origin RESULTS)),$(RESULTS))
 
@@ -153,7 +155,7 @@ notebook: setup
 	root=; [ "$$(id -u)" -ne 0 ] || root=--allow-root; \
 	PORTUNUS_RESULTS=$$dir exec $(BIN)/jupyter lab --no-browser $$root --ServerApp.ip=127.0.0.1 \
 	  --ServerApp.port=$(NOTEBOOK_PORT) --ServerApp.root_dir=$(CURDIR) \
-	  --LabApp.default_url=/lab/tree/notebooks/analysis.ipynb
+	  --ServerApp.answer_yes=True --LabApp.default_url=/lab/tree/notebooks/analysis.ipynb
 
 cleanup: setup
 	$(BIN)/portunus-bench cleanup

@@ -9,6 +9,7 @@ files, git for which of them are committed, make and an HTTP client against the 
 from __future__ import annotations
 
 import ast
+import fcntl
 import itertools
 import json
 import os
@@ -17,6 +18,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -250,38 +253,67 @@ def _listening_addresses(pid: int, port: int) -> set[str]:
     return found
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
+def _request(url: str, token: str | None = None, body: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET (or POST a JSON body) with the token in the Authorization header."""
+    headers = {"Authorization": f"token {token}"} if token else {}
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
 
 
-@pytest.mark.timeout(LAB_START_TIMEOUT_S + 120)
-def test_make_notebook_serves_the_notebook_on_localhost_with_a_token(tmp_path: Path) -> None:
-    """`make notebook` starts JupyterLab on 127.0.0.1 with the newest committed run; the notebook is
-    served through its HTTP API with the printed token (and refused without); stopped by PID."""
+def _copy_terminal(master: int, log: Path) -> None:
+    """Everything written to the terminal, into log (a full pty would block JupyterLab's writes)."""
+    with open(log, "ab") as sink:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every process holding the terminal has exited
+                return
+            if not chunk:
+                return
+            sink.write(chunk)
+            sink.flush()
+
+
+def _controlling_terminal() -> None:
+    """In the child, after setsid: stdin (the pty) becomes its controlling terminal, so ^C signals it."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@pytest.mark.timeout(LAB_START_TIMEOUT_S + 180)
+def test_make_notebook_serves_the_notebook_on_localhost_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`make notebook` on a terminal, as a user types it: JupyterLab on 127.0.0.1 with the newest
+    committed run, the notebook served through its HTTP API with the printed token (refused without),
+    a kernel started through the API, then one Ctrl-C on the terminal stops make, JupyterLab and
+    the kernel (anything left is stopped by PID and fails the test)."""
     port = free_port()
     log = tmp_path / "make-notebook.log"
-    with open(log, "wb") as sink:
-        make = subprocess.Popen(["make", "-s", "notebook", f"NOTEBOOK_PORT={port}"], cwd=REPO,
-                                env=jupyter_env(tmp_path, None), stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    lab: list[int] = []
+    log.touch()
+    master, slave = os.openpty()
+    make = subprocess.Popen(["make", "-s", "notebook", f"NOTEBOOK_PORT={port}"], cwd=REPO,
+                            env=jupyter_env(tmp_path, None), stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=_controlling_terminal)
+    os.close(slave)
+    reader = threading.Thread(target=_copy_terminal, args=(master, log), daemon=True)
+    reader.start()
     tree: list[int] = []
     try:
         url = re.compile(rf"(http://127\.0\.0\.1:{port}/lab/tree/notebooks/analysis\.ipynb)\?token=(\w+)")
         deadline = time.monotonic() + LAB_START_TIMEOUT_S
-        while not (m := url.search(log.read_text())):
+        while not (m := url.search(log.read_text(errors="replace"))):
             assert make.poll() is None, f"make notebook exited {make.returncode}:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"no URL with a token after {LAB_START_TIMEOUT_S} s:\n{log.read_text()}"
             time.sleep(0.5)
-        tree = procs.descendants(make.pid)  # jupyter lab and whatever it started
         # The recipe execs jupyter lab: it is make's only child.
-        lab = [p for p in tree if procs.parse_ppid(Path(f"/proc/{p}/stat").read_text()) == make.pid]
-        assert len(lab) == 1, (tree, lab)
+        lab = [p for p in procs.descendants(make.pid)
+               if procs.parse_ppid(Path(f"/proc/{p}/stat").read_text()) == make.pid]
+        assert len(lab) == 1, lab
         cmdline = Path(f"/proc/{lab[0]}/cmdline").read_bytes().split(b"\0")
         assert any(a.endswith(b"jupyter-lab") for a in cmdline), cmdline
         environ = Path(f"/proc/{lab[0]}/environ").read_bytes().split(b"\0")
@@ -289,23 +321,37 @@ def test_make_notebook_serves_the_notebook_on_localhost_with_a_token(tmp_path: P
         assert _listening_addresses(lab[0], port) == {"0100007F"}  # 127.0.0.1 only
 
         page, token = m.group(1), m.group(2)
-        assert _get(f"{page}?token={token}")[0] == 200
-        api = f"http://127.0.0.1:{port}/api/contents/notebooks/analysis.ipynb"
-        assert _get(api)[0] == 403
-        status, body = _get(api, token)
+        assert _request(f"{page}?token={token}")[0] == 200
+        api = f"http://127.0.0.1:{port}/api"
+        assert _request(f"{api}/contents/notebooks/analysis.ipynb")[0] == 403
+        status, body = _request(f"{api}/contents/notebooks/analysis.ipynb", token)
         assert status == 200
         served = json.loads(body)
         assert served["type"] == "notebook" and served["path"] == "notebooks/analysis.ipynb"
         on_disk = nbformat.read(NOTEBOOK, as_version=4)
         assert [c["source"] for c in served["content"]["cells"]] == [c.source for c in on_disk.cells]
+
+        status, body = _request(f"{api}/kernels", token, {"name": "python3"})  # what opening the notebook does
+        assert status == 201, body
+        deadline = time.monotonic() + LAB_START_TIMEOUT_S
+        while len(tree := procs.descendants(make.pid)) < 2:  # jupyter lab and the kernel it started
+            assert time.monotonic() < deadline, f"no kernel process under make: {tree}"
+            time.sleep(0.5)
+
+        os.write(master, b"\x03")  # Ctrl-C: the terminal signals its foreground process group
+        assert procs.wait_exit(make, 60.0), f"make notebook still running 60 s after Ctrl-C:\n{log.read_text()}"
+        deadline = time.monotonic() + 30
+        while (left := [p for p in tree if procs.pid_alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"left running after Ctrl-C: {left}"
     finally:
-        if lab:
-            procs.stop_pids(lab, grace_s=30.0)
-        procs.stop_pids([p for p in tree if procs.pid_alive(p)])
+        procs.stop_pids([p for p in [*tree, *procs.descendants(make.pid)] if procs.pid_alive(p)])
         if not procs.wait_exit(make, 30.0):
             os.kill(make.pid, signal.SIGKILL)
             make.wait()
-    assert lab and not procs.pid_alive(lab[0])
+        reader.join(10)  # ends once no process holds the terminal
+        os.close(master)
+    assert "Shutting down 1 kernel" in log.read_text(errors="replace")
 
 
 def test_make_notebook_refuses_a_results_directory_that_is_not_one(tmp_path: Path) -> None:
