@@ -52,16 +52,14 @@ README_EXECUTE = ". .venv/bin/activate && PORTUNUS_RESULTS=results/<run> jupyter
 README_COMMANDS = ["make setup", "make notebook", "make notebook RESULTS=results/<run>", README_EXECUTE]
 
 
-def jupyter_env(tmp: Path, results: str | None) -> dict[str, str]:
+def jupyter_env(tmp: Path) -> dict[str, str]:
     """This environment with Jupyter's and IPython's per-user directories in tmp (nothing in ~ is
-    read or written) and PORTUNUS_RESULTS set to `results` or unset."""
+    read or written), without PORTUNUS_RESULTS or RESULTS (each test sets its own)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PORTUNUS_RESULTS", "JUPYTER_PATH", "RESULTS")}
     for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "config"),
                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython")):
         (tmp / "jupyter-home" / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(tmp / "jupyter-home" / sub)
-    if results is not None:
-        env["PORTUNUS_RESULTS"] = results
     return env
 
 
@@ -73,7 +71,7 @@ def jupyter_execute(tmp: Path, results: str, *extra: str) -> nbformat.NotebookNo
     # The activate script of the venv running these tests: .venv/bin/activate in a checkout made by `make setup`.
     command = command.replace(". .venv/bin/activate", f". {shlex.quote(str(BIN / 'activate'))}")
     command += " " + shlex.join([f"--output={out}", f"--timeout={CELL_TIMEOUT_S}", *extra])
-    proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=jupyter_env(tmp, None), capture_output=True,
+    proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=jupyter_env(tmp), capture_output=True,
                           text=True, timeout=EXECUTE_TIMEOUT_S)
     assert proc.returncode == 0, f"{command} failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
     return nbformat.read(out.with_suffix(".ipynb"), as_version=4)
@@ -297,7 +295,7 @@ def test_make_notebook_serves_the_notebook_on_localhost_and_stops_on_ctrl_c(tmp_
     log.touch()
     master, slave = os.openpty()
     make = subprocess.Popen(["make", "-s", "notebook", f"NOTEBOOK_PORT={port}"], cwd=REPO,
-                            env=jupyter_env(tmp_path, None), stdin=slave, stdout=slave, stderr=slave,
+                            env=jupyter_env(tmp_path), stdin=slave, stdout=slave, stderr=slave,
                             start_new_session=True, preexec_fn=_controlling_terminal)
     os.close(slave)
     reader = threading.Thread(target=_copy_terminal, args=(master, log), daemon=True)
@@ -357,7 +355,7 @@ def test_make_notebook_serves_the_notebook_on_localhost_and_stops_on_ctrl_c(tmp_
 def test_make_notebook_refuses_a_results_directory_that_is_not_one(tmp_path: Path) -> None:
     """RESULTS reaches the notebook's resolver: a wrong one stops before JupyterLab starts, exit 2."""
     bad = subprocess.run(["make", "-s", "notebook", "RESULTS=results/nope"], cwd=REPO,
-                         env=jupyter_env(tmp_path, None), capture_output=True, text=True, timeout=120)
+                         env=jupyter_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2, bad
     assert f"{REPO}/results/nope is not a directory (PORTUNUS_RESULTS=results/nope" in bad.stderr
     assert "JupyterLab on" not in bad.stdout
