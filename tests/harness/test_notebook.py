@@ -288,7 +288,7 @@ def _controlling_terminal() -> None:
 def test_make_notebook_serves_the_notebook_on_localhost_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """`make notebook` on a terminal, as a user types it: JupyterLab on 127.0.0.1 with the newest
     committed run, the notebook served through its HTTP API with the printed token (refused without),
-    a kernel started through the API, then one Ctrl-C on the terminal stops make, JupyterLab and
+    a session opened on it (its kernel: the venv's Python in notebooks/, with the run), then one Ctrl-C on the terminal stops make, JupyterLab and
     the kernel (anything left is stopped by PID and fails the test)."""
     port = free_port()
     log = tmp_path / "make-notebook.log"
@@ -329,12 +329,20 @@ def test_make_notebook_serves_the_notebook_on_localhost_and_stops_on_ctrl_c(tmp_
         on_disk = nbformat.read(NOTEBOOK, as_version=4)
         assert [c["source"] for c in served["content"]["cells"]] == [c.source for c in on_disk.cells]
 
-        status, body = _request(f"{api}/kernels", token, {"name": "python3"})  # what opening the notebook does
+        # What opening the notebook in JupyterLab does: a session, whose kernel runs in notebooks/.
+        status, body = _request(f"{api}/sessions", token, {"path": "notebooks/analysis.ipynb", "type": "notebook",
+                                                          "name": "analysis.ipynb", "kernel": {"name": "python3"}})
         assert status == 201, body
         deadline = time.monotonic() + LAB_START_TIMEOUT_S
         while len(tree := procs.descendants(make.pid)) < 2:  # jupyter lab and the kernel it started
             assert time.monotonic() < deadline, f"no kernel process under make: {tree}"
             time.sleep(0.5)
+        kernel = [p for p in tree if p != lab[0]]
+        assert len(kernel) == 1, tree
+        assert Path(f"/proc/{kernel[0]}/cwd").resolve() == REPO / "notebooks"
+        argv0 = Path(f"/proc/{kernel[0]}/cmdline").read_bytes().split(b"\0")[0].decode()
+        assert Path(argv0).parent == BIN, argv0  # the project's venv, whose harness the notebook imports
+        assert f"PORTUNUS_RESULTS={committed_dirs()[-1]}".encode() in Path(f"/proc/{kernel[0]}/environ").read_bytes()
 
         os.write(master, b"\x03")  # Ctrl-C: the terminal signals its foreground process group
         assert procs.wait_exit(make, 60.0), f"make notebook still running 60 s after Ctrl-C:\n{log.read_text()}"
