@@ -1,13 +1,21 @@
 """The portunus-client runtime: enrollment, and the control stream that drives
 the data plane.
 
-The client holds one bidirectional stream to the server. On connect it gets
-the full rule set, then deltas; each one is verified (Ed25519 signature from
-the server key pinned at enrollment, version order) before it touches the
-`Forwarder`, the same data plane `portunus-standalone` runs. A refused set
-changes nothing. When the stream breaks, forwarding goes on untouched and the
-client dials again with exponential backoff and full jitter; on return the
-server sends the full set and the client converges to it.
+The client holds one bidirectional stream to the server, on one gRPC channel
+that lives as long as the process: every attempt opens its stream on that
+channel, so at most one control connection exists at a time and no socket
+outlives the attempt that dialed it. On connect it gets the full rule set,
+then deltas; each one is verified (Ed25519 signature from the server key
+pinned at enrollment, version order) before it touches the `Forwarder`, the
+same data plane `portunus-standalone` runs. A refused set changes nothing.
+
+When the stream breaks, forwarding goes on untouched and the client tries
+again with exponential backoff and full jitter. Meanwhile the channel keeps
+dialing on its own short backoff (`wire.CLIENT_CHANNEL_OPTIONS`, at most ~2 s
+apart); the moment a dial succeeds the server is back, and the client opens
+its stream within `recovery_jitter_s` (uniform) instead of sleeping out a
+backoff that grew through the outage. On return the server sends the full
+set and the client converges to it.
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ DEFAULT_STATS_INTERVAL_S = 5.0
 # within a second or two, a long outage costs one dial per RECONNECT_MAX_S.
 RECONNECT_BASE_S = 0.5
 DEFAULT_RECONNECT_MAX_S = 30.0
+# Once the channel reaches the server again, the stream opens after a uniform
+# delay in [0, this]: short enough that a fleet is back within seconds of a
+# restart, long enough to spread its sessions over the server's first second.
+DEFAULT_RECOVERY_JITTER_S = 1.0
 
 
 class EnrollError(Exception):
@@ -136,6 +148,14 @@ class ClientOptions:
     stats_interval_s: float = DEFAULT_STATS_INTERVAL_S
     reconnect_base_s: float = RECONNECT_BASE_S
     reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
+    recovery_jitter_s: float = DEFAULT_RECOVERY_JITTER_S
+
+
+def open_control_channel(bundle: ClientBundle) -> Any:
+    """The client's one gRPC channel to its server (TLS pinned to the enrolled certificate)."""
+    creds = grpc.ssl_channel_credentials(root_certificates=bundle.server_cert_pem.encode())
+    options = (*wire.CLIENT_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
+    return grpc.aio.secure_channel(bundle.endpoint, creds, options=options)
 
 
 class ClientMetrics:
@@ -145,6 +165,9 @@ class ClientMetrics:
         self.connected = Gauge(f"{PREFIX}_client_connected", "1 while the control stream is up", registry=r)
         self.version = Gauge(f"{PREFIX}_client_ruleset_version", "Version of the running rule set", registry=r)
         self.sessions = Counter(f"{PREFIX}_client_sessions", "Control streams established", registry=r)
+        self.recoveries = Counter(f"{PREFIX}_client_fast_reconnects",
+                                  "Reconnect waits cut short because the channel reached the server again",
+                                  registry=r)
         self.applied = Counter(f"{PREFIX}_client_rulesets_applied", "Rule sets verified and applied", registry=r)
         self.rejected = Counter(f"{PREFIX}_client_rulesets_rejected",
                                 "Rule sets refused (bad signature, stale version, invalid rule)", registry=r)
@@ -174,6 +197,8 @@ class ControlClient:
         self.rejections = 0
         self.last_rejection: str | None = None
         self.sessions = 0
+        self._channel: Any = None
+        self._channel_up = asyncio.Event()  # set on each transition of the channel into READY
 
     def status(self) -> dict[str, Any]:
         return {"client": self.bundle.client, "server": self.bundle.endpoint, "connected": self.connected,
@@ -211,6 +236,18 @@ class ControlClient:
         return {**self.fwd.snapshot(), "control": self.status()}
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._channel = open_control_channel(self.bundle)
+        watcher = asyncio.create_task(self._watch_channel(self._channel))
+        try:
+            await self._run(stop)
+        finally:
+            watcher.cancel()
+            with _suppress_all():
+                await watcher
+            with _suppress_all():
+                await self._channel.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             sessions_before = self.sessions
@@ -239,51 +276,94 @@ class ControlClient:
             attempt += 1
             log.warning("control stream to %s down (%s); forwarding continues with %d rule(s); "
                         "retrying in %.2f s", self.bundle.endpoint, why, len(self.book.rules), delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            if await self._pause(delay, stop):
+                attempt = 0  # the server answered a dial: a failure after this starts from the base again
+
+    async def _watch_channel(self, channel: Any) -> None:
+        """Signal `_channel_up` whenever the channel becomes READY (a dial and TLS handshake succeeded)."""
+        ready = grpc.ChannelConnectivity.READY
+        state = channel.get_state(try_to_connect=False)
+        while True:
+            await channel.wait_for_state_change(state)
+            new = channel.get_state(try_to_connect=False)
+            if new == ready and state != ready:
+                self._channel_up.set()
+            state = new
+
+    async def _pause(self, delay_s: float, stop: asyncio.Event) -> bool:
+        """Wait `delay_s` before the next attempt, or less if the channel reaches the server meanwhile.
+
+        Returns True if the wait was cut short that way. While we wait the
+        channel dials on its own (short) backoff; each failed dial closes its
+        socket, and a successful one is the connection the next stream uses.
+        """
+        self._channel_up.clear()
+        # An idle channel (the server said goodbye) dials only when asked.
+        self._channel.get_state(try_to_connect=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay_s
+        stopper = asyncio.ensure_future(stop.wait())
+        up = asyncio.ensure_future(self._channel_up.wait())
+        try:
+            done, _ = await asyncio.wait({stopper, up}, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+            if up not in done or stopper in done:
+                return False
+            jitter_s = self._rng.uniform(0.0, self.options.recovery_jitter_s)
+            remaining_s = min(deadline - loop.time(), jitter_s)
+            log.info("control channel reached %s again; opening the stream in %.2f s", self.bundle.endpoint,
+                     max(0.0, remaining_s))
+            self.metrics.recoveries.inc()
+            if remaining_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(stopper), remaining_s)
+            return True
+        finally:
+            for t in (stopper, up):
+                t.cancel()
 
     async def _session(self) -> None:
-        creds = grpc.ssl_channel_credentials(root_certificates=self.bundle.server_cert_pem.encode())
-        options = (*wire.CLIENT_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
-        async with grpc.aio.secure_channel(self.bundle.endpoint, creds, options=options) as channel:
-            call = channel.stream_stream(wire.SESSION_METHOD, request_serializer=wire.encode,
-                                         response_deserializer=wire.decode)()
-            first = await asyncio.wait_for(call.read(), CONNECT_TIMEOUT_S)
-            if first is grpc.aio.EOF:
-                raise SessionEnded("server closed the stream before its challenge")
-            msg = wire.parse_server_message(first)
-            if not isinstance(msg, wire.Challenge):
-                raise SessionEnded("server did not start with a challenge")
-            proof = sign_bytes(self._client_key, wire.session_proof_bytes(msg.nonce, self.bundle.client),
-                               SESSION_CONTEXT)
-            await self._write(call, wire.hello(self.bundle.client, proof, self.book.version, AGENT))
-            stats_task: asyncio.Task[None] | None = None
-            try:
-                while True:
-                    raw = await call.read()
-                    if raw is grpc.aio.EOF:
-                        return
-                    msg = wire.parse_server_message(raw)
-                    if not self.connected:
-                        # The server answered our hello with data: we are authenticated.
-                        self.connected = True
-                        self.sessions += 1
-                        self.metrics.sessions.inc()
-                        self.metrics.connected.set(1)
-                        log.info("control stream to %s up (running version %d)", self.bundle.endpoint,
-                                 self.book.version)
-                        stats_task = asyncio.create_task(self._stats_loop(call))
-                    if isinstance(msg, wire.RuleSetMessage):
-                        await self._on_ruleset(call, msg.signed)
-            finally:
-                self.connected = False
-                self.metrics.connected.set(0)
-                if stats_task is not None:
-                    stats_task.cancel()
-                    with _suppress_all():
-                        await stats_task
+        call = self._channel.stream_stream(wire.SESSION_METHOD, request_serializer=wire.encode,
+                                           response_deserializer=wire.decode)()
+        try:
+            await self._converse(call)
+        finally:
+            call.cancel()  # a no-op once the call ended; otherwise it ends it (the channel stays)
+
+    async def _converse(self, call: Any) -> None:
+        first = await asyncio.wait_for(call.read(), CONNECT_TIMEOUT_S)
+        if first is grpc.aio.EOF:
+            raise SessionEnded("server closed the stream before its challenge")
+        msg = wire.parse_server_message(first)
+        if not isinstance(msg, wire.Challenge):
+            raise SessionEnded("server did not start with a challenge")
+        proof = sign_bytes(self._client_key, wire.session_proof_bytes(msg.nonce, self.bundle.client),
+                           SESSION_CONTEXT)
+        await self._write(call, wire.hello(self.bundle.client, proof, self.book.version, AGENT))
+        stats_task: asyncio.Task[None] | None = None
+        try:
+            while True:
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    return
+                msg = wire.parse_server_message(raw)
+                if not self.connected:
+                    # The server answered our hello with data: we are authenticated.
+                    self.connected = True
+                    self.sessions += 1
+                    self.metrics.sessions.inc()
+                    self.metrics.connected.set(1)
+                    log.info("control stream to %s up (running version %d)", self.bundle.endpoint,
+                             self.book.version)
+                    stats_task = asyncio.create_task(self._stats_loop(call))
+                if isinstance(msg, wire.RuleSetMessage):
+                    await self._on_ruleset(call, msg.signed)
+        finally:
+            self.connected = False
+            self.metrics.connected.set(0)
+            if stats_task is not None:
+                stats_task.cancel()
+                with _suppress_all():
+                    await stats_task
 
     async def _write(self, call: Any, msg: dict[str, Any]) -> None:
         async with self._write_lock:

@@ -1,0 +1,56 @@
+"""What a process holds, read from /proc: RSS, open fds, CPU seconds, TCP connections to a port."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.netutil import socket_inodes
+from harness.procs import cpu_seconds
+
+__all__ = ["cpu_seconds", "established_to", "fd_count", "rss_bytes"]
+
+_TCP_ESTABLISHED = "01"  # include/net/tcp_states.h
+
+
+def parse_established(text: str, remote_port: int) -> set[int]:
+    """Inodes of ESTABLISHED sockets whose remote port is `remote_port`, from /proc/net/tcp or tcp6 text."""
+    out: set[int] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _TCP_ESTABLISHED:
+            continue
+        if int(fields[2].rsplit(":", 1)[1], 16) == remote_port:
+            out.add(int(fields[9]))
+    return out
+
+
+def established_to(pid: int, remote_port: int) -> int:
+    """How many ESTABLISHED TCP connections process `pid` holds to `remote_port` (IPv4 and IPv6)."""
+    mine = socket_inodes(pid)
+    found: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            found |= parse_established(Path(f"/proc/{pid}/net/{name}").read_text(), remote_port)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return len(found & mine)
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of `pid` (VmRSS), or None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def fd_count(pid: int) -> int | None:
+    """Open file descriptors of `pid`, or None if it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
