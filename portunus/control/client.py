@@ -390,7 +390,7 @@ class ControlClient:
             await self._reject(call, None, str(e))
             return
         try:
-            book, changed = self.book.advance(payload)
+            plan = self.book.plan(payload)
         except NeedResync as e:
             log.info("asking for a full re-sync: %s", e)
             await self._write(call, wire.resync(str(e)))
@@ -400,18 +400,24 @@ class ControlClient:
             return
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
-        rules, owners = list(book.rules.values()), list(book.owners.values())
-        try:
-            results = await loop.run_in_executor(self._executor, lambda: self.fwd.apply(rules, owners, atomic=False))
-        except RuntimeError as e:  # forwarder closing
-            await self._reject(call, book.version, f"cannot apply: {e}")
-            return
-        except Exception as e:  # validation let something through: refuse the set, keep running
-            log.exception("applying rule set version %d failed", book.version)
-            await self._reject(call, book.version, f"cannot apply: {type(e).__name__}: {e}")
-            return
-        self.book = book
-        await self._remember(call, loop, signed, payload.get("kind", ""), book.version)
+        failing = any(r is not None for r in self._last_results.values())
+        if plan.changes_rules or failing:  # a failed rule is retried (its port may be free by now)
+            rules, owners = self.book.rules_after(plan), list(plan.owners.values())
+            try:
+                results = await loop.run_in_executor(self._executor,
+                                                     lambda: self.fwd.apply(rules, owners, atomic=False))
+            except RuntimeError as e:  # forwarder closing
+                await self._reject(call, plan.version, f"cannot apply: {e}")
+                return
+            except Exception as e:  # validation let something through: refuse the set, keep running
+                log.exception("applying rule set version %d failed", plan.version)
+                await self._reject(call, plan.version, f"cannot apply: {type(e).__name__}: {e}")
+                return
+        else:
+            results = self._last_results  # the same rules as running: the data plane is not touched
+        changed = self.book.commit(plan)
+        book = self.book
+        await self._remember(call, loop, signed, plan.kind, book.version)
         report = {name: results.get(name) for name in changed}
         for name, reason in results.items():
             if self._last_results.get(name, "unset") != reason:
@@ -420,11 +426,11 @@ class ControlClient:
         self.metrics.applied.inc()
         self.metrics.version.set(book.version)
         failed = {n: r for n, r in results.items() if r is not None}
-        log.info("rule set version %d %s applied in %.1f ms: %d rule(s), %d failed%s", book.version,
-                 payload.get("kind"), (time.monotonic() - t0) * 1000, len(results), len(failed),
+        log.info("rule set version %d %s applied in %.1f ms: %d rule(s) (%d new or changed, %d removed), "
+                 "%d failed%s", book.version, plan.kind, (time.monotonic() - t0) * 1000, len(results),
+                 len(plan.upsert), len(plan.remove), len(failed),
                  "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
         await self._write(call, wire.ack(book.version, report))
-
 
     async def _remember(self, call: Any, loop: asyncio.AbstractEventLoop, signed: dict[str, Any], kind: str,
                         version: int) -> None:

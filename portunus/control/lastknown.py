@@ -7,7 +7,7 @@
 
 Nothing here is trusted because it is on disk: at start every document is
 verified with the server's signing key from the bundle and replayed through
-`RuleBook.advance`, the same path a rule set from the stream takes. A full
+`RuleBook.plan` / `commit`, the same path a rule set from the stream takes. A full
 set rewrites the file (atomically); a delta is one appended, fsynced line, so
 a push costs a small write, not a rewrite of a 1,000-rule set. A torn last
 line (a crash mid-append) is ignored.
@@ -96,7 +96,7 @@ class LastKnown:
             log.error("%s: %s; starting without a last-known rule set", self.path, e)
             return Restored(empty, 0, 0)
         high_water = header["high_water"]
-        book, count = empty, 0
+        book, count = RuleBook(self.bundle.client), 0
         key = self.bundle.signing_key()
         try:
             for i, raw in enumerate(lines[1:], start=2):
@@ -110,7 +110,7 @@ class LastKnown:
                         break
                     raise LastKnownError(f"line {i} is not a signed rule set") from None
                 try:
-                    book, _ = book.advance(verify_document(key, signed))
+                    book.commit(book.plan(verify_document(key, signed)))
                 except (SignatureError, BundleRejected, NeedResync) as e:
                     raise LastKnownError(f"line {i}: {e}") from None
                 count += 1
@@ -120,8 +120,7 @@ class LastKnown:
             return Restored(RuleBook(self.bundle.client, version=high_water), high_water, 0)
         self.deltas = max(0, count - 1)
         high_water = max(high_water, book.version)
-        if book.version < high_water:
-            book = RuleBook(book.client, high_water, book.rules, book.owners)
+        book.version = max(book.version, high_water)
         return Restored(book, high_water, count)
 
     def _header(self, raw: bytes) -> dict[str, Any]:
