@@ -31,12 +31,9 @@ def may_overlap(a: Rule, b: Rule) -> bool:
     return a.protocol == b.protocol and a.listen_port <= b.listen_port_end and b.listen_port <= a.listen_port_end
 
 
-def overlap(a: Rule, b: Rule, sni_port: bool = False) -> list[str]:
-    """Why `a` cannot run next to `b` (empty if it can); `sni_port` as for `listen_conflict`."""
-    if not may_overlap(a, b):
-        return []
-    problem = listen_conflict(a, b, sni_port)
-    return [] if problem is None else [f'rule set: rule "{a.name}": {problem}']
+def overlap(a: Rule, b: Rule, sni_port: bool = False) -> str | None:
+    """Why `a` cannot listen next to `b` (the text names b), or None; `sni_port` as for `listen_conflict`."""
+    return listen_conflict(a, b, sni_port) if may_overlap(a, b) else None
 
 
 class PortIndex(Generic[K]):
@@ -86,14 +83,14 @@ class PortIndex(Generic[K]):
                     found[key] = None
         return list(found)
 
-    def overlapping(self, rule: Rule, ignore: Collection[K] = ()) -> list[tuple[K, list[str]]]:
-        """(key, problems) for every indexed rule `rule` overlaps, leaving out the keys in `ignore`."""
+    def overlapping(self, rule: Rule, ignore: Collection[K] = ()) -> list[tuple[K, str]]:
+        """(key, why) for every indexed rule `rule` cannot listen next to, leaving out the keys in `ignore`."""
         keys = [key for key in self.candidates(rule) if key not in ignore]
         # Whether some rule routes the port by SNI only changes the message; rules on the port are candidates.
         sni_port = rule.listen_key in sni_ports([rule, *(self._rules[key] for key in keys)])
         out = []
         for key in keys:
-            problems = overlap(rule, self._rules[key], sni_port)
-            if problems:
-                out.append((key, problems))
+            problem = overlap(rule, self._rules[key], sni_port)
+            if problem is not None:
+                out.append((key, problem))
         return out

@@ -137,6 +137,10 @@ def _owners(data: Any) -> dict[str, Owner]:
     return out
 
 
+def _about(rule: Rule, problem: str) -> str:
+    return f'rule set: rule "{rule.name}": {problem}'
+
+
 def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
     """Listener conflicts between each rule of `new` and the other rules, in O(len(new) * len(rules)).
 
@@ -147,14 +151,15 @@ def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
     routed = sni_ports([*new, *rules])
     for a in new:
         for b in rules:
-            if b.name != a.name:
-                problems.extend(overlap(a, b, a.listen_key in routed))
+            problem = overlap(a, b, a.listen_key in routed) if b.name != a.name else None
+            if problem is not None:
+                problems.append(_about(a, problem))
     return problems
 
 
 def conflicts(rules: list[Rule]) -> list[str]:
     """All conflicts of a whole rule set (`listen_conflicts`: O(n log n) for disjoint listeners)."""
-    return [f'rule set: rule "{rules[i].name}": {problem}' for i, _j, problem in listen_conflicts(rules)]
+    return [_about(rules[i], problem) for i, _j, problem in listen_conflicts(rules)]
 
 
 @dataclass(frozen=True)
@@ -282,8 +287,7 @@ class RuleBook:
         """Overlaps of `new` with each other and with the book's rules not named in `ignore`."""
         problems = conflicts(new)
         for rule in new:
-            for _, found in self._index.overlapping(rule, ignore):
-                problems.extend(found)
+            problems.extend(_about(rule, problem) for _, problem in self._index.overlapping(rule, ignore))
         return problems
 
     def commit(self, plan: Plan) -> list[str]:

@@ -26,7 +26,7 @@ def test_index_agrees_with_a_scan() -> None:
     for i in range(400):
         rule = _random_rule(rng, f"r{i}")
         by_scan = set(conflicts_with([rule], held))
-        by_index = {p for _, found in index.overlapping(rule) for p in found}
+        by_index = {f'rule set: rule "{rule.name}": {p}' for _, p in index.overlapping(rule)}
         assert by_index == by_scan
         if not by_index:
             index.add(rule.name, rule)
@@ -68,7 +68,7 @@ def test_sni_rules_share_a_port_in_the_index() -> None:
     for spec in specs:
         rule = parse_rule(spec)
         by_scan = set(conflicts_with([rule], held))
-        by_index = {p for _, found in index.overlapping(rule) for p in found}
+        by_index = {f'rule set: rule "{rule.name}": {p}' for _, p in index.overlapping(rule)}
         assert by_index == by_scan
         verdicts[rule.name] = by_index
         if not by_index:
