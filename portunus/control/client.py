@@ -62,6 +62,9 @@ DEFAULT_RECONNECT_MAX_S = 30.0
 # delay in [0, this]: short enough that a fleet is back within seconds of a
 # restart, long enough to spread its sessions over the server's first second.
 DEFAULT_RECOVERY_JITTER_S = 1.0
+# The full set that compacts the last-known file is asked for once no rule set
+# arrived for this long (see lastknown.MAX_DELTAS).
+COMPACT_IDLE_S = 1.0
 
 
 class EnrollError(Exception):
@@ -149,12 +152,14 @@ class ClientOptions:
     reconnect_base_s: float = RECONNECT_BASE_S
     reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
     recovery_jitter_s: float = DEFAULT_RECOVERY_JITTER_S
+    # Extra gRPC channel arguments (a process running many clients gives each its own connection).
+    channel_options: tuple[tuple[str, Any], ...] = ()
 
 
-def open_control_channel(bundle: ClientBundle) -> Any:
+def open_control_channel(bundle: ClientBundle, extra_options: tuple[tuple[str, Any], ...] = ()) -> Any:
     """The client's one gRPC channel to its server (TLS pinned to the enrolled certificate)."""
     creds = grpc.ssl_channel_credentials(root_certificates=bundle.server_cert_pem.encode())
-    options = (*wire.CLIENT_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
+    options = (*wire.CLIENT_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME), *extra_options)
     return grpc.aio.secure_channel(bundle.endpoint, creds, options=options)
 
 
@@ -186,6 +191,8 @@ class ControlClient:
         self.last_known = last_known
         self.restored_rules = 0
         self._full_set_asked = False
+        self._rulesets_seen = 0
+        self._compact_task: asyncio.Task[None] | None = None
         self._signing_key = bundle.signing_key()
         self._client_key = bundle.client_key()
         self._executor = apply_executor
@@ -236,7 +243,7 @@ class ControlClient:
         return {**self.fwd.snapshot(), "control": self.status()}
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._channel = open_control_channel(self.bundle)
+        self._channel = open_control_channel(self.bundle, self.options.channel_options)
         watcher = asyncio.create_task(self._watch_channel(self._channel))
         try:
             await self._run(stop)
@@ -360,10 +367,12 @@ class ControlClient:
         finally:
             self.connected = False
             self.metrics.connected.set(0)
-            if stats_task is not None:
-                stats_task.cancel()
-                with _suppress_all():
-                    await stats_task
+            for task in (stats_task, self._compact_task):
+                if task is not None:
+                    task.cancel()
+                    with _suppress_all():
+                        await task
+            self._compact_task = None
 
     async def _write(self, call: Any, msg: dict[str, Any]) -> None:
         async with self._write_lock:
@@ -384,6 +393,7 @@ class ControlClient:
         await self._write(call, wire.rejected(version if isinstance(version, int) else None, reason))
 
     async def _on_ruleset(self, call: Any, signed: dict[str, Any]) -> None:
+        self._rulesets_seen += 1
         try:
             payload = verify_document(self._signing_key, signed)
         except SignatureError as e:
@@ -431,10 +441,11 @@ class ControlClient:
                  len(plan.upsert), len(plan.remove), len(failed),
                  "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
         await self._write(call, wire.ack(book.version, report))
+        await self._compact(call, plan.kind)
 
     async def _remember(self, call: Any, loop: asyncio.AbstractEventLoop, signed: dict[str, Any], kind: str,
                         version: int) -> None:
-        """Persist an applied rule set (off the loop: it fsyncs); ask for a full set once deltas pile up."""
+        """Persist an applied rule set (off the loop: it fsyncs)."""
         last_known = self.last_known
         if last_known is None:
             return
@@ -443,12 +454,41 @@ class ControlClient:
         except OSError as e:
             log.error("cannot save the last-known rule set to %s: %s (a restart without the server "
                       "would start with older rules)", last_known.path, e.strerror or e)
+
+    async def _compact(self, call: Any, kind: str) -> None:
+        """Once deltas pile up on disk, ask for a full set to replace them: when pushes pause, or now if many."""
+        last_known = self.last_known
+        if last_known is None:
             return
         if kind == "full":
             self._full_set_asked = False
-        elif last_known.wants_full_set and not self._full_set_asked:
-            self._full_set_asked = True
-            await self._write(call, wire.resync(f"{last_known.deltas} deltas on disk; a full set replaces them"))
+            self._cancel_compaction()  # the file was just rewritten
+        elif not last_known.wants_full_set or self._full_set_asked:
+            return
+        elif last_known.needs_full_set:
+            self._cancel_compaction()
+            await self._ask_full_set(call)
+        elif self._compact_task is None or self._compact_task.done():
+            self._compact_task = asyncio.create_task(self._compact_when_idle(call))
+
+    def _cancel_compaction(self) -> None:
+        if self._compact_task is not None:
+            self._compact_task.cancel()
+            self._compact_task = None
+
+    async def _compact_when_idle(self, call: Any) -> None:
+        while True:
+            seen = self._rulesets_seen
+            await asyncio.sleep(COMPACT_IDLE_S)
+            if self._rulesets_seen == seen:
+                break
+        if not self._full_set_asked:
+            await self._ask_full_set(call)
+
+    async def _ask_full_set(self, call: Any) -> None:
+        assert self.last_known is not None
+        self._full_set_asked = True
+        await self._write(call, wire.resync(f"{self.last_known.deltas} deltas on disk; a full set replaces them"))
 
 
 def _suppress_all() -> contextlib.suppress:

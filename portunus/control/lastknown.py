@@ -42,8 +42,12 @@ log = logging.getLogger("portunus.client.lastknown")
 LASTKNOWN_FORMAT = 1
 SUFFIX = ".ruleset.jsonl"
 # After this many deltas the client asks the server for a full set, which
-# replaces the file: start-up replays at most this many documents.
+# replaces the file, as soon as pushes pause (a full set in the middle of a
+# burst would delay the push behind it by the size of the whole set)...
 MAX_DELTAS = 100
+# ...and at once after this many, however busy: start-up replays at most
+# this many documents (about 0.2 ms each here).
+MAX_DELTAS_BUSY = 1000
 
 
 class LastKnownError(Exception):
@@ -163,5 +167,10 @@ class LastKnown:
 
     @property
     def wants_full_set(self) -> bool:
-        """True once enough deltas piled up that a full set should replace them."""
+        """True once enough deltas piled up that a full set should replace them (when pushes pause)."""
         return self.deltas >= MAX_DELTAS
+
+    @property
+    def needs_full_set(self) -> bool:
+        """True once so many deltas piled up that a full set should replace them now."""
+        return self.deltas >= MAX_DELTAS_BUSY

@@ -7,16 +7,12 @@ over the real TLS gRPC stream. Connections are counted from /proc.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 
 from benchmarks.fleet.procstat import established_to
-from portunus.control.bundle import load_bundle
-from portunus.control.client import ClientOptions, ControlClient
-from portunus.dataplane import Forwarder
+from portunus.control.client import ClientOptions
 from portunus.metrics import PREFIX
-from tests.portunus.control.support import ControlPlane, wait_until
+from tests.portunus.control.support import ControlPlane, in_process_client, wait_until
 
 OUTAGES = 5
 OUTAGE_S = 1.5
@@ -49,23 +45,11 @@ def test_one_control_connection_across_outages(plane: ControlPlane) -> None:
 
 def test_fast_return_after_outage_whatever_the_backoff(plane: ControlPlane) -> None:
     """With every backoff delay drawn from [0, 600 s], only the channel noticing the server can bring it back."""
-    bundle = load_bundle(plane.enroll("edge"))
-    fwd = Forwarder()
     options = ClientOptions(stats_interval_s=5.0, reconnect_base_s=600.0, reconnect_max_s=600.0)
-    control = ControlClient(bundle, fwd, options)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    runner = threading.Thread(target=lambda: loop.run_until_complete(control.run(stop)), daemon=True)
-    runner.start()
-    try:
+    with in_process_client(plane.enroll("edge"), options) as control:
         wait_until(lambda: control.connected, 30, "first session")
         _outage(plane, OUTAGE_S)
         wait_until(lambda: control.sessions == 2 and control.connected, 60, "second session")
         fast = control.metrics.registry.get_sample_value(f"{PREFIX}_client_fast_reconnects_total")
         assert fast is not None and fast >= 1
         plane.wait_online("edge")
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        runner.join(30)
-        fwd.close()
-    assert not runner.is_alive()
