@@ -28,7 +28,7 @@ log = logging.getLogger("benchmarks.fleet")
 # Nothing listens here: pushed rules are only bound, never used for traffic.
 TARGET = "127.0.0.1:9"
 SYNC_TIMEOUT_S = 600.0
-_APPLIED = re.compile(r"rule set version (\d+) (\w+) applied in ([\d.]+) ms: (\d+) rule")
+_APPLIED = re.compile(r"rule set version (\d+) (\w+) applied in ([\d.]+) ms: (\d+) rule.*?data plane ([\d.]+) ms")
 
 
 def _loadavg() -> list[float]:
@@ -85,6 +85,7 @@ def run_pushes(root: Path, *, pushes: int, large_rules: int, large_pushes: int,
                              "p50_last_over_first": ratio(last["p50_ms"], first["p50_ms"]),
                              "latency_s": _round(took)}
         out["client_apply"] = _client_applies(client)
+        out["sequential"] |= _without_dataplane(took, out["client_apply"])
         out["server_after_pushes"] = plane.sample()
         if large_rules > pushes:
             out["large"] = _large(plane, client, ports[pushes:pushes + extra], ports[pushes + extra:],
@@ -97,6 +98,22 @@ def run_pushes(root: Path, *, pushes: int, large_rules: int, large_pushes: int,
         plane.stop()
 
 
+def _without_dataplane(took: list[float], applies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Push latency less the time the client's Forwarder.apply took for that push (from the client's log).
+
+    Each push makes one delta, one version after the other, so the k-th delta applied is the k-th push.
+    """
+    deltas = sorted((a for a in applies if a["kind"] == "delta"), key=lambda a: a["version"])
+    if len(deltas) < len(took):
+        return {}
+    dataplane = [a["dataplane_ms"] / 1000 for a in deltas[:len(took)]]
+    rest = [t - d for t, d in zip(took, dataplane, strict=True)]
+    first, last = summarise_ms(rest[:100]), summarise_ms(rest[-100:])
+    return {"dataplane_first_100": summarise_ms(dataplane[:100]), "dataplane_last_100": summarise_ms(dataplane[-100:]),
+            "without_dataplane_first_100": first, "without_dataplane_last_100": last,
+            "without_dataplane_p99_last_over_first": ratio(last["p99_ms"], first["p99_ms"])}
+
+
 def _client_applies(client: RealClient) -> list[dict[str, Any]]:
     """Every rule set the client applied, from its log: version, kind, apply ms, rule count."""
     out = []
@@ -104,7 +121,7 @@ def _client_applies(client: RealClient) -> list[dict[str, Any]]:
         m = _APPLIED.search(msg)
         if m:
             out.append({"version": int(m.group(1)), "kind": m.group(2), "apply_ms": float(m.group(3)),
-                        "rules": int(m.group(4))})
+                        "rules": int(m.group(4)), "dataplane_ms": float(m.group(5))})
     return out
 
 
@@ -135,6 +152,7 @@ def _large(plane: Plane, client: RealClient, offline_ports: list[int], push_port
             "full_apply_ms": next((a["apply_ms"] for a in applies if a["kind"] == "full"), None),
             "sequential": summarise_ms(took), "latency_s": _round(took),
             "client_apply_ms": summarise_ms([a["apply_ms"] / 1000 for a in applies if a["kind"] == "delta"]),
+            "dataplane_apply_ms": summarise_ms([a["dataplane_ms"] / 1000 for a in applies if a["kind"] == "delta"]),
             "server": plane.sample()}
 
 

@@ -411,11 +411,19 @@ class ControlClient:
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
         failing = any(r is not None for r in self._last_results.values())
+        dataplane_s = 0.0
         if plan.changes_rules or failing:  # a failed rule is retried (its port may be free by now)
             rules, owners = self.book.rules_after(plan), list(plan.owners.values())
+
+            def apply() -> dict[str, str | None]:
+                nonlocal dataplane_s
+                started = time.monotonic()
+                try:
+                    return self.fwd.apply(rules, owners, atomic=False)
+                finally:
+                    dataplane_s = time.monotonic() - started
             try:
-                results = await loop.run_in_executor(self._executor,
-                                                     lambda: self.fwd.apply(rules, owners, atomic=False))
+                results = await loop.run_in_executor(self._executor, apply)
             except RuntimeError as e:  # forwarder closing
                 await self._reject(call, plan.version, f"cannot apply: {e}")
                 return
@@ -436,9 +444,9 @@ class ControlClient:
         self.metrics.applied.inc()
         self.metrics.version.set(book.version)
         failed = {n: r for n, r in results.items() if r is not None}
-        log.info("rule set version %d %s applied in %.1f ms: %d rule(s) (%d new or changed, %d removed), "
-                 "%d failed%s", book.version, plan.kind, (time.monotonic() - t0) * 1000, len(results),
-                 len(plan.upsert), len(plan.remove), len(failed),
+        log.info("rule set version %d %s applied in %.1f ms: %d rule(s) (%d new or changed, %d removed; "
+                 "data plane %.1f ms), %d failed%s", book.version, plan.kind, (time.monotonic() - t0) * 1000,
+                 len(results), len(plan.upsert), len(plan.remove), dataplane_s * 1000, len(failed),
                  "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
         await self._write(call, wire.ack(book.version, report))
         await self._compact(call, plan.kind)
