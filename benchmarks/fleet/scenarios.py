@@ -179,9 +179,11 @@ def run_real(root: Path, *, clients: int, outages_s: list[float], pythonpath: st
                           "per_client_s": summarise_s([e[0][0] - t0 for e in ups if e])}
         out["server_connected"] = plane.sample()
         out["clients_connected"] = sample_clients(fleet, plane.control_port)
-        ports = free_port_block(1)
-        took, failures = _pushes(plane, [(n, "r0", ports[0]) for n in names], 4)
-        out["push"] = summarise_ms(took) | {"concurrency": 4, "failures": len(failures)}
+        ports = free_port_block(clients)  # one host: each client's rule needs a port of its own
+        took, failures = _pushes(plane, [(n, "r0", p) for n, p in zip(names, ports, strict=True)], 4)
+        out["push"] = summarise_ms(took) | {"concurrency": 4, "failures": len(failures), "failed": failures[:5]}
+        if failures:
+            raise RuntimeError(f"{len(failures)} of {clients} pushes failed, first: {failures[0]}")
         out["outages"] = [_real_outage(plane, fleet, set(names), s) for s in outages_s]
         out["load_after"] = _loadavg()
         return out

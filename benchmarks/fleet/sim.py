@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -123,7 +124,9 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--uris", required=True, help="JSON file: [[name, enrollment URI], ...]")
     ap.add_argument("--control-port", type=int, required=True)
     ap.add_argument("--stats-interval-s", type=float, default=5.0)
+    ap.add_argument("--log-level", default="info", help="of the clients' log lines (to the worker's log file)")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     uris = json.loads(Path(args.uris).read_text())
     bundles, took = [], []
     for name, uri in uris:

@@ -205,7 +205,7 @@ class ControlClient:
         self.last_rejection: str | None = None
         self.sessions = 0
         self._channel: Any = None
-        self._channel_up = asyncio.Event()  # set on each transition of the channel into READY
+        self._channel_up = asyncio.Event()  # set on each transition of the channel into READY during an attempt
 
     def status(self) -> dict[str, Any]:
         return {"client": self.bundle.client, "server": self.bundle.endpoint, "connected": self.connected,
@@ -258,6 +258,8 @@ class ControlClient:
         attempt = 0
         while not stop.is_set():
             sessions_before = self.sessions
+            # A dial that succeeds from here on (even before the attempt fails) means the server is back.
+            self._channel_up.clear()
             session = asyncio.create_task(self._session())
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -300,11 +302,11 @@ class ControlClient:
     async def _pause(self, delay_s: float, stop: asyncio.Event) -> bool:
         """Wait `delay_s` before the next attempt, or less if the channel reaches the server meanwhile.
 
-        Returns True if the wait was cut short that way. While we wait the
-        channel dials on its own (short) backoff; each failed dial closes its
-        socket, and a successful one is the connection the next stream uses.
+        Returns True if the wait was cut short that way (or the channel got
+        through during the attempt that just failed). While we wait the channel
+        dials on its own (short) backoff; each failed dial closes its socket,
+        and a successful one is the connection the next stream uses.
         """
-        self._channel_up.clear()
         # An idle channel (the server said goodbye) dials only when asked.
         self._channel.get_state(try_to_connect=True)
         loop = asyncio.get_running_loop()
@@ -356,6 +358,7 @@ class ControlClient:
                 if not self.connected:
                     # The server answered our hello with data: we are authenticated.
                     self.connected = True
+                    self._channel_up.clear()  # this dial is spent: only a later one means "back again"
                     self.sessions += 1
                     self.metrics.sessions.inc()
                     self.metrics.connected.set(1)

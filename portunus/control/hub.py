@@ -10,12 +10,17 @@ delta on top of it.
 The hub also keeps, per client, the parsed rules in a port index (built from
 the store on first use, then kept in step with every change), so checking a
 new rule for overlaps costs its own ports, not a read of the client's rules.
+
+When clients were last seen is kept in memory and written for all of them
+at most once per TOUCH_FLUSH_S: one fsynced transaction per session start
+and end was most of the server's time when a fleet reconnects at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +34,9 @@ from portunus.control.signing import sign_document
 from portunus.control.store import ClientRow, RuleRow, Store
 
 log = logging.getLogger("portunus.server.hub")
+
+# last_seen_at is informational: written in batches, this often at most.
+TOUCH_FLUSH_S = 1.0
 
 
 @dataclass
@@ -58,6 +66,8 @@ class Hub:
         self._reports: dict[str, dict[str, Any]] = {}
         self._acked: dict[int, int] = {}  # client id -> last version acked on the current stream
         self._indexes: dict[int, PortIndex[int]] = {}  # client id -> its rules by rule id
+        self._seen: dict[int, float] = {}  # client id -> last seen, not yet in the store
+        self._flush: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ sessions
 
@@ -71,7 +81,7 @@ class Hub:
         self.sessions[client.id] = session
         self._acked.pop(client.id, None)
         self.metrics.clients_connected.set(len(self.sessions))
-        self.store.touch_client(client.id)
+        self._touch(client.id)
         session.queue.put_nowait(self.full_message(client.id))
         return session
 
@@ -80,7 +90,25 @@ class Hub:
             del self.sessions[session.client_id]
             self._acked.pop(session.client_id, None)
             self.metrics.clients_connected.set(len(self.sessions))
-            self.store.touch_client(session.client_id)
+            self._touch(session.client_id)
+
+    def _touch(self, client_id: int) -> None:
+        self._seen[client_id] = time.time()
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(TOUCH_FLUSH_S, self.flush_seen)
+
+    def flush_seen(self) -> None:
+        """Write the pending last-seen times (the server calls this once more when it stops)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        seen, self._seen = self._seen, {}
+        if seen:
+            self.store.touch_clients(seen)
+
+    def last_seen(self, client: ClientRow) -> float | None:
+        """When `client` was last seen, including a time not yet written."""
+        return self._seen.get(client.id, client.last_seen_at)
 
     def is_online(self, client_id: int) -> bool:
         return client_id in self.sessions

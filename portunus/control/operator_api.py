@@ -420,7 +420,7 @@ class OperatorApi:
         report = self.hub.report(c.name)
         status = "pending_enrollment" if c.public_key is None else ("online" if self.hub.is_online(c.id) else "offline")
         return {"name": c.name, "address": c.address, "status": status, "enrolled_at": _iso(c.enrolled_at),
-                "last_seen_at": _iso(c.last_seen_at), "ruleset_version": c.ruleset_version,
+                "last_seen_at": _iso(self.hub.last_seen(c)), "ruleset_version": c.ruleset_version,
                 "acked_version": self.hub.acked_version(c.id), "rules": counts,
                 "owners": self.store.owners_for_client(c.id),
                 "active_connections": report.get("active_connections") if report else None}

@@ -265,8 +265,12 @@ class Store:
         return [_client(r) for r in rows]
 
     def touch_client(self, client_id: int) -> None:
+        self.touch_clients({client_id: time.time()})
+
+    def touch_clients(self, seen: dict[int, float]) -> None:
+        """Set last_seen_at of many clients in one transaction: {client id: time}."""
         with self.transaction() as db:
-            db.execute("UPDATE clients SET last_seen_at = ? WHERE id = ?", (time.time(), client_id))
+            db.executemany("UPDATE clients SET last_seen_at = ? WHERE id = ?", [(t, c) for c, t in seen.items()])
 
     def bump_version(self, client_id: int) -> int:
         """Raise the client's rule-set version by one (inside the caller's transaction)."""

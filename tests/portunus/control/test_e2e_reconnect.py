@@ -7,6 +7,7 @@ over the real TLS gRPC stream. Connections are counted from /proc.
 
 from __future__ import annotations
 
+import datetime
 import time
 
 from benchmarks.fleet.procstat import established_to
@@ -41,6 +42,12 @@ def test_one_control_connection_across_outages(plane: ControlPlane) -> None:
         counts.append(established_to(client.pid, plane.control_port))
     assert counts == [1] * OUTAGES, f"control connections held by the client after each outage: {counts}"
     assert "reached" in client.log()  # the channel noticed the server back (see the fast-return test)
+    # When the client was last seen is written in batches, and at the latest when the server stops.
+    client.stop()
+    left_at = time.time()
+    _outage(plane, 0)
+    seen = plane.client_view("edge")["last_seen_at"]
+    assert datetime.datetime.fromisoformat(seen).timestamp() >= left_at - 2.0, seen
 
 
 def test_fast_return_after_outage_whatever_the_backoff(plane: ControlPlane) -> None:
