@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-pushes", type=int, default=100, help="sequential pushes at --large-rules")
     ap.add_argument("--real-clients", type=int, default=100)
     ap.add_argument("--real-outages", type=_floats, default=[3.0, 60.0], metavar="S,S")
-    ap.add_argument("--sim-clients", type=_ints, default=[1000, 2000], metavar="N,N",
+    ap.add_argument("--sim-clients", type=_ints, default=[1000, 2000, 4000], metavar="N,N",
                     help="fleet sizes tried in turn; stops at the first that breaks")
     ap.add_argument("--sim-per-worker", type=int, default=250, help="simulated clients per process")
     ap.add_argument("--sim-concurrency", type=int, default=8, help="pushes in flight at once")

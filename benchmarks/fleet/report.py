@@ -72,12 +72,12 @@ def plot_resync(scen: dict[str, Any], path: Path) -> None:
 
 
 def plot_sim(sim: dict[str, Any], path: Path) -> None:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4))
     for run in sim.get("runs", []):
         if run.get("push", {}).get("latency_s"):
             _cdf(a, [x * 1000 for x in run["push"]["latency_s"]], f"{run['clients']} clients")
     a.set(xlabel=f"POST /v1/rules until acked (ms), {sim.get('push_concurrency')} in flight", ylabel="share",
-          title="One push to each simulated client", xscale="log")
+          title="One push to each simulated client")
     a.legend()
     labels, rss, fds = [], [], []
     for run in sim.get("runs", []):
@@ -86,12 +86,12 @@ def plot_sim(sim: dict[str, Any], path: Path) -> None:
                 labels.append(f"{run['clients']}\n{key.removeprefix('server_')}")
                 rss.append(run[key]["rss_mb"] or 0)
                 fds.append(run[key]["fds"] or 0)
-    xs = range(len(labels))
-    b.bar([x - 0.2 for x in xs], rss, 0.4, label="server RSS (MB)")
-    b.bar([x + 0.2 for x in xs], fds, 0.4, label="server fds")
-    b.set_xticks(list(xs), labels, fontsize=7)
-    b.set(title="Server process")
-    b.legend()
+    b.bar(labels, rss)
+    b.set(title="Server RSS (MB)")
+    c.bar(labels, fds, color="tab:orange")
+    c.set(title="Server open fds")
+    for ax in (b, c):
+        ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -201,17 +201,20 @@ def render_markdown(result: dict[str, Any], plots: list[str]) -> str:
         rows = []
         for run in sim.get("runs", []):
             if "connect" not in run:
-                rows.append([run["clients"], run.get("broke", "")] + [""] * 8)
+                rows.append([run["clients"], run.get("broke", "")] + [""] * 9)
                 continue
             outs = {o["outage_s"]: o for o in run.get("outages", [])}
+            idle, conn, push = run["server_idle"], run["server_connected"], run["server_after_push"]
             rows.append([run["clients"], run["enroll"]["wall_s"], run["connect"]["all_s"],
                          run["connect"]["peak_sessions_per_s"], run["push"].get("p50_ms"), run["push"].get("p99_ms"),
-                         run["server_after_push"]["rss_mb"], run["server_after_push"]["fds"],
-                         " / ".join(f"{k:g} s: {o['server_back_to_all_synced_s']}" for k, o in outs.items()),
+                         f"{idle['rss_mb']} / {conn['rss_mb']} / {push['rss_mb']}", push["fds"],
+                         f"{round(conn['cpu_s'] - idle['cpu_s'], 1)} / {round(push['cpu_s'] - conn['cpu_s'], 1)}",
+                         " / ".join(f"{k:g} s: {o['server_back_to_all_synced_s']} (p50 {o['resync_s'].get('p50_s')})"
+                                    for k, o in outs.items()),
                          run.get("broke", "")])
         lines += _md_table(rows, ["clients", "enroll s", "connect all s", "peak sessions/s", "push p50 ms",
-                                  "push p99 ms", "server RSS MB", "server fds", "outage: all synced after s",
-                                  "broke"])
+                                  "push p99 ms", "server RSS MB idle / connected / after pushes", "server fds",
+                                  "server CPU s enroll+connect / pushes", "outage: all synced after s", "broke"])
         lines.append("")
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""List calls page and filter; overlap checks follow every change (real server, SQLite, no client process).
+"""Server side at fleet scale: list calls page and filter, overlap checks follow every change, the fd
+limit is raised (real server, SQLite, no client process).
 
 Rules are created with ?wait=false for clients that are enrolled on paper
 only (no process), so they stay pending: what is tested is the server's view.
@@ -6,12 +7,17 @@ only (no process), so they stay pending: what is tested is the server's view.
 
 from __future__ import annotations
 
+import resource
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.portunus.control.support import ControlPlane, new_plane, remove_plane
+from tests.support.net import wait_port
+from tests.support.proc import BIN
 
 PAGE = 7
 
@@ -108,3 +114,21 @@ def test_overlap_checks_follow_every_change(plane: ControlPlane) -> None:
     resp = plane.api().post("/v1/rules?wait=false", _rule("a", "fourth", 22000))
     assert resp.status == 409 and '"second"' in resp.error["message"]
     _create(plane, _rule("a", "fourth", 22002))
+
+
+def test_server_raises_its_fd_limit_for_a_fleet() -> None:
+    """One fd per connected client: started with a soft limit of 256, the server raises it to the hard limit."""
+    plane = new_plane()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    proc = subprocess.Popen([str(BIN / "portunus-server"), "--data-dir", str(plane.data_dir), "serve"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    try:
+        wait_port(plane.control_port, timeout_s=30)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+        assert soft == (str(hard) if hard != resource.RLIM_INFINITY else "unlimited")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        remove_plane(plane)
