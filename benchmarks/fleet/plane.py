@@ -21,7 +21,8 @@ BIN = Path(sys.executable).parent
 # (32768-60999), so other programs' outgoing connections do not take them.
 RULE_PORT_BASE = 20000
 RULE_PORT_END = 32768
-START_TIMEOUT_S = 60.0
+# Generous: a restart competes for 2 cores with thousands of simulated clients dialing it.
+START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 
 
@@ -91,12 +92,14 @@ class Plane:
         self.api = OperatorClient(self.http, self.token, timeout_s=120.0)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.start_s: list[float] = []  # from spawning the server to its control port accepting, per start
 
     # ------------------------------------------------------------ process
 
     def start(self) -> float:
         """Start the server; return the time (epoch s) its control port first accepted a connection."""
         self.starts += 1
+        spawned = time.time()
         with open(self.root / "server.log", "ab") as log:
             log.write(f"--- start {self.starts} ---\n".encode())
             log.flush()
@@ -105,6 +108,7 @@ class Plane:
         wait_for(lambda: self.proc is not None and (self.proc.poll() is not None or accepts(self.control_port)),
                  START_TIMEOUT_S, "portunus-server to accept control connections", 0.01)
         back = time.time()
+        self.start_s.append(round(back - spawned, 3))
         if self.proc.poll() is not None:
             raise RuntimeError(f"portunus-server exited with {self.proc.returncode}; see {self.root}/server.log")
         wait_for(lambda: accepts(int(self.http.rsplit(":", 1)[1])), START_TIMEOUT_S, "operator API", 0.01)

@@ -92,8 +92,9 @@ def sample_clients(clients: list[RealClient], control_port: int) -> dict[str, An
     rss = [procstat.rss_bytes(c.pid) or 0 for c in clients if c.alive()]
     fds = [procstat.fd_count(c.pid) or 0 for c in clients if c.alive()]
     conns = [procstat.established_to(c.pid, control_port) for c in clients if c.alive()]
+    cpu = [procstat.cpu_seconds(c.pid) or 0.0 for c in clients if c.alive()]
     rss.sort()
-    return {"alive": len(rss), "rss_total_mb": round(sum(rss) / 2**20, 1),
+    return {"alive": len(rss), "cpu_s_total": round(sum(cpu), 2), "rss_total_mb": round(sum(rss) / 2**20, 1),
             "rss_median_mb": round(rss[len(rss) // 2] / 2**20, 1) if rss else None,
             "fds_total": sum(fds), "control_connections": sum(conns),
             "control_connections_max_per_client": max(conns) if conns else None}

@@ -136,7 +136,7 @@ def summarise_run(result: dict[str, Any]) -> list[tuple[str, str, str, bool | No
     for run in (s.get("sim") or {}).get("runs", []):
         if run.get("broke"):
             rows.append((f"{run['clients']} simulated clients", "enroll + connect + one push each",
-                         f"broke at {run['broke']}", run["clients"] > 1000))
+                         f"broke at {run['broke']}", None if run["clients"] > 1000 else False))
             continue
         srv = run["server_after_push"]
         rows.append((f"{run['clients']} simulated clients", "enroll + connect + one push each",
@@ -187,12 +187,17 @@ def render_markdown(result: dict[str, Any], plots: list[str]) -> str:
                   f"in flight): p50 {r['push']['p50_ms']} ms, p99 {r['push']['p99_ms']} ms. Server RSS "
                   f"{r['server_idle']['rss_mb']} MB idle, {r['server_connected']['rss_mb']} MB with all "
                   f"connected; clients {r['clients_connected']['rss_median_mb']} MB each (median).", ""]
-        rows = [[o["outage_s"], o["server_back_to_all_synced_s"], o["resync_s"].get("p50_s"),
+        rows = [[o["outage_s"], o.get("server_start_s"), o["server_back_to_all_synced_s"], o["resync_s"].get("p50_s"),
                  o["resync_s"].get("max_s"), o["peak_sessions_per_s"], o["fast_returns"],
-                 o["clients_during_outage"]["control_connections"], o["clients_after"]["control_connections"],
-                 o["server_after"]["rss_mb"], o["server_after"]["fds"]] for o in r.get("outages", [])]
-        lines += _md_table(rows, ["outage s", "all synced s", "resync p50 s", "resync max s", "peak sessions/s",
-                                  "fast returns", "conns during", "conns after", "server RSS MB", "server fds"])
+                 o.get("clients_cpu_s_while_down"), o["clients_during_outage"]["control_connections"],
+                 o["clients_after"]["control_connections"], o["server_after"]["rss_mb"], o["server_after"]["fds"]]
+                for o in r.get("outages", [])]
+        lines += _md_table(rows, ["outage s", "server start s", "all synced s", "resync p50 s", "resync max s",
+                                  "peak sessions/s", "fast returns", "clients' CPU s while down", "conns during",
+                                  "conns after", "server RSS MB", "server fds"])
+        lines += ["", "All synced: from the server's control port accepting again until every client has "
+                  "acked its full set (server's view); resync: the same per client, from its own log; "
+                  "fast returns: waits cut short because the channel reached the server again."]
         lines.append("")
     if sim := s.get("sim"):
         lines += ["## Simulated clients", "",
@@ -209,8 +214,8 @@ def render_markdown(result: dict[str, Any], plots: list[str]) -> str:
                          run["connect"]["peak_sessions_per_s"], run["push"].get("p50_ms"), run["push"].get("p99_ms"),
                          f"{idle['rss_mb']} / {conn['rss_mb']} / {push['rss_mb']}", push["fds"],
                          f"{round(conn['cpu_s'] - idle['cpu_s'], 1)} / {round(push['cpu_s'] - conn['cpu_s'], 1)}",
-                         " / ".join(f"{k:g} s: {o['server_back_to_all_synced_s']} (p50 {o['resync_s'].get('p50_s')})"
-                                    for k, o in outs.items()),
+                         " / ".join(f"{k:g} s: {o['server_back_to_all_synced_s']} (p50 {o['resync_s'].get('p50_s')}; "
+                                    f"server start {o.get('server_start_s')} s)" for k, o in outs.items()),
                          run.get("broke", "")])
         lines += _md_table(rows, ["clients", "enroll s", "connect all s", "peak sessions/s", "push p50 ms",
                                   "push p99 ms", "server RSS MB idle / connected / after pushes", "server fds",

@@ -195,11 +195,13 @@ def run_real(root: Path, *, clients: int, outages_s: list[float], pythonpath: st
 
 def _real_outage(plane: Plane, fleet: list[RealClient], names: set[str], outage_s: float) -> dict[str, Any]:
     log.info("real clients: %g s outage", outage_s)
+    before = sample_clients(fleet, plane.control_port)
     plane.stop()
     t_down = time.time()
     time.sleep(outage_s / 2)
     during = sample_clients(fleet, plane.control_port)
     time.sleep(outage_s / 2)
+    waited = sample_clients(fleet, plane.control_port)
     t_back = plane.start()
     t_all = _wait_synced(plane, names, SYNC_TIMEOUT_S, 0.1)
     server = plane.sample()
@@ -210,7 +212,9 @@ def _real_outage(plane: Plane, fleet: list[RealClient], names: set[str], outage_
             resync.append(applied[0][0] - t_back)
         fast += len(c.events("reached", t_down))
     time.sleep(2.0)  # connections dialed during the outage would complete by now
-    return {"outage_s": outage_s, "server_back_to_all_synced_s": round(t_all - t_back, 3),
+    return {"outage_s": outage_s, "server_start_s": plane.start_s[-1],
+            "server_back_to_all_synced_s": round(t_all - t_back, 3),
+            "clients_cpu_s_while_down": round(waited["cpu_s_total"] - before["cpu_s_total"], 2),
             "resync_s": summarise_s(resync), "resync_from_logs": len(resync), "resync_each_s": _round(resync, 3),
             "peak_sessions_per_s": peak_rate_per_s([t_back + r for r in resync]),
             "fast_returns": fast, "clients_during_outage": during,
@@ -304,15 +308,18 @@ def _sim_run(root: Path, n: int, per_worker: int, concurrency: int, outages_s: l
 
 def _workers(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rss_total_mb": round(sum(r["rss_mb"] for r in reports), 1),
+            "cpu_s_total": round(sum(r["cpu_s"] or 0.0 for r in reports), 2),
             "control_connections": sum(r["control_connections"] for r in reports),
             "clients": sum(len(r["clients"]) for r in reports)}
 
 
 def _sim_outage(plane: Plane, workers: list[SimWorker], names: set[str], outage_s: float) -> dict[str, Any]:
     log.info("simulated fleet: %g s outage", outage_s)
+    before = _workers(report_all(workers))
     plane.stop()
     t_down = time.time()
     time.sleep(outage_s)
+    waited = _workers(report_all(workers))
     t_back = plane.start()
     t_all = _wait_synced(plane, names, SYNC_TIMEOUT_S, 0.5)
     server = plane.sample()
@@ -323,7 +330,9 @@ def _sim_outage(plane: Plane, workers: list[SimWorker], names: set[str], outage_
             after = [ts for ts, _ in c["synced"] if ts > t_down]
             if after:
                 resync.append(after[0] - t_back)
-    return {"outage_s": outage_s, "server_back_to_all_synced_s": round(t_all - t_back, 3),
+    return {"outage_s": outage_s, "server_start_s": plane.start_s[-1],
+            "server_back_to_all_synced_s": round(t_all - t_back, 3),
+            "workers_cpu_s_while_down": round(waited["cpu_s_total"] - before["cpu_s_total"], 2),
             "resync_s": summarise_s(resync), "resync_each_s": _round(resync, 3),
             "peak_sessions_per_s": peak_rate_per_s([t_back + x for x in resync]),
             "server_after": server, "workers_after": _workers(reports)}
