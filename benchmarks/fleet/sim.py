@@ -56,6 +56,12 @@ class RecordingPlane:
         self.rules = list(rules)
         return {r.name: None for r in rules}
 
+    def apply_changes(self, upsert: Sequence[Rule], remove: Sequence[str],
+                      owners: Sequence[Owner] = ()) -> dict[str, str | None]:
+        gone = {*remove, *(r.name for r in upsert)}
+        self.rules = [r for r in self.rules if r.name not in gone] + list(upsert)
+        return {r.name: None for r in upsert}
+
     def snapshot(self) -> dict[str, Any]:
         return {"rules": {r.name: dict(self._zero) for r in self.rules}, "splice_enabled": False}
 

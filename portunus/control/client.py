@@ -197,6 +197,7 @@ class ControlClient:
         self._client_key = bundle.client_key()
         self._executor = apply_executor
         self._last_results: dict[str, str | None] = {}
+        self._plane_in_doubt = False  # an apply raised: the data plane may not run the book
         self._write_lock = asyncio.Lock()
         self._rng = random.Random()
         self.metrics = ClientMetrics(fwd.snapshot)
@@ -231,6 +232,7 @@ class ControlClient:
         except Exception:  # start as if there were no file, at the same version floor
             log.exception("applying the last-known rule set from %s failed", self.last_known.path)
             self.book = RuleBook(self.bundle.client, restored.high_water)
+            self._plane_in_doubt = True
             return
         self.restored_rules = len(rules)
         failed = {n: r for n, r in self._last_results.items() if r is not None}
@@ -413,27 +415,43 @@ class ControlClient:
             return
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
-        failing = any(r is not None for r in self._last_results.values())
+        # A rule that failed is retried with the whole set (its port may be free by now), and so is
+        # everything after an apply that raised; otherwise the data plane runs the book, and a plan
+        # costs the rules it changes.
+        whole = self._plane_in_doubt or any(r is not None for r in self._last_results.values())
         dataplane_s = 0.0
-        if plan.changes_rules or failing:  # a failed rule is retried (its port may be free by now)
-            rules, owners = self.book.rules_after(plan), list(plan.owners.values())
+        if plan.changes_rules or whole:
+            owners = list(plan.owners.values())
+            rules = self.book.rules_after(plan) if whole else []
+            upsert = list(plan.upsert.values())
 
             def apply() -> dict[str, str | None]:
                 nonlocal dataplane_s
                 started = time.monotonic()
                 try:
-                    return self.fwd.apply(rules, owners, atomic=False)
+                    if whole:
+                        return self.fwd.apply(rules, owners, atomic=False)
+                    return self.fwd.apply_changes(upsert, plan.remove, owners)
                 finally:
                     dataplane_s = time.monotonic() - started
             try:
-                results = await loop.run_in_executor(self._executor, apply)
+                applied = await loop.run_in_executor(self._executor, apply)
             except RuntimeError as e:  # forwarder closing
                 await self._reject(call, plan.version, f"cannot apply: {e}")
                 return
             except Exception as e:  # validation let something through: refuse the set, keep running
                 log.exception("applying rule set version %d failed", plan.version)
+                self._plane_in_doubt = True
                 await self._reject(call, plan.version, f"cannot apply: {type(e).__name__}: {e}")
                 return
+            self._plane_in_doubt = False
+            if whole:
+                results = applied
+            else:
+                results = dict(self._last_results)
+                for name in plan.remove:
+                    results.pop(name, None)
+                results.update(applied)
         else:
             results = self._last_results  # the same rules as running: the data plane is not touched
         changed = self.book.commit(plan)
