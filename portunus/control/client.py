@@ -30,6 +30,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +197,8 @@ class ControlClient:
         self._signing_key = bundle.signing_key()
         self._client_key = bundle.client_key()
         self._executor = apply_executor
-        self._last_results: dict[str, str | None] = {}
+        self._last_results: dict[str, str | None] = {}  # rule name -> None (running) or why it failed
+        self._failed: dict[str, str] = {}  # the failed ones of _last_results
         self._plane_in_doubt = False  # an apply raised: the data plane may not run the book
         self._write_lock = asyncio.Lock()
         self._rng = random.Random()
@@ -207,6 +209,21 @@ class ControlClient:
         self.sessions = 0
         self._channel: Any = None
         self._channel_up = asyncio.Event()  # set on each transition of the channel into READY during an attempt
+
+    def _set_results(self, results: dict[str, str | None], applied: dict[str, str | None] | None = None,
+                     removed: Sequence[str] = (), whole: bool = True) -> None:
+        """Record what the data plane runs; `applied`/`removed`: only these names changed (unless `whole`)."""
+        if whole or applied is None:
+            self._failed = {n: r for n, r in results.items() if r is not None}
+        else:
+            for name in removed:
+                self._failed.pop(name, None)
+            for name, reason in applied.items():
+                if reason is None:
+                    self._failed.pop(name, None)
+                else:
+                    self._failed[name] = reason
+        self._last_results = results
 
     def status(self) -> dict[str, Any]:
         return {"client": self.bundle.client, "server": self.bundle.endpoint, "connected": self.connected,
@@ -228,14 +245,14 @@ class ControlClient:
             return
         rules, owners = list(self.book.rules.values()), list(self.book.owners.values())
         try:
-            self._last_results = self.fwd.apply(rules, owners, atomic=False)
+            self._set_results(self.fwd.apply(rules, owners, atomic=False))
         except Exception:  # start as if there were no file, at the same version floor
             log.exception("applying the last-known rule set from %s failed", self.last_known.path)
             self.book = RuleBook(self.bundle.client, restored.high_water)
             self._plane_in_doubt = True
             return
         self.restored_rules = len(rules)
-        failed = {n: r for n, r in self._last_results.items() if r is not None}
+        failed = self._failed
         log.info("restored %d rule(s) at version %d from %s in %.1f ms (verified; used until the server "
                  "answers), %d failed%s", len(rules), self.book.version, self.last_known.path,
                  (time.monotonic() - t0) * 1000, len(failed),
@@ -415,15 +432,17 @@ class ControlClient:
             return
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
-        # A rule that failed is retried with the whole set (its port may be free by now), and so is
-        # everything after an apply that raised; otherwise the data plane runs the book, and a plan
-        # costs the rules it changes.
-        whole = self._plane_in_doubt or any(r is not None for r in self._last_results.values())
+        # The data plane runs the book, so a plan costs the rules it changes; a rule that failed
+        # is tried again with each plan (its port may be free by now). After an apply that
+        # raised, the whole set goes again.
+        whole = self._plane_in_doubt
         dataplane_s = 0.0
-        if plan.changes_rules or whole:
+        prev = self._last_results
+        if plan.changes_rules or self._failed or whole:
             owners = list(plan.owners.values())
             rules = self.book.rules_after(plan) if whole else []
             upsert = list(plan.upsert.values())
+            upsert += [self.book.rules[n] for n in self._failed if n not in plan.upsert and n not in plan.remove]
 
             def apply() -> dict[str, str | None]:
                 nonlocal dataplane_s
@@ -448,23 +467,23 @@ class ControlClient:
             if whole:
                 results = applied
             else:
-                results = dict(self._last_results)
+                results = dict(prev)
                 for name in plan.remove:
                     results.pop(name, None)
                 results.update(applied)
         else:
-            results = self._last_results  # the same rules as running: the data plane is not touched
+            results, applied = prev, {}  # the same rules as running: the data plane is not touched
         changed = self.book.commit(plan)
         book = self.book
         await self._remember(call, loop, signed, plan.kind, book.version)
         report = {name: results.get(name) for name in changed}
-        for name, reason in results.items():
-            if self._last_results.get(name, "unset") != reason:
+        for name, reason in applied.items():  # only rules the data plane was given can have a new result
+            if prev.get(name, "unset") != reason:
                 report[name] = reason
-        self._last_results = results
+        self._set_results(results, applied, plan.remove, whole)
+        failed = self._failed
         self.metrics.applied.inc()
         self.metrics.version.set(book.version)
-        failed = {n: r for n, r in results.items() if r is not None}
         log.info("rule set version %d %s applied in %.1f ms: %d rule(s) (%d new or changed, %d removed; "
                  "data plane %.1f ms), %d failed%s", book.version, plan.kind, (time.monotonic() - t0) * 1000,
                  len(results), len(plan.upsert), len(plan.remove), dataplane_s * 1000, len(failed),
