@@ -12,6 +12,8 @@ from typing import Any
 
 import matplotlib
 
+from benchmarks.fleet.stats import percentile, summarise_ms
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
@@ -146,6 +148,22 @@ def summarise_run(result: dict[str, Any]) -> list[tuple[str, str, str, bool | No
     return rows
 
 
+def _blocks(pushes: dict[str, Any], size: int = 100) -> list[list[Any]]:
+    """Per block of `size` sequential pushes: latency p50/p90/p99/max and the client's apply time split."""
+    took = pushes["sequential"]["latency_s"]
+    deltas = sorted((a for a in pushes.get("client_apply", []) if a["kind"] == "delta"), key=lambda a: a["version"])
+    rows = []
+    for start in range(0, len(took), size):
+        s = summarise_ms(took[start:start + size])
+        block = deltas[start:start + size] if len(deltas) >= len(took) else []
+        plane = [a["dataplane_ms"] for a in block]
+        rest = [round(a["apply_ms"] - a["dataplane_ms"], 1) for a in block]
+        rows.append([f"{start + 1}-{start + len(took[start:start + size])}", s["p50_ms"], s["p90_ms"], s["p99_ms"],
+                     s["max_ms"], f"{percentile(plane, 50)} / {max(plane)}" if plane else "",
+                     f"{round(percentile(rest, 50), 1)} / {max(rest)}" if rest else ""])
+    return rows
+
+
 def _md_table(rows: list[list[Any]], head: list[str]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -179,6 +197,10 @@ def render_markdown(result: dict[str, Any], plots: list[str]) -> str:
                       f"them as one full set in {lg['full_sync_s_from_client_start']} s from its start "
                       f"(apply {lg['full_apply_ms']} ms); client apply per delta at that size: p50 "
                       f"{lg['client_apply_ms'].get('p50_ms')} ms."]
+        lines += ["", "Each block of 100 pushes (a growth with the rule count shows in every column; a burst "
+                  "of a shared host shows in one block's p99 and max):", ""]
+        lines += _md_table(_blocks(p), ["pushes", "p50 ms", "p90 ms", "p99 ms", "max ms",
+                                        "client: Forwarder.apply p50 / max ms", "client: the rest p50 / max ms"])
         lines.append("")
     if (r := s.get("real")) and "connect" in r:
         lines += ["## Real clients", "",
