@@ -19,7 +19,7 @@ from portunus.config import Rule, parse_rule
 from portunus.control.ruleset import conflicts, conflicts_with, rule_to_dict
 from portunus.dataplane import forwarder as forwarder_module
 from portunus.dataplane.forwarder import Forwarder
-from tests.support.net import echo_handler, free_port_range, tcp_server
+from tests.support.net import echo_handler, free_port_range, free_ports, tcp_server
 
 CHANGED, WHOLE = "127.0.0.2", "127.0.0.3"
 PORTS = 24
@@ -126,18 +126,18 @@ def test_random_deltas_match_a_whole_set_apply() -> None:
 
 
 def test_a_delta_leaves_other_rules_and_their_connections_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = free_port_range(302)
+    ports = free_ports(302)  # any free ports: 302 in a row are hard to find late in a full test run
     fwd = Forwarder()
     try:
         with tcp_server(echo_handler) as echo:
-            keep = parse_rule({"name": "keep", "listen_addr": "127.0.0.1", "listen_port": base, "target": f"127.0.0.1:{echo.port}"})
+            keep = parse_rule({"name": "keep", "listen_addr": "127.0.0.1", "listen_port": ports[0], "target": f"127.0.0.1:{echo.port}"})
             fwd.apply_changes([keep], [])
-            conn = socket.create_connection(("127.0.0.1", base), timeout=5)
+            conn = socket.create_connection(("127.0.0.1", ports[0]), timeout=5)
             conn.sendall(b"before")
             assert conn.recv(16) == b"before"
-            state, listener = fwd._states["keep"], fwd._listeners[("tcp", "127.0.0.1", base)]
+            state, listener = fwd._states["keep"], fwd._listeners[("tcp", "127.0.0.1", ports[0])]
             assert state._targets  # the dial list cached by that connection
-            others = [parse_rule({"name": f"o{i}", "listen_addr": "127.0.0.1", "listen_port": base + 1 + i, "target": "127.0.0.1:9"})
+            others = [parse_rule({"name": f"o{i}", "listen_addr": "127.0.0.1", "listen_port": ports[1 + i], "target": "127.0.0.1:9"})
                       for i in range(300)]
             for rule in others:
                 fwd.apply_changes([rule], [])
@@ -149,15 +149,15 @@ def test_a_delta_leaves_other_rules_and_their_connections_alone(monkeypatch: pyt
                 calls.append(rule.name)
                 return real(rule)
             monkeypatch.setattr(forwarder_module, "socket_keys", counting)
-            moved = parse_rule({"name": "o0", "listen_addr": "127.0.0.1", "listen_port": base + 301, "target": "127.0.0.1:19"})
+            moved = parse_rule({"name": "o0", "listen_addr": "127.0.0.1", "listen_port": ports[301], "target": "127.0.0.1:19"})
             assert fwd.apply_changes([moved], ["o1"]) == {"o0": None}
             assert set(calls) == {"o0", "o1"} and len(calls) <= 4
             monkeypatch.undo()
             for rule in others[2:150]:
                 fwd.apply_changes([], [rule.name])
-            assert fwd._states["keep"] is state and fwd._listeners[("tcp", "127.0.0.1", base)] is listener
+            assert fwd._states["keep"] is state and fwd._listeners[("tcp", "127.0.0.1", ports[0])] is listener
             assert state._targets  # not updated: its cached dial list is still there
-            assert ("tcp", "127.0.0.1", base + 1) not in fwd._listeners  # o0 left that port
+            assert ("tcp", "127.0.0.1", ports[1]) not in fwd._listeners  # o0 left that port
             assert len(fwd._listeners) == 1 + 1 + 150 and fwd.rules()[0].name == "keep"
             conn.sendall(b"after")
             assert conn.recv(16) == b"after"
