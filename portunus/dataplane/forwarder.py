@@ -38,6 +38,7 @@ from portunus.dataplane.tcp import RawSocket, Target, TcpConnection, literal_fam
 from portunus.limits import (
     LIMIT_SET_CELLS,
     LimitSet,
+    Quota,
     SharedLimitSet,
     ThrottleGroup,
     admit,
@@ -101,6 +102,8 @@ class RuleState:
         self.owner_limits = owner_limits
         self.sets: tuple[LimitSet, ...] = (self.limits,) if owner_limits is None else (self.limits, owner_limits)
         self.capped = any(ls.has_bandwidth_cap for ls in self.sets)
+        quotas = tuple(ls.quota for ls in self.sets if ls.quota is not None)
+        self.quotas: tuple[Quota, ...] | None = quotas or None
         self.idle_timeout_s = rule.idle_timeout_secs
         self.keepalive_s = rule.tcp_keepalive_secs
         self._targets: dict[int, list[Target]] = {}
@@ -239,8 +242,12 @@ class Forwarder:
                 if ls is not None and self._same_slot(ls, "owner", o.name):
                     ls.update(o.rate_limit)
                 else:
-                    self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
+                    ls = self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
+                ls.set_quota(o.quota.bytes if o.quota is not None else None)
             known_owners = {o.name for o in owners}
+            for name, ls in self._owners.items():
+                if name not in known_owners:
+                    ls.set_quota(None)
 
             # 1. Open every socket the new set needs that is not open yet.
             new_socks: dict[tuple[str, str, int], socket.socket] = {}
@@ -439,7 +446,7 @@ class Forwarder:
                 t_in = t_out = None
                 splice_ok = self.splice_enabled
             conn = TcpConnection(self, client, fd, peer, state, state.targets_for(port),
-                                 splice_ok, t_in, t_out)
+                                 splice_ok, t_in, t_out, state.quotas)
             self.connections.add(conn)
             conn.start()
 
@@ -583,6 +590,24 @@ class Forwarder:
             rules[name] = entry
         sni_listeners = {label: dict(tally) for label, tally in list(self._sni_closed.items())}
         return {"rules": rules, "sni_listeners": sni_listeners, "splice_enabled": self.splice_enabled}
+
+    def quota_used(self) -> dict[str, int]:
+        """{owner: bytes charged to its quota} for every owner that has a quota."""
+        with self._lock:
+            return {name: ls.quota_used for name, ls in self._owners.items() if ls.quota is not None}
+
+    def set_quota_used(self, owner: str, used: int, *, reset: bool = False) -> None:
+        """Raise an owner's quota counter to `used` (a count saved elsewhere), or with
+        `reset` set it to exactly `used` (a new period)."""
+        with self._lock:
+            ls = self._owners.get(owner)
+            quota = ls.quota if ls is not None else None
+        if quota is None:
+            return
+        if reset:
+            quota.reset(used)
+        else:
+            quota.raise_to(used)
 
     def active_connections(self) -> int:
         n = len(self.connections)
