@@ -32,7 +32,7 @@ class SnapshotCollector(Collector):
             yield from quota_metrics(snap["quotas"], self._extra)
 
 
-def quota_metrics(quotas: dict[str, Any], extra: dict[str, str] | None = None,
+def quota_metrics(quotas: dict[Any, Any], extra: dict[str, str] | None = None,
                   key_labels: tuple[str, ...] = ("owner",)) -> Iterable[Metric]:
     """Gauges of traffic quotas: {key: {limit_bytes, used_bytes, exhausted}} (key = owner by default;
     a tuple of label values when `key_labels` names several)."""

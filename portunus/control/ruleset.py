@@ -11,6 +11,11 @@ Payload (inside a signed document, see `signing`):
     {"format": 1, "kind": "delta", "client": NAME, "version": N, "base_version": N-1,
      "upsert": [rule, ...], "remove": [rule name, ...], "owners": {owner: rate_limit}}
 
+A payload that carries traffic quotas is format 2 and has one more key,
+"quotas": {owner: {bytes, period, reset_day, period_start, used_bytes}}
+(in a delta, an owner mapped to null loses its quota). A client that
+predates quotas refuses format 2 instead of forwarding without the budget.
+
 The client's `RuleBook` takes a full set at a version >= its own (equal is a
 re-sync), and a delta only on top of exactly its own version; anything else
 is refused and the running rules stay as they are.
@@ -22,25 +27,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from portunus.bounds import Bounded
 from portunus.config import (
     DEFAULT_IDLE_TIMEOUT_SECS,
     DEFAULT_SNI_PEEK_MAX_BYTES,
     DEFAULT_SNI_PEEK_TIMEOUT_SECS,
     DEFAULT_TCP_KEEPALIVE_SECS,
+    QUOTA_BYTES,
     ConfigError,
     Owner,
+    QuotaSpec,
     RateLimit,
     Rule,
     listen_conflict,
     listen_conflicts,
     parse_owner_rate_limit,
+    parse_quota,
     parse_rule,
     sni_ports,
 )
 
 # Payload format history:
 #   1  full / delta rule sets with per-owner rate limits
+#   2  format 1 + "quotas" (sent only when the client has quotas, so older clients keep working)
 PAYLOAD_FORMAT = 1
+QUOTA_PAYLOAD_FORMAT = 2
+READABLE_FORMATS = (PAYLOAD_FORMAT, QUOTA_PAYLOAD_FORMAT)
+# Period starts are seconds since the epoch (UTC), up to the year 9999.
+_PERIOD_START = Bounded(False, 0, 253402300800.0, "seconds since the epoch")
+_USED_BYTES = Bounded(True, 0, QUOTA_BYTES.hi, "bytes")
 
 
 class BundleRejected(Exception):
@@ -100,16 +115,57 @@ def rate_limit_to_dict(rl: RateLimit) -> dict[str, Any]:
 
 
 def full_payload(client: str, version: int, rules: list[dict[str, Any]],
-                 owners: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"format": PAYLOAD_FORMAT, "kind": "full", "client": client, "version": version,
-            "rules": rules, "owners": dict(owners)}
+                 owners: Mapping[str, dict[str, Any]],
+                 quotas: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    out = {"format": PAYLOAD_FORMAT, "kind": "full", "client": client, "version": version,
+           "rules": rules, "owners": dict(owners)}
+    if quotas:
+        out.update(format=QUOTA_PAYLOAD_FORMAT, quotas=dict(quotas))
+    return out
 
 
 def delta_payload(client: str, version: int, *, upsert: list[dict[str, Any]] | None = None,
-                  remove: list[str] | None = None, owners: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"format": PAYLOAD_FORMAT, "kind": "delta", "client": client, "version": version,
-            "base_version": version - 1, "upsert": upsert or [], "remove": remove or [],
-            "owners": dict(owners or {})}
+                  remove: list[str] | None = None, owners: Mapping[str, dict[str, Any]] | None = None,
+                  quotas: Mapping[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    out = {"format": PAYLOAD_FORMAT, "kind": "delta", "client": client, "version": version,
+           "base_version": version - 1, "upsert": upsert or [], "remove": remove or [],
+           "owners": dict(owners or {})}
+    if quotas:
+        out.update(format=QUOTA_PAYLOAD_FORMAT, quotas=dict(quotas))
+    return out
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """A quota as a rule set carries it: the budget, and the ledger's period and count at send time."""
+
+    spec: QuotaSpec
+    period_start: float
+    used_bytes: int
+
+
+def _quotas(data: Any, allow_null: bool) -> dict[str, QuotaState | None]:
+    if not isinstance(data, Mapping):
+        raise BundleRejected("quotas must be an object")
+    out: dict[str, QuotaState | None] = {}
+    for owner, q in data.items():
+        if q is None and allow_null:
+            out[owner] = None
+            continue
+        if not isinstance(q, Mapping):
+            raise BundleRejected(f"quota of owner {owner!r} must be an object")
+        extra = {k: q[k] for k in q if k not in ("period_start", "used_bytes")}
+        try:
+            spec = parse_quota(extra, source=f"quota of owner {owner!r}")
+        except ConfigError as e:
+            raise BundleRejected("; ".join(e.problems)) from None
+        start, used = q.get("period_start"), q.get("used_bytes")
+        for key, v, typ in (("period_start", start, _PERIOD_START), ("used_bytes", used, _USED_BYTES)):
+            problem = typ.problem(v)
+            if problem is not None:
+                raise BundleRejected(f"quota of owner {owner!r}: {key} {problem}")
+        out[owner] = QuotaState(spec, float(start), int(used))  # type: ignore[arg-type]
+    return out
 
 
 def _rules(specs: Any, where: str) -> list[Rule]:
@@ -174,6 +230,17 @@ class RuleBook:
     version: int = 0
     rules: Mapping[str, Rule] = field(default_factory=dict)
     owners: Mapping[str, Owner] = field(default_factory=dict)
+    quotas: Mapping[str, QuotaState] = field(default_factory=dict)
+
+    def data_plane_owners(self) -> list[Owner]:
+        """Owners for Forwarder.apply: rate limits and quota budgets together."""
+        names = sorted(set(self.owners) | set(self.quotas))
+        out = []
+        for name in names:
+            rl = self.owners[name].rate_limit if name in self.owners else RateLimit()
+            q = self.quotas.get(name)
+            out.append(Owner(name, rl, q.spec if q is not None else None))
+        return out
 
     def advance(self, payload: Mapping[str, Any]) -> tuple[RuleBook, list[str]]:
         """The book after `payload` and the names of rules it (re)defines.
@@ -181,8 +248,9 @@ class RuleBook:
         Raises BundleRejected (keep the current book) or NeedResync (delta gap).
         """
         fmt = payload.get("format")
-        if fmt != PAYLOAD_FORMAT:
-            raise BundleRejected(f"payload format {fmt!r} not supported (this client reads {PAYLOAD_FORMAT})")
+        if fmt not in READABLE_FORMATS:
+            raise BundleRejected(f"payload format {fmt!r} not supported (this client reads "
+                                 f"{', '.join(map(str, READABLE_FORMATS))})")
         if payload.get("client") != self.client:
             raise BundleRejected(f"rule set is for client {payload.get('client')!r}, not {self.client!r}")
         version = payload.get("version")
@@ -197,6 +265,7 @@ class RuleBook:
             if len(rules) != len(parsed):
                 raise BundleRejected("duplicate rule names in the rule set")
             owners = _owners(payload.get("owners", {}))
+            quotas = {k: v for k, v in _quotas(payload.get("quotas", {}), False).items() if v is not None}
             changed = list(rules)
         elif kind == "delta":
             if version <= self.version:
@@ -213,6 +282,12 @@ class RuleBook:
             for r in upserts:
                 rules[r.name] = r
             owners = {**self.owners, **_owners(payload.get("owners", {}))}
+            quotas = dict(self.quotas)
+            for name, q in _quotas(payload.get("quotas", {}), True).items():
+                if q is None:
+                    quotas.pop(name, None)
+                else:
+                    quotas[name] = q
             changed = [r.name for r in upserts]
         else:
             raise BundleRejected(f"unknown rule-set kind {kind!r}")
@@ -222,4 +297,4 @@ class RuleBook:
             problems = conflicts_with([rules[n] for n in changed], list(rules.values()))
         if problems:
             raise BundleRejected("; ".join(problems))
-        return RuleBook(self.client, version, rules, owners), changed
+        return RuleBook(self.client, version, rules, owners, quotas), changed
