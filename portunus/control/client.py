@@ -38,6 +38,8 @@ from portunus.control.ruleset import BundleRejected, NeedResync, RuleBook
 from portunus.control.signing import SESSION_CONTEXT, SignatureError, sign_bytes, verify_document
 from portunus.dataplane import Forwarder
 from portunus.metrics import PREFIX, SnapshotCollector
+from portunus.quota import TICK_S as QUOTA_TICK_S
+from portunus.quota import QuotaKeeper
 from portunus.runtime import parse_host_port
 
 log = logging.getLogger("portunus.client")
@@ -155,7 +157,7 @@ class ControlClient:
 
     def __init__(self, bundle: ClientBundle, fwd: Forwarder, options: ClientOptions,
                  apply_executor: concurrent.futures.Executor | None = None,
-                 last_known: LastKnown | None = None) -> None:
+                 last_known: LastKnown | None = None, quota_keeper: QuotaKeeper | None = None) -> None:
         self.bundle = bundle
         self.fwd = fwd
         self.options = options
@@ -169,7 +171,9 @@ class ControlClient:
         self._last_results: dict[str, str | None] = {}
         self._write_lock = asyncio.Lock()
         self._rng = random.Random()
-        self.metrics = ClientMetrics(fwd.snapshot)
+        # Counts the bytes of the server's quotas here (the client enforces; the server keeps the ledger).
+        self.quotas = quota_keeper if quota_keeper is not None else QuotaKeeper(fwd, None)
+        self.metrics = ClientMetrics(self.snapshot)
         self.connected = False
         self.rejections = 0
         self.last_rejection: str | None = None
@@ -193,9 +197,10 @@ class ControlClient:
             if restored.high_water:
                 log.info("no usable last-known rules; accepting rule sets from version %d on", restored.high_water)
             return
-        rules, owners = list(self.book.rules.values()), list(self.book.owners.values())
+        rules, owners = list(self.book.rules.values()), self.book.data_plane_owners()
         try:
             self._last_results = self.fwd.apply(rules, owners, atomic=False)
+            self._sync_quotas(self.book)
         except Exception:  # start as if there were no file, at the same version floor
             log.exception("applying the last-known rule set from %s failed", self.last_known.path)
             self.book = RuleBook(self.bundle.client, restored.high_water)
@@ -207,10 +212,53 @@ class ControlClient:
                  (time.monotonic() - t0) * 1000, len(failed),
                  "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
 
+    def snapshot(self) -> dict[str, Any]:
+        """The forwarder's counters, and the quotas' usage when there are quotas."""
+        snap = self.fwd.snapshot()
+        if self.quotas.specs:
+            snap["quotas"] = self.quotas.status()
+        return snap
+
     def stats(self) -> dict[str, Any]:
-        return {**self.fwd.snapshot(), "control": self.status()}
+        return {**self.snapshot(), "control": self.status()}
+
+    def _sync_quotas(self, book: RuleBook) -> None:
+        """After an apply: the quotas the book holds, their counts merged with the ledger's (max)."""
+        self.quotas.configure({owner: q.spec for owner, q in book.quotas.items()})
+        for owner, q in book.quotas.items():
+            self.quotas.merge(owner, q.period_start, q.used_bytes)
+        self.quotas.tick()
+
+    def quota_usage(self) -> dict[str, dict[str, Any]]:
+        """{owner: period_start, used_bytes} for the stats report."""
+        status = dict(self.quotas.usage)
+        return {o: {"period_start": u.period_start, "used_bytes": u.used_bytes}
+                for o, u in status.items() if o in self.quotas.specs}
 
     async def run(self, stop: asyncio.Event) -> None:
+        ticker = asyncio.create_task(self._quota_loop(stop))
+        try:
+            await self._run(stop)
+        finally:
+            ticker.cancel()
+            with _suppress_all():
+                await ticker
+
+    async def _quota_loop(self, stop: asyncio.Event) -> None:
+        """Tick the quota keeper (periods, exhaustion, the usage file) off the event loop."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            if self.quotas.specs:
+                try:
+                    await loop.run_in_executor(self._executor, self.quotas.tick)
+                except Exception:
+                    log.exception("quota tick failed")
+            try:
+                await asyncio.wait_for(stop.wait(), QUOTA_TICK_S)
+            except TimeoutError:
+                pass
+
+    async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             sessions_before = self.sessions
@@ -292,7 +340,7 @@ class ControlClient:
     async def _stats_loop(self, call: Any) -> None:
         while True:
             snap = self.fwd.snapshot()
-            await self._write(call, wire.stats(snap["rules"], self.fwd.active_connections()))
+            await self._write(call, wire.stats(snap["rules"], self.fwd.active_connections(), self.quota_usage()))
             await asyncio.sleep(self.options.stats_interval_s)
 
     async def _reject(self, call: Any, version: Any, reason: str) -> None:
@@ -320,9 +368,15 @@ class ControlClient:
             return
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
-        rules, owners = list(book.rules.values()), list(book.owners.values())
+        rules, owners = list(book.rules.values()), book.data_plane_owners()
+
+        def apply() -> dict[str, str | None]:
+            results = self.fwd.apply(rules, owners, atomic=False)
+            self._sync_quotas(book)
+            return results
+
         try:
-            results = await loop.run_in_executor(self._executor, lambda: self.fwd.apply(rules, owners, atomic=False))
+            results = await loop.run_in_executor(self._executor, apply)
         except RuntimeError as e:  # forwarder closing
             await self._reject(call, book.version, f"cannot apply: {e}")
             return
