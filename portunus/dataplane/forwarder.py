@@ -354,6 +354,12 @@ class Forwarder:
                 old.health = None
         for st in states.values():
             self._sync_health(st)
+        # A quota set (or lifted) on an owner applies to its live connections too, from their next chunk:
+        # a connection opened before the quota is no way around it.
+        for conn in self.connections:
+            quotas = conn.rule_state.quotas
+            if conn.relay_in.quotas is not quotas:
+                conn.relay_in.quotas = conn.relay_out.quotas = quotas
 
     def _sync_health(self, st: RuleState) -> None:
         """Start, keep, restart or stop the rule's health checks (loop thread)."""

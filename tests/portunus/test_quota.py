@@ -24,7 +24,7 @@ from portunus.dataplane.pipes import PIPE_SIZE_BYTES
 from portunus.dataplane.tcp import COPY_BUFFER_BYTES
 from tests.support.net import echo_handler, free_port, random_payload, recv_all, tcp_server
 from tests.support.proc import run_cli
-from tests.support.traffic import ByteSink, blast, connection_refused
+from tests.support.traffic import ByteSink, UdpSink, blast, connection_refused, udp_blast
 from tests.support.wait import wait_for
 
 MIB = 1024 * 1024
@@ -221,3 +221,36 @@ def test_unreadable_usage_file_is_kept_and_reported(standalone, tmp_path: Path) 
         fwd.send_signal(signal.SIGTERM)
         fwd.proc.wait(20)
     assert (tmp_path / "usage.json").read_text() == "{not json"
+
+
+def udp_toml(tmp: Path, port: int, target: int, quota_bytes: int) -> str:
+    return (f'[global]\nquota_state_file = "{tmp / "usage.json"}"\n'
+            f'[[owner]]\nname = "alice"\nquota = {{ bytes = {quota_bytes}, period = "never" }}\n'
+            f'[[rule]]\nname = "u"\nprotocol = "udp"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
+            f'target = "127.0.0.1:{target}"\nowner = "alice"\n')
+
+
+def test_quota_stops_udp_at_the_budget(standalone, tmp_path: Path) -> None:
+    """Datagrams both ways are charged; the one that spends the budget is the last that goes."""
+    size, reply = 1400, 100
+    port, maddr = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port()}"
+    sink = UdpSink(reply_bytes=reply)
+    try:
+        standalone(udp_toml(tmp_path, port, sink.port, QUOTA_BYTES), metrics_addr=maddr, wait_ports=[port])
+        sock, replies = udp_blast(port, QUOTA_BYTES // size + 2000, size)
+        sock.close()
+        st = wait_for(lambda: (q := quota_status(maddr))["exhausted"] and q, 10, "quota exhausted")
+        # Charged: every datagram forwarded either way; at most the one that crossed goes past.
+        assert QUOTA_BYTES <= st["used_bytes"] <= QUOTA_BYTES + size, st
+        rule = stats(maddr)["rules"]["u"]
+        assert rule["bytes_in"] + rule["bytes_out"] == st["used_bytes"], (rule, st)
+        assert sink.bytes == rule["bytes_in"] and rule["bytes_out"] == reply * rule["datagrams_out"]
+        assert rule["quota_cuts"] == 1 and rule["dropped"].get("quota", 0) >= 1, rule
+        # A new flow (another source port) is refused at its first datagram.
+        sock2, _ = udp_blast(port, 5, size)
+        sock2.close()
+        wait_for(lambda: stats(maddr)["rules"]["u"]["rejected"].get("quota", 0) >= 5, 10, "new flow refused")
+        assert sink.bytes == rule["bytes_in"]
+        assert 'portunus_quota_exhausted{owner="alice"} 1.0' in metrics(maddr)
+    finally:
+        sink.close()
