@@ -254,3 +254,26 @@ def test_quota_stops_udp_at_the_budget(standalone, tmp_path: Path) -> None:
         assert 'portunus_quota_exhausted{owner="alice"} 1.0' in metrics(maddr)
     finally:
         sink.close()
+
+
+def test_a_quota_reaches_connections_opened_before_it(standalone, tmp_path: Path) -> None:
+    """A connection open when the quota arrives (reload) is charged from its next chunk and cut."""
+    port, maddr = free_port(), f"127.0.0.1:{free_port()}"
+    with ByteSink() as sink:
+        big = quota_toml(tmp_path, port, sink.port, quota=f'bytes = {1 << 40}, period = "never"')
+        fwd = standalone(big.replace(f"quota = {{ bytes = {1 << 40}, period = \"never\" }}\n", ""),
+                         metrics_addr=maddr, wait_ports=[port])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"\0" * MIB)
+            wait_for(lambda: sink.total == MIB, 10, "1 MiB through")
+            fwd.reload(quota_toml(tmp_path, port, sink.port, quota='bytes = 2097152, period = "never"'))
+            fwd.wait_log("reloaded")
+            with pytest.raises(OSError):
+                for _ in range(64):  # 4 MiB more at most; the quota allows 2 MiB
+                    s.sendall(b"\0" * (64 * 1024))
+                    time.sleep(0.005)
+                s.shutdown(socket.SHUT_WR)
+                s.recv(1)
+        st = wait_for(lambda: (q := quota_status(maddr))["exhausted"] and q, 10, "exhausted")
+        assert st["used_bytes"] <= 2 * MIB + PIPE_SIZE_BYTES, st
+        assert stats(maddr)["rules"]["r"]["quota_cuts"] == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import calendar
 import json
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from typing import Any
 from portunus.dataplane.pipes import PIPE_SIZE_BYTES
 from tests.portunus.control.support import ControlPlane, wait_until
 from tests.portunus.control.test_e2e_tenants import PASSWORD, grant, make_user, rule
-from tests.support.net import free_port_range
+from tests.support.net import free_port, free_port_range
 from tests.support.proc import run_cli
-from tests.support.traffic import ByteSink, blast, connection_refused
+from tests.support.traffic import ByteSink, UdpSink, blast, connection_refused, udp_blast
 
 MIB = 1024 * 1024
 QUOTA_BYTES = 10 * MIB
@@ -162,3 +163,23 @@ def test_quota_requests_are_validated(plane: ControlPlane) -> None:
     # Offline client: stored, pushed when it connects.
     resp = api.put(f"/v1/users/{uid}/quotas/edge", {"bytes": 5 * MIB, "period": "monthly", "reset_day": 31})
     assert resp.status == 200 and resp.body["client_acked"] is False and resp.body["reset_day"] == 31
+
+
+def test_udp_quota_through_the_client(plane: ControlPlane) -> None:
+    plane.start_client(plane.enroll("edge"))
+    plane.wait_online("edge")
+    uid = make_user(plane, "dora")
+    port = free_port(socket.SOCK_DGRAM)
+    grant(plane, uid, "edge", port, port, ["udp"])
+    set_quota(plane, uid, "edge", 2 * MIB, period="monthly")
+    sink = UdpSink()
+    try:
+        resp = plane.api().post("/v1/rules", rule("edge", "dns", port, sink.port, "udp") | {"owner": "user:dora"})
+        assert resp.status == 201, resp
+        sock, _ = udp_blast(port, 2 * MIB // 1000 + 500, 1000)
+        sock.close()
+        st = wait_until(lambda: (s := status(plane, uid, "edge"))["exhausted"] and s, 20, "exhausted in the ledger")
+        assert 2 * MIB <= st["used_bytes"] <= 2 * MIB + 1000, st
+        assert sink.bytes == st["used_bytes"]  # one way only: the sink does not answer
+    finally:
+        sink.close()
