@@ -146,7 +146,6 @@ class Hub:
         with self.store.transaction():
             version = self.store.bump_version(client_id)
         self._push(client_id, client, version, quotas={owner: quota_payload(row) if row is not None else None})
-        self.quota_metrics = self.ledger.metrics()
         return version
 
     def tick_quotas(self) -> None:
@@ -197,7 +196,7 @@ class Hub:
         if stats.quotas:
             for row in self.ledger.on_report(session.client_id, stats.quotas):
                 self.push_quota(row.client_id, row.client, row.owner, row)
-            self.quota_metrics = self.ledger.metrics()
+            # The metrics copy is refreshed by tick_quotas, once a second, not once per report.
 
     def reports(self) -> dict[str, dict[str, Any]]:
         return dict(self._reports)

@@ -99,8 +99,12 @@ def test_quota_holds_across_restarts_and_outages(plane: ControlPlane) -> None:
     assert (cli["used_bytes"], cli["limit_bytes"], cli["exhausted"]) == (st["used_bytes"], QUOTA_BYTES, True)
     assert cli["period_end"] and cli["remaining_bytes"] == 0
     assert alice.get(f"/v1/users/{uid}/quotas/edge/status").body["exhausted"]  # users read their own
-    metrics = plane.metrics()
-    assert 'portunus_quota_exhausted{client="edge",user="alice"} 1.0' in metrics
+    # The metrics endpoint reads a copy of the ledger refreshed once a second.
+    def exported() -> str | None:
+        text = plane.metrics()
+        return text if 'portunus_quota_exhausted{client="edge",user="alice"} 1.0' in text else None
+
+    metrics = wait_until(exported, 10, "the ledger in the metrics")
     used = re.search(r'^portunus_quota_used_bytes\{client="edge",user="alice"\} (\S+)$', metrics, re.M)
     assert used and float(used.group(1)) == float(st["used_bytes"]), used
     assert 'portunus_quota_exhausted{owner="user:alice"} 1.0' in client.metrics()
