@@ -41,7 +41,8 @@ log = logging.getLogger("portunus.quota")
 
 CLOCK_OFFSET_ENV = "PORTUNUS_CLOCK_OFFSET_FILE"
 # Usage file format history:
-#   1  {"format": 1, "owners": {owner: {"period_start": s, "used_bytes": n, "exhausted": bool}}}
+#   1  {"format": 1, "owners": {owner: {"period_start": s, "used_bytes": n, "exhausted": bool,
+#                                        "period": "monthly:1" | "daily" | "never"}}}
 USAGE_FORMAT = 1
 # How often the keeper looks at the counters (resets are this late at most).
 TICK_S = 1.0
@@ -88,6 +89,11 @@ def period_bounds(spec: QuotaSpec, now: float) -> tuple[float, float | None]:
     return float(_month_start(year, month, spec.reset_day)), float(this)
 
 
+def period_key(spec: QuotaSpec) -> str:
+    """What decides the boundaries: an edit of this starts the new kind of period without a reset."""
+    return f"monthly:{spec.reset_day}" if spec.period == "monthly" else spec.period
+
+
 def iso(ts: float | None) -> str | None:
     """UTC ISO 8601 with a Z, or None."""
     if ts is None:
@@ -102,6 +108,7 @@ class Usage:
     period_start: float
     used_bytes: int
     exhausted: bool = False
+    period: str = ""  # period_key() of the spec the count runs under ("": not known yet)
 
 
 def load_usage(path: Path) -> dict[str, Usage]:
@@ -120,7 +127,7 @@ def load_usage(path: Path) -> dict[str, Usage]:
             start, used = float(u["period_start"]), int(u["used_bytes"])
             if used < 0:
                 raise ValueError(f"owner {owner!r}: negative used_bytes")
-            out[str(owner)] = Usage(start, used, bool(u.get("exhausted", False)))
+            out[str(owner)] = Usage(start, used, bool(u.get("exhausted", False)), str(u.get("period", "")))
         return out
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: not a quota usage file: {e}") from None
@@ -131,7 +138,8 @@ def dump_usage(path: Path, usage: Mapping[str, Usage]) -> None:
     from portunus.control.files import write_private
 
     doc = {"format": USAGE_FORMAT, "owners": {
-        o: {"period_start": u.period_start, "used_bytes": u.used_bytes, "exhausted": u.exhausted}
+        o: {"period_start": u.period_start, "used_bytes": u.used_bytes, "exhausted": u.exhausted,
+            "period": u.period}
         for o, u in sorted(usage.items())}}
     write_private(path, json.dumps(doc, indent=1).encode() + b"\n")
 
@@ -164,14 +172,14 @@ class QuotaKeeper:
         self._lock = threading.Lock()  # tick/merge (control thread) vs status (metrics thread)
         self.specs: dict[str, QuotaSpec] = {}
         self.usage: dict[str, Usage] = {}
-        self._saved: dict[str, tuple[float, int, bool]] = {}
+        self._saved: dict[str, tuple[float, int, bool, str]] = {}
         if path is not None:
             try:
                 self.usage = load_usage(path)
             except ValueError as e:
                 log.error("%s; starting every quota at 0 (the file is left as it is)", e)
                 self.path = None  # never overwrite what we could not read
-        self._saved = {o: (u.period_start, u.used_bytes, u.exhausted) for o, u in self.usage.items()}
+        self._saved = {o: (u.period_start, u.used_bytes, u.exhausted, u.period) for o, u in self.usage.items()}
 
     def configure(self, specs: Mapping[str, QuotaSpec]) -> None:
         """The owners that have quotas now; their counters start from what is known."""
@@ -188,7 +196,8 @@ class QuotaKeeper:
     def _merge(self, owner: str, period_start: float, used_bytes: int) -> None:
         u = self.usage.get(owner)
         if u is None or period_start > u.period_start:
-            self.usage[owner] = Usage(period_start, used_bytes)
+            spec = self.specs.get(owner)
+            self.usage[owner] = Usage(period_start, used_bytes, period=period_key(spec) if spec else "")
             self.fwd.set_quota_used(owner, used_bytes, reset=True)
         elif period_start == u.period_start and used_bytes > u.used_bytes:
             u.used_bytes = used_bytes
@@ -216,9 +225,14 @@ class QuotaKeeper:
         events: list[QuotaEvent] = []
         for owner, spec in self.specs.items():
             start, _end = period_bounds(spec, now)
+            key = period_key(spec)
             u = self.usage.get(owner)
             if u is None:
-                u = self.usage[owner] = Usage(start, 0)
+                u = self.usage[owner] = Usage(start, 0, period=key)
+            elif u.period != key:
+                # The period was edited (daily -> monthly, another reset day): the new kind of
+                # period starts now and the count carries over; an edit never clears usage.
+                u.period_start, u.period = max(start, u.period_start), key
             elif start > u.period_start:
                 events.append(QuotaEvent("reset", owner, u.used_bytes, spec.bytes, start))
                 u.period_start, u.used_bytes, u.exhausted = start, 0, False
@@ -243,7 +257,7 @@ class QuotaKeeper:
         if self.path is None:
             return
         with self._lock:
-            state = {o: (u.period_start, u.used_bytes, u.exhausted) for o, u in self.usage.items()}
+            state = {o: (u.period_start, u.used_bytes, u.exhausted, u.period) for o, u in self.usage.items()}
             if state == self._saved:
                 return
             snapshot = {o: Usage(*t) for o, t in state.items()}

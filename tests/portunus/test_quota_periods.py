@@ -95,3 +95,22 @@ def test_keeper_merges_with_max_rolls_periods_and_saves(tmp_path: Path) -> None:
     k2 = QuotaKeeper(fwd2, tmp_path / "u.json", clock=lambda: now[0])
     k2.configure({"a": QuotaSpec(1000, "daily")})
     assert fwd2.used["a"] == 77
+
+
+def test_editing_the_period_never_clears_usage(tmp_path: Path) -> None:
+    now = [utc(2026, 5, 20, 12)]
+    fwd = FakeForwarder()
+    fwd.used["a"] = 0
+    events = []
+    keeper = QuotaKeeper(fwd, tmp_path / "u.json", clock=lambda: now[0], on_event=events.append)
+    keeper.configure({"a": QuotaSpec(1000, "monthly", 1)})
+    fwd.used["a"] = 600
+    keeper.tick()
+    keeper.configure({"a": QuotaSpec(1000, "daily")})      # a new kind of period starts now ...
+    keeper.configure({"a": QuotaSpec(1000, "monthly", 15)})  # ... and another: the count carries over
+    assert fwd.used["a"] == 600 and [e.kind for e in events] == []
+    saved = load_usage(tmp_path / "u.json")["a"]
+    assert (saved.period_start, saved.used_bytes, saved.period) == (utc(2026, 5, 20), 600, "monthly:15")
+    now[0] = utc(2026, 6, 15)  # the edited period's own boundary resets as usual
+    keeper.tick()
+    assert [e.kind for e in events] == ["reset"] and fwd.used["a"] == 0
