@@ -488,7 +488,7 @@ class Forwarder:
             t_in = t_out = None
             splice_ok = self.splice_enabled
         conn = sni.PeekedConnection(self, client, fd, peer, state, state.targets_for(port),
-                                    splice_ok, t_in, t_out, early=early)
+                                    splice_ok, t_in, t_out, state.quotas, early=early)
         self.connections.add(conn)
         conn.start()
 

@@ -24,6 +24,7 @@ from portunus.dataplane.pipes import PIPE_SIZE_BYTES
 from portunus.dataplane.tcp import COPY_BUFFER_BYTES
 from tests.support.net import echo_handler, free_port, random_payload, recv_all, tcp_server
 from tests.support.proc import run_cli
+from tests.support.tls import client_hello
 from tests.support.traffic import ByteSink, UdpSink, blast, connection_refused, udp_blast
 from tests.support.wait import wait_for
 
@@ -278,4 +279,23 @@ def test_a_quota_reaches_connections_opened_before_it(standalone, tmp_path: Path
                 s.recv(1)
         st = wait_for(lambda: (q := quota_status(maddr))["exhausted"] and q, 10, "exhausted")
         assert st["used_bytes"] <= 2 * MIB + PIPE_SIZE_BYTES, st
+        assert stats(maddr)["rules"]["r"]["quota_cuts"] == 1
+
+
+def test_quota_cuts_connections_routed_by_sni(standalone, tmp_path: Path) -> None:
+    """A connection an SNI listener routed (ClientHello peeked, then bulk) is charged and cut like any other."""
+    port, maddr = free_port(), f"127.0.0.1:{free_port()}"
+    with ByteSink() as sink:
+        text = quota_toml(tmp_path, port, sink.port, rule_extra='sni_pattern = "a.example"')
+        standalone(text, metrics_addr=maddr, wait_ports=[port])
+        sent = 0
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(client_hello("a.example"))
+            while sent < 3 * QUOTA_BYTES:
+                s.sendall(b"\0" * (64 * 1024))
+                sent += 64 * 1024
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+        st = wait_for(lambda: (q := quota_status(maddr))["exhausted"] and q, 10, "exhausted")
+        assert QUOTA_BYTES <= st["used_bytes"] <= QUOTA_BYTES + PIPE_SIZE_BYTES, st
         assert stats(maddr)["rules"]["r"]["quota_cuts"] == 1
