@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness.netutil import free_port
+from harness.site.netutil import free_port
 from portunus.control.api_client import OperatorClient
 
 FORMAT_VERSION = 1
