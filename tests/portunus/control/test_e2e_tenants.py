@@ -82,10 +82,11 @@ def user_token(plane: ControlPlane, name: str) -> str:
     return str(body["token"])
 
 
-def grant(plane: ControlPlane, user_id: int, client: str, start: int, end: int, protocols: list[str]) -> None:
+def grant(plane: ControlPlane, user_id: int, client: str, start: int, end: int, protocols: list[str]) -> int:
     resp = plane.api().post("/v1/grants", {"user_id": user_id, "client": client, "listen_port_start": start,
                                            "listen_port_end": end, "protocols": protocols})
     assert resp.status == 201, resp
+    return int(resp.body["id"])
 
 
 def rule(client: str, name: str, port: int, target: int, protocol: str = "tcp") -> dict[str, Any]:
@@ -101,7 +102,7 @@ def forbidden(resp: Any, reason: str) -> None:
 def test_grants_decide_what_a_user_may_push(fleet: ControlPlane) -> None:
     base = free_port_range(100)  # "20000-20099": a range free on this host
     alice_id, bob_id = make_user(fleet, "alice"), make_user(fleet, "bob")
-    grant(fleet, alice_id, "edge-a", base, base + 99, ["tcp"])
+    alice_grant = grant(fleet, alice_id, "edge-a", base, base + 99, ["tcp"])
     grant(fleet, bob_id, "edge-a", base + 50, base + 99, ["tcp", "udp"])
     alice, bob = fleet.api(user_token(fleet, "alice")), fleet.api(user_token(fleet, "bob"))
     target = ExchangeServer(lambda tag: 2048, random.Random(5))
@@ -143,12 +144,22 @@ def test_grants_decide_what_a_user_may_push(fleet: ControlPlane) -> None:
         forbidden(alice.put(f"/v1/rules/{rule_id}", rule("edge-a", "web", base + 200, target.port)),
                   "port_outside_grant")
 
-        # The superadmin sees every rule and may delete any of them.
+        # Her grant is not taken away from under her running rule, unless another grant covers it.
         admin = fleet.api()
+        resp = admin.delete(f"/v1/grants/{alice_grant}")
+        assert resp.status == 409 and resp.error["code"] == "grant_in_use" and resp.error["rule_ids"] == [rule_id], resp
+        wider = grant(fleet, alice_id, "*", base + 20, base + 20, ["tcp"])
+        assert admin.delete(f"/v1/grants/{alice_grant}").status == 200
+        assert admin.delete(f"/v1/grants/{wider}").error["rule_ids"] == [rule_id]  # now the only one
+        forbidden(alice.put(f"/v1/rules/{rule_id}", rule("edge-a", "web", base + 10, target.port)), "port_outside_grant")
+
+        # The superadmin sees every rule and may delete any of them.
         assert rule_id in [r["id"] for r in admin.get("/v1/rules").body["rules"]]
         assert alice.get("/v1/rules").body["rules"][0]["id"] == rule_id
         assert admin.delete(f"/v1/rules/{rule_id}").status == 200
         assert alice.get("/v1/rules").body["rules"] == []
+        assert admin.delete(f"/v1/grants/{wider}").status == 200
+        assert alice.get("/v1/grants").body["grants"] == []
 
         # Every denial is in the audit log with actor, role and reason; users read only their own entries.
         entries = admin.get("/v1/audit?limit=1000").body["entries"]
