@@ -114,8 +114,9 @@ def test_quota_holds_across_restarts_and_outages(plane: ControlPlane) -> None:
     assert 'portunus_rule_rejected_total{client="edge",reason="quota",rule="web2"}' in metrics
     audit = plane.api().get("/v1/audit?limit=1000").body["entries"]
     assert [e["target"] for e in audit if e["action"] == "quota.exhausted"] == ["quota of user alice on client edge"]
-    # Raising the budget opens the way again at once (pushed to the client).
-    set_quota(plane, uid, "edge", 3 * QUOTA_BYTES)
+    # Raising the budget opens the way again at once (pushed to the client), and keeps the count.
+    raised = set_quota(plane, uid, "edge", 3 * QUOTA_BYTES)
+    assert (raised["used_bytes"], raised["exhausted"]) == (st["used_bytes"], False), raised
     assert not status(plane, uid, "edge")["exhausted"]
 
 

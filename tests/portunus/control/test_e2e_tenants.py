@@ -10,11 +10,15 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import secrets
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from portunus.control.rbac import token_hash
+from portunus.control.store import _MIGRATIONS
 from portunus.control.tenants_api import LOGIN_FAILURE_BURST
 from tests.portunus.control.support import ControlPlane, new_plane, remove_plane, through
 from tests.support.net import ExchangeServer, free_port_range
@@ -260,3 +264,39 @@ def test_users_and_grants_through_the_cli(fleet: ControlPlane) -> None:
     assert run_cli("portunus-server", "grants", "delete", str(grant_id), *ep, env=env).returncode == 0
     assert run_cli("portunus-server", "users", "delete", "frank", *ep, env=env).returncode == 0
     assert fleet.api(frank).get("/v1/rules").status == 401  # his tokens went with him
+
+
+def test_a_schema_2_data_dir_keeps_its_tokens_scopes() -> None:
+    """A state.db of the three-role server, opened by this one: the tokens act as root within their old role."""
+    p = new_plane()
+    try:
+        db = sqlite3.connect(p.data_dir / "state.db")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for version in (1, 2):
+            for stmt in _MIGRATIONS[version]:
+                db.execute(stmt)
+        db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        db.execute("INSERT INTO clients (name, address, created_at) VALUES ('edge', '127.0.0.1', 0)")
+        spec = json.dumps(rule("edge", "old", 20000, 9))
+        db.execute("INSERT INTO rules (client_id, name, spec_json, created_at, updated_at) VALUES (1, 'old', ?, 0, 0)",
+                   (spec,))
+        tokens = {role: secrets.token_urlsafe(32) for role in ("admin", "operator", "viewer")}
+        for role, token in tokens.items():
+            db.execute("INSERT INTO tokens (name, role, token_sha256, created_at, created_by) VALUES (?, ?, ?, 0, 'op')",
+                       (f"old-{role}", role, token_hash(token)))
+        db.commit()
+        db.close()
+        p.start_server()
+        viewer, operator, admin = (p.api(tokens[r]) for r in ("viewer", "operator", "admin"))
+        assert viewer.get("/v1/auth/whoami").body == {"actor": "token:old-viewer", "user_id": 1, "username": "root",
+                                                      "role": "superadmin", "scope": "viewer", "via": "token"}
+        assert [r["name"] for r in viewer.get("/v1/rules").body["rules"]] == ["old"]  # root owns the old rules
+        forbidden(viewer.post("/v1/client-enrollments", {"name": "edge-2", "address": "127.0.0.1"}), "role_required")
+        assert operator.post("/v1/client-enrollments", {"name": "edge-2", "address": "127.0.0.1"}).status == 201
+        forbidden(operator.post("/v1/users", {"username": "x", "password": PASSWORD}), "role_required")
+        assert admin.post("/v1/users", {"username": "x", "password": PASSWORD}).status == 201
+        assert {(t["name"], t["role"], t["user_id"]) for t in admin.get("/v1/tokens").body["tokens"]} == {
+            ("old-admin", "admin", 1), ("old-operator", "operator", 1), ("old-viewer", "viewer", 1)}
+        assert p.server is not None and "(schema 3)" in p.server.log()
+    finally:
+        remove_plane(p)
