@@ -23,6 +23,9 @@ PROTOCOLS = ("tcp", "udp")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "pretty")
 PROXY_PROTOCOLS = ("v1", "v2")
+# Traffic quota periods: "monthly" resets on `reset_day` at 00:00 UTC, "daily"
+# at 00:00 UTC, "never" is a one-off budget (portunus.quota).
+QUOTA_PERIODS = ("monthly", "daily", "never")
 
 DEFAULT_UDP_MAX_FLOWS = 1024
 DEFAULT_UDP_FLOW_IDLE_SECS = 60.0
@@ -94,6 +97,10 @@ WORKERS = Bounded(True, 1, MAX_WORKERS, 'worker loops, or "auto"')
 SNI_PEEK_SECS = Bounded(False, 0, MAX_SNI_PEEK_TIMEOUT_SECS, "seconds", lo_open=True)
 SNI_PEEK_BYTES = Bounded(True, MIN_SNI_PEEK_BYTES, MAX_SNI_PEEK_BYTES, "bytes")
 HEALTH_CHECK_SECS = Bounded(False, MIN_HEALTH_CHECK_INTERVAL_SECS, MAX_HEALTH_CHECK_INTERVAL_SECS, "seconds")
+# A quota counter is a double (portunus.limits.QUOTA_CELL): exact up to 2^53 bytes.
+QUOTA_BYTES = Bounded(True, 1, 2**53, "bytes")
+# Days past the 28th exist in some months only: such a day means the month's last day there.
+RESET_DAY = Bounded(True, 1, 31, "day of the month")
 
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -224,9 +231,28 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class QuotaSpec:
+    """A traffic budget: `bytes` in both directions together per period."""
+
+    bytes: int
+    period: str = "monthly"
+    reset_day: int = 1  # monthly only
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"bytes": self.bytes, "period": self.period}
+        if self.period == "monthly":
+            out["reset_day"] = self.reset_day
+        return out
+
+
+QUOTA_KEYS = ("bytes", "period", "reset_day")
+
+
+@dataclass(frozen=True)
 class Owner:
     name: str
     rate_limit: RateLimit = field(default_factory=RateLimit)
+    quota: QuotaSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +262,7 @@ class GlobalSettings:
     log_format: str = "pretty"
     shutdown_drain_secs: float = DEFAULT_SHUTDOWN_DRAIN_SECS
     workers: int = DEFAULT_WORKERS  # "auto" in the file is resolved to the CPU count at load
+    quota_state_file: str | None = None  # where owners' quota usage is kept across restarts
 
 
 @dataclass(frozen=True)
@@ -452,6 +479,42 @@ def parse_rate_limit(p: _Problems, where: str, data: Any) -> RateLimit:
         if burst in values and rate not in data:
             p.add(where, f"{key0}.{burst}", f"set without {rate}")
     return RateLimit(**values)
+
+
+def parse_quota_into(p: _Problems, where: str, data: Any, key0: str = "quota") -> QuotaSpec | None:
+    """A quota table {bytes, period, reset_day}; None (with problems recorded) if it is invalid."""
+    if not isinstance(data, Mapping):
+        p.add(where, key0 or None, f"must be a table {{bytes, period, reset_day}}, got {show(data)}")
+        return None
+    k = f"{key0}." if key0 else ""
+    before = len(p.items)
+    _check_unknown(p, f"{where}: {key0}" if where and key0 else (where or key0), data, QUOTA_KEYS)
+    nbytes = None
+    if "bytes" not in data:
+        p.add(where, f"{k}bytes", "missing (the budget in bytes, both directions together)")
+    else:
+        nbytes = _bounded(p, where, f"{k}bytes", data["bytes"], QUOTA_BYTES, None)
+    period = data.get("period", "monthly")
+    if period not in QUOTA_PERIODS:
+        p.add(where, f"{k}period", f"must be one of {', '.join(QUOTA_PERIODS)}, got {show(period)}")
+    reset_day = 1
+    if "reset_day" in data:
+        if period != "monthly":
+            p.add(where, f"{k}reset_day", f'only a "monthly" quota has a reset day (period is {show(period)})')
+        else:
+            reset_day = _bounded(p, where, f"{k}reset_day", data["reset_day"], RESET_DAY, 1)
+    if len(p.items) != before or nbytes is None:
+        return None
+    return QuotaSpec(nbytes, period, reset_day)
+
+
+def parse_quota(data: Any, *, source: str = "quota") -> QuotaSpec:
+    """Validate a quota mapping on its own (the operator API, pushed rule sets); raise ConfigError."""
+    p = _Problems(source)
+    q = parse_quota_into(p, "", data, key0="")
+    if p.items or q is None:
+        raise ConfigError(p.items or [f"{source}: invalid quota"])
+    return q
 
 
 def _target_list(p: _Problems, where: str, v: Any) -> list[Target]:
@@ -773,7 +836,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
     if not isinstance(g, Mapping):
         p.add("[global]", None, "must be a table")
     else:
-        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs", "workers"))
+        _check_unknown(p, "[global]", g, ("label", "log_level", "log_format", "shutdown_drain_secs", "workers",
+                                          "quota_state_file"))
         label = g.get("label", settings.label)
         if not isinstance(label, str) or not label.strip():
             p.add("[global]", "label", f"must be a non-empty string, got {show(label)}")
@@ -793,7 +857,11 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
             workers = auto_workers()
         else:
             workers = _bounded(p, "[global]", "workers", workers, WORKERS, settings.workers)
-        settings = GlobalSettings(label, level, fmt, drain, workers)
+        state_file = g.get("quota_state_file")
+        if state_file is not None and (not isinstance(state_file, str) or not state_file.strip()):
+            p.add("[global]", "quota_state_file", f"must be a file path, got {show(state_file)}")
+            state_file = None
+        settings = GlobalSettings(label, level, fmt, drain, workers, state_file)
 
     d = data.get("defaults", {})
     defaults = Defaults()
@@ -823,7 +891,7 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
         if not isinstance(o, Mapping):
             p.add(where, None, "must be a table")
             continue
-        _check_unknown(p, where, o, ("name", "rate_limit"))
+        _check_unknown(p, where, o, ("name", "rate_limit", "quota"))
         if not valid_name(oname):
             p.add(where, "name", f"missing or invalid owner name {show(oname)}")
             continue
@@ -832,7 +900,8 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
             continue
         owner_names[oname] = i
         rl = parse_rate_limit(p, where, o["rate_limit"]) if "rate_limit" in o else RateLimit()
-        owners.append(Owner(oname, rl))
+        quota = parse_quota_into(p, where, o["quota"]) if "quota" in o else None
+        owners.append(Owner(oname, rl, quota))
 
     rules: list[Rule] = []
     raw_rules = data.get("rule", [])
@@ -846,6 +915,11 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
 
     if not p.items:
         p.items.extend(check_rule_set(rules, list(owner_names), source))
+    quota_owners = [o.name for o in owners if o.quota is not None]
+    if quota_owners and settings.quota_state_file is None:
+        p.add("[global]", "quota_state_file", f'missing: owner "{quota_owners[0]}" has a quota, and its usage '
+              "must survive a restart; set it to a file path the forwarder may write "
+              '(e.g. "/var/lib/portunus/quota.json")')
     if not p.items and not rules:
         # A file that lost its rules (truncated, half-written) must not silently
         # stop every forward at a reload; the spec's reference refuses it too.

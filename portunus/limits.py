@@ -58,8 +58,12 @@ MIN_CHUNK_BYTES = 512
 MAX_CHUNK_BYTES = 256 * 1024
 # NaN marks a bucket that has not started (see TokenBucket._tat).
 _UNSET = float("nan")
-# Floats of state per LimitSet: 3 buckets x (tat, rate, burst), active, UDP flows, spare.
+# Floats of state per LimitSet: 3 buckets x (tat, rate, burst), active, UDP flows,
+# and the bytes charged to the set's traffic quota (QUOTA_CELL).
 LIMIT_SET_CELLS = 12
+# Offset of the quota's used-bytes counter in a LimitSet's cells. A double holds
+# every integer up to 2^53 bytes (8 PiB) exactly.
+QUOTA_CELL = 11
 
 
 def new_cells() -> list[float]:
@@ -305,6 +309,10 @@ class LimitSet:
         self.max_concurrent: int | None = None
         self._init_active()
         self.limits = RateLimit()
+        self._lock = lock if lock is not None else threading.Lock()
+        # Set while the set has a traffic quota; None keeps the hot path to one check.
+        self.quota: Quota | None = None
+        self._quota: Quota | None = None  # kept when the quota is lifted: live relays hold it
         self.update(limits or RateLimit())
 
     def _init_active(self) -> None:
@@ -332,6 +340,77 @@ class LimitSet:
     @property
     def has_bandwidth_cap(self) -> bool:
         return self.limits.has_bandwidth_cap
+
+    def set_quota(self, limit_bytes: int | None) -> None:
+        """Give the set a byte budget (None: no quota). The used count is kept either way:
+        changing a budget or lifting and restoring it never resets usage."""
+        if limit_bytes is None:
+            if self._quota is not None:
+                self._quota.limit_bytes = float("inf")  # live relays that hold it stop being cut
+            self.quota = None
+            return
+        if self._quota is None:
+            self._quota = Quota(limit_bytes, self._cells, self._base + QUOTA_CELL, self._lock)
+        self._quota.limit_bytes = float(limit_bytes)
+        self.quota = self._quota
+
+    @property
+    def quota_used(self) -> int:
+        """Bytes charged to this set's quota counter (kept while no quota is set)."""
+        return int(self._cells[self._base + QUOTA_CELL])
+
+
+class Quota:
+    """A byte budget: every byte the set's connections move (both ways) is charged to `used`.
+
+    `used` lives in the LimitSet's cell QUOTA_CELL, so worker processes that
+    share the set's slot charge one counter (under the bucket lock). Relays
+    charge after each send, so a connection stops at most one chunk past the
+    budget; admission refuses new connections once it is spent. Periods and
+    resets are decided above the data plane (portunus.quota).
+    """
+
+    __slots__ = ("limit_bytes", "_cells", "_i", "_lock")
+
+    def __init__(self, limit_bytes: float, cells: MutableSequence[float], index: int, lock: Any) -> None:
+        self.limit_bytes = float(limit_bytes)
+        self._cells = cells
+        self._i = index
+        self._lock = lock
+
+    @property
+    def used(self) -> int:
+        return int(self._cells[self._i])
+
+    def charge(self, nbytes: int) -> bool:
+        """Count `nbytes` moved; True if the budget is spent now (the caller cuts its connection)."""
+        with self._lock:
+            used = self._cells[self._i] + nbytes
+            self._cells[self._i] = used
+        return used >= self.limit_bytes
+
+    def exhausted(self) -> bool:
+        return self._cells[self._i] >= self.limit_bytes
+
+    def reset(self, used: int = 0) -> None:
+        """Start a new period at `used` bytes."""
+        with self._lock:
+            self._cells[self._i] = float(used)
+
+    def raise_to(self, used: int) -> None:
+        """used = max(used, `used`): adopt a count known elsewhere (a saved ledger) without losing bytes."""
+        with self._lock:
+            if self._cells[self._i] < used:
+                self._cells[self._i] = float(used)
+
+
+def charge_all(quotas: Sequence[Quota], nbytes: int) -> bool:
+    """Charge `nbytes` to every quota; True if any is spent."""
+    spent = False
+    for q in quotas:
+        if q.charge(nbytes):
+            spent = True
+    return spent
 
 
 class SharedLimitSet(LimitSet):
@@ -371,6 +450,7 @@ ADMITTED = Admission(None)
 REFUSED_CONCURRENCY = Admission("concurrency")
 REFUSED_CONNECTION_RATE = Admission("connection_rate")
 REFUSED_MAX_FLOWS = Admission("max_flows")
+REFUSED_QUOTA = Admission("quota")
 
 # Admission is rare next to bytes and datagrams; one lock makes "check every
 # set, then take from every set" atomic, so a refusal never leaks a token or
@@ -386,7 +466,7 @@ def use_admission_lock(lock: Any) -> None:
 
 
 def admit(limit_sets: Sequence[LimitSet], max_flows: int | None = None) -> Admission:
-    """Check concurrency, then connection rate, across all sets; take all or nothing.
+    """Check quota, concurrency, then connection rate, across all sets; take all or nothing.
 
     On success each set's active count is raised; call `release` with the
     same sets when the connection or flow ends. A connection refused for
@@ -399,6 +479,8 @@ def admit(limit_sets: Sequence[LimitSet], max_flows: int | None = None) -> Admis
             return REFUSED_MAX_FLOWS
         rated = False
         for ls in limit_sets:
+            if ls.quota is not None and ls.quota.exhausted():
+                return REFUSED_QUOTA
             if ls.max_concurrent is not None and ls.active >= ls.max_concurrent:
                 return REFUSED_CONCURRENCY
             if ls.new_connections.rate is not None:

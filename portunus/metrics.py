@@ -27,7 +27,29 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        return iter(rule_metrics(snap["rules"], self._extra, snap.get("sni_listeners")))
+        yield from rule_metrics(snap["rules"], self._extra, snap.get("sni_listeners"))
+        if snap.get("quotas"):
+            yield from quota_metrics(snap["quotas"], self._extra)
+
+
+def quota_metrics(quotas: dict[Any, Any], extra: dict[str, str] | None = None,
+                  key_labels: tuple[str, ...] = ("owner",)) -> Iterable[Metric]:
+    """Gauges of traffic quotas: {key: {limit_bytes, used_bytes, exhausted}} (key = owner by default;
+    a tuple of label values when `key_labels` names several)."""
+    extra = extra or {}
+    names, lv = [*extra, *key_labels], list(extra.values())
+    limit = GaugeMetricFamily(f"{PREFIX}_quota_limit_bytes", "Traffic quota per period (both directions)",
+                              labels=names)
+    used = GaugeMetricFamily(f"{PREFIX}_quota_used_bytes", "Bytes charged to the quota in the current period",
+                             labels=names)
+    spent = GaugeMetricFamily(f"{PREFIX}_quota_exhausted", "1 while the quota is spent (connections refused)",
+                              labels=names)
+    for key, q in sorted(quotas.items()):
+        values = [*lv, *(key if isinstance(key, tuple) else (key,))]
+        limit.add_metric(values, q["limit_bytes"])
+        used.add_metric(values, q["used_bytes"])
+        spent.add_metric(values, 1.0 if q["exhausted"] else 0.0)
+    return [limit, used, spent]
 
 
 def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None,
@@ -51,6 +73,8 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None,
                                     labels=[*names, "rule"])
     rejected = CounterMetricFamily(f"{PREFIX}_rule_rejected", "Connections or flows refused at admission, by reason",
                                    labels=[*names, "rule", "reason"])
+    cuts = CounterMetricFamily(f"{PREFIX}_rule_quota_cuts", "Connections or flows cut because the owner's "
+                               "traffic quota was spent", labels=[*names, "rule"])
     dropped = CounterMetricFamily(f"{PREFIX}_rule_dropped", "Datagrams dropped, by reason", labels=[*names, "rule", "reason"])
     splice = CounterMetricFamily(f"{PREFIX}_rule_connections_by_path", "Connections by data path (splice or copy)",
                                  labels=[*names, "rule", "path"])
@@ -83,6 +107,7 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None,
         total.add_metric([*lv, rule], c["connections_total"])
         fails.add_metric([*lv, rule], c["connect_failures"])
         failovers.add_metric([*lv, rule], c.get("failovers", 0))
+        cuts.add_metric([*lv, rule], c.get("quota_cuts", 0))
         for reason, n in sorted(c.get("rejected", {}).items()):
             rejected.add_metric([*lv, rule, reason], n)
         for reason, n in sorted(c.get("dropped", {}).items()):
@@ -103,14 +128,14 @@ def rule_metrics(rules: dict[str, Any], extra: dict[str, str] | None = None,
     for listener, counts in sorted((sni_listeners or {}).items()):
         for result, n in sorted(counts.items()):
             sni.add_metric([*lv, listener, "", result], n)
-    return [by, dgrams, active, total, fails, failovers, rejected, dropped, splice, rate, limit, sni, up, flips, probes]
+    return [by, dgrams, active, total, fails, failovers, cuts, rejected, dropped, splice, rate, limit, sni, up, flips, probes]
 
 
 # A counter report is data from another process: every value rule_metrics
 # reads is checked here, so one bad report is refused whole instead of
 # breaking every scrape (KeyError, OverflowError) for the whole fleet.
 _COUNTERS_REQUIRED = ("bytes_in", "bytes_out", "connections_active", "connections_total", "connect_failures")
-_COUNTERS_OPTIONAL = ("failovers", "splice_connections", "copy_connections", "rate_in_bytes_per_s",
+_COUNTERS_OPTIONAL = ("failovers", "quota_cuts", "splice_connections", "copy_connections", "rate_in_bytes_per_s",
                       "rate_out_bytes_per_s", "datagrams_in", "datagrams_out")
 _COUNTER_MAPS = ("rejected", "dropped", "current_limits", "sni_routes", "health_up", "health_checked",
                  "health_probes", "health_probe_failures", "health_went_down", "health_went_up")

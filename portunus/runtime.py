@@ -67,5 +67,9 @@ def block_runtime_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, RUNTIME_SIGNALS)
 
 
-def wait_signal() -> int:
-    return signal.sigwait(RUNTIME_SIGNALS)
+def wait_signal(timeout_s: float | None = None) -> int | None:
+    """The next runtime signal; None if `timeout_s` passed first."""
+    if timeout_s is None:
+        return signal.sigwait(RUNTIME_SIGNALS)
+    info = signal.sigtimedwait(RUNTIME_SIGNALS, timeout_s)
+    return None if info is None else info.si_signo

@@ -18,10 +18,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from portunus.config import Config, ConfigError, load_config
+from portunus.config import Config, ConfigError, QuotaSpec, load_config
 from portunus.dataplane import BindError, Forwarder, open_forwarder, tune_process
 from portunus.metrics import make_registry
+from portunus.quota import TICK_S, QuotaKeeper
 from portunus.runtime import (
     block_runtime_signals,
     parse_host_port,
@@ -98,7 +101,11 @@ def _report_config_error(e: ConfigError) -> None:
         print(f"error: {line}", file=sys.stderr)
 
 
-def _reload(fwd: Forwarder, path: str, current: Config) -> Config:  # or a WorkerGroup
+def quota_specs(config: Config) -> dict[str, QuotaSpec]:
+    return {o.name: o.quota for o in config.owners if o.quota is not None}
+
+
+def _reload(fwd: Forwarder, path: str, current: Config, keeper: QuotaKeeper) -> Config:  # or a WorkerGroup
     try:
         new = load_config(path)
     except ConfigError as e:
@@ -111,10 +118,14 @@ def _reload(fwd: Forwarder, path: str, current: Config) -> Config:  # or a Worke
         for name, reason in e.failures.items():
             log.error('reload rejected, keeping running rules: rule "%s": %s', name, reason)
         return current
+    keeper.configure(quota_specs(new))
     setup_logging(new.settings.log_level, new.settings.log_format, new.settings.label)
     if new.settings.workers != current.settings.workers:
         log.warning("reload: [global] workers changed from %d to %d; this takes a restart",
                     current.settings.workers, new.settings.workers)
+    if new.settings.quota_state_file != current.settings.quota_state_file:
+        log.warning("reload: [global] quota_state_file changed; usage is still kept in %s until a restart",
+                    keeper.path)
     log.info("reloaded %s: %d rule(s)", path, len(new.rules))
     return new
 
@@ -147,10 +158,19 @@ def run(args: argparse.Namespace) -> int:
             print(f'error: rule "{name}": {reason}', file=sys.stderr)
         fwd.close()
         return 1
+    keeper = QuotaKeeper(fwd, Path(s.quota_state_file) if s.quota_state_file else None)
+    keeper.configure(quota_specs(config))
+
+    def snapshot() -> dict[str, Any]:
+        snap = fwd.snapshot()
+        if keeper.specs:
+            snap["quotas"] = keeper.status()
+        return snap
+
     server = None
     if args.metrics_addr:
         try:
-            server = serve_metrics(args.metrics_addr, make_registry(fwd.snapshot), fwd.snapshot)
+            server = serve_metrics(args.metrics_addr, make_registry(snapshot), snapshot)
         except OSError as e:
             print(f"error: --metrics-addr {args.metrics_addr}: {e.strerror or e}", file=sys.stderr)
             fwd.close()
@@ -160,14 +180,19 @@ def run(args: argparse.Namespace) -> int:
              f"{fwd.workers} worker processes" if hasattr(fwd, "workers") else "1 worker",
              f"; metrics on http://{args.metrics_addr}/metrics" if server else "")
     while True:
-        sig = wait_signal()
+        sig = wait_signal(TICK_S if keeper.specs else None)
+        if sig is None:
+            keeper.tick()
+            continue
         if sig == signal.SIGHUP:
-            config = _reload(fwd, args.config, config)
+            config = _reload(fwd, args.config, config, keeper)
             continue
         drain = config.settings.shutdown_drain_secs
         log.info("%s: stopped accepting; draining %d connection(s) for up to %g s",
                  signal.Signals(sig).name, fwd.active_connections(), drain)
         fwd.close(drain)
+        if keeper.specs:
+            keeper.tick()  # the bytes of the drain are counted and saved too
         if server is not None:
             server.shutdown()
         log.info("stopped")

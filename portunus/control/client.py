@@ -47,6 +47,8 @@ from portunus.control.ruleset import BundleRejected, NeedResync, RuleBook
 from portunus.control.signing import SESSION_CONTEXT, SignatureError, sign_bytes, verify_document
 from portunus.dataplane import Forwarder
 from portunus.metrics import PREFIX, SnapshotCollector
+from portunus.quota import TICK_S as QUOTA_TICK_S
+from portunus.quota import QuotaKeeper
 from portunus.runtime import parse_host_port
 
 log = logging.getLogger("portunus.client")
@@ -184,7 +186,7 @@ class ControlClient:
 
     def __init__(self, bundle: ClientBundle, fwd: Forwarder, options: ClientOptions,
                  apply_executor: concurrent.futures.Executor | None = None,
-                 last_known: LastKnown | None = None) -> None:
+                 last_known: LastKnown | None = None, quota_keeper: QuotaKeeper | None = None) -> None:
         self.bundle = bundle
         self.fwd = fwd
         self.options = options
@@ -202,7 +204,9 @@ class ControlClient:
         self._plane_in_doubt = False  # an apply raised: the data plane may not run the book
         self._write_lock = asyncio.Lock()
         self._rng = random.Random()
-        self.metrics = ClientMetrics(fwd.snapshot)
+        # Counts the bytes of the server's quotas here (the client enforces; the server keeps the ledger).
+        self.quotas = quota_keeper if quota_keeper is not None else QuotaKeeper(fwd, None)
+        self.metrics = ClientMetrics(self.snapshot)
         self.connected = False
         self.rejections = 0
         self.last_rejection: str | None = None
@@ -243,9 +247,10 @@ class ControlClient:
             if restored.high_water:
                 log.info("no usable last-known rules; accepting rule sets from version %d on", restored.high_water)
             return
-        rules, owners = list(self.book.rules.values()), list(self.book.owners.values())
+        rules, owners = list(self.book.rules.values()), self.book.data_plane_owners()
         try:
             self._set_results(self.fwd.apply(rules, owners, atomic=False))
+            self._sync_quotas(self.book)
         except Exception:  # start as if there were no file, at the same version floor
             log.exception("applying the last-known rule set from %s failed", self.last_known.path)
             self.book = RuleBook(self.bundle.client, restored.high_water)
@@ -258,20 +263,56 @@ class ControlClient:
                  (time.monotonic() - t0) * 1000, len(failed),
                  "".join(f'; rule "{n}": {r}' for n, r in sorted(failed.items())[:5]))
 
+    def snapshot(self) -> dict[str, Any]:
+        """The forwarder's counters, and the quotas' usage when there are quotas."""
+        snap = self.fwd.snapshot()
+        if self.quotas.specs:
+            snap["quotas"] = self.quotas.status()
+        return snap
+
     def stats(self) -> dict[str, Any]:
-        return {**self.fwd.snapshot(), "control": self.status()}
+        return {**self.snapshot(), "control": self.status()}
+
+    def _sync_quotas(self, book: RuleBook) -> None:
+        """After an apply: the quotas the book holds, their counts merged with the ledger's (max)."""
+        self.quotas.configure({owner: q.spec for owner, q in book.quotas.items()})
+        for owner, q in book.quotas.items():
+            self.quotas.merge(owner, q.period_start, q.used_bytes)
+        self.quotas.tick()
+
+    def quota_usage(self) -> dict[str, dict[str, Any]]:
+        """{owner: period_start, used_bytes} for the stats report."""
+        status = dict(self.quotas.usage)
+        return {o: {"period_start": u.period_start, "used_bytes": u.used_bytes}
+                for o, u in status.items() if o in self.quotas.specs}
 
     async def run(self, stop: asyncio.Event) -> None:
         self._channel = open_control_channel(self.bundle, self.options.channel_options)
         watcher = asyncio.create_task(self._watch_channel(self._channel))
+        ticker = asyncio.create_task(self._quota_loop(stop))
         try:
             await self._run(stop)
         finally:
-            watcher.cancel()
-            with _suppress_all():
-                await watcher
+            for task in (watcher, ticker):
+                task.cancel()
+                with _suppress_all():
+                    await task
             with _suppress_all():
                 await self._channel.close()
+
+    async def _quota_loop(self, stop: asyncio.Event) -> None:
+        """Tick the quota keeper (periods, exhaustion, the usage file) off the event loop."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            if self.quotas.specs:
+                try:
+                    await loop.run_in_executor(self._executor, self.quotas.tick)
+                except Exception:
+                    log.exception("quota tick failed")
+            try:
+                await asyncio.wait_for(stop.wait(), QUOTA_TICK_S)
+            except TimeoutError:
+                pass
 
     async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
@@ -403,7 +444,7 @@ class ControlClient:
     async def _stats_loop(self, call: Any) -> None:
         while True:
             snap = self.fwd.snapshot()
-            await self._write(call, wire.stats(snap["rules"], self.fwd.active_connections()))
+            await self._write(call, wire.stats(snap["rules"], self.fwd.active_connections(), self.quota_usage()))
             await asyncio.sleep(self.options.stats_interval_s)
 
     async def _reject(self, call: Any, version: Any, reason: str) -> None:
@@ -435,11 +476,13 @@ class ControlClient:
         # The data plane runs the book, so a plan costs the rules it changes; a rule that failed
         # is tried again with each plan (its port may be free by now). After an apply that
         # raised, the whole set goes again.
-        whole = self._plane_in_doubt
+        # An owner's limits or quota budget changing reach every rule of that owner (their
+        # states cache whether they are capped and which quotas they charge): the whole set.
+        whole = self._plane_in_doubt or plan.owners_changed or plan.quota_specs_changed
         dataplane_s = 0.0
         prev = self._last_results
         if plan.changes_rules or self._failed or whole:
-            owners = list(plan.owners.values())
+            owners = plan.data_plane_owners()
             rules = self.book.rules_after(plan) if whole else []
             upsert = list(plan.upsert.values())
             upsert += [self.book.rules[n] for n in self._failed if n not in plan.upsert and n not in plan.remove]
@@ -475,6 +518,9 @@ class ControlClient:
             results, applied = prev, {}  # the same rules as running: the data plane is not touched
         changed = self.book.commit(plan)
         book = self.book
+        # The quotas the book now holds, their counts merged with the ledger's (the data plane
+        # already has the budgets: they came with the owners above).
+        await loop.run_in_executor(self._executor, self._sync_quotas, book)
         await self._remember(call, loop, signed, plan.kind, book.version)
         report = {name: results.get(name) for name in changed}
         for name, reason in applied.items():  # only rules the data plane was given can have a new result

@@ -59,6 +59,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", metavar="FILE",
                    help="where the last-known signed rule set is kept, so a restart while the server is "
                    "down forwards at once (default: BUNDLE.ruleset.jsonl)")
+    p.add_argument("--quota-state-file", metavar="FILE",
+                   help="where the usage of traffic quotas is kept, so a restart continues the count "
+                   "(default: BUNDLE.quota.json)")
     p.add_argument("--reconnect-max-secs", type=float, default=DEFAULT_RECONNECT_MAX_S, metavar="N",
                    help=f"ceiling of the reconnect backoff (default {DEFAULT_RECONNECT_MAX_S:g})")
     p.add_argument("--shutdown-drain-secs", type=float, default=DEFAULT_SHUTDOWN_DRAIN_SECS, metavar="N",
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from portunus.control.client import ClientOptions, ControlClient
     from portunus.control.lastknown import LastKnown, default_path
     from portunus.dataplane import Forwarder, tune_process
+    from portunus.quota import QuotaKeeper
 
     try:
         bundle = load_bundle(args.bundle)
@@ -129,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     options = ClientOptions(stats_interval_s=args.stats_report_interval_secs,
                             reconnect_max_s=args.reconnect_max_secs)
     last_known = LastKnown(Path(args.state_file) if args.state_file else default_path(args.bundle), bundle)
-    control = ControlClient(bundle, fwd, options, apply_executor, last_known)
+    quota_path = Path(args.quota_state_file) if args.quota_state_file else Path(str(args.bundle) + ".quota.json")
+    keeper = QuotaKeeper(fwd, quota_path)
+    control = ControlClient(bundle, fwd, options, apply_executor, last_known, keeper)
     apply_executor.submit(control.restore).result()  # on the thread that applies rule sets (signals blocked)
     server = None
     if args.metrics_addr:
@@ -149,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("stopping: draining %d connection(s) for up to %g s", fwd.active_connections(),
                  args.shutdown_drain_secs)
         fwd.close(args.shutdown_drain_secs)
+        if keeper.specs:
+            keeper.tick()  # count and save the bytes of the drain too
         apply_executor.shutdown(wait=False)
         if server is not None:
             server.shutdown()

@@ -28,10 +28,12 @@ from portunus.config import ConfigError, Rule, parse_rule
 from portunus.control import wire
 from portunus.control.pki import ServerKeys
 from portunus.control.portindex import PortIndex
+from portunus.control.quota_ledger import QuotaLedger, quota_payload
 from portunus.control.ruleset import delta_payload, full_payload, rule_to_dict
 from portunus.control.server_metrics import ServerMetrics
 from portunus.control.signing import sign_document
 from portunus.control.store import ClientRow, RuleRow, Store
+from portunus.control.tenants_db import QuotaRow
 
 log = logging.getLogger("portunus.server.hub")
 
@@ -68,6 +70,9 @@ class Hub:
         self._indexes: dict[int, PortIndex[int]] = {}  # client id -> its rules by rule id
         self._seen: dict[int, float] = {}  # client id -> last seen, not yet in the store
         self._flush: asyncio.TimerHandle | None = None
+        self.ledger = QuotaLedger(store)
+        # Read by the metrics thread: refreshed here, on the loop thread, never read from the store there.
+        self.quota_metrics: dict[tuple[str, str], dict[str, Any]] = self.ledger.metrics()
 
     # ------------------------------------------------------------ sessions
 
@@ -126,7 +131,8 @@ class Hub:
         client = self.store.client_by_id(client_id)
         assert client is not None
         rules = [row.spec for row in self.store.rules_for_client(client_id)]
-        payload = full_payload(client.name, client.ruleset_version, rules, self.store.owners_for_client(client_id))
+        payload = full_payload(client.name, client.ruleset_version, rules, self.store.owners_for_client(client_id),
+                               self.ledger.payload(client_id))
         self.metrics.rulesets_sent.labels("full").inc()
         return wire.ruleset(sign_document(self.keys.signing_key, payload))
 
@@ -156,11 +162,11 @@ class Hub:
         found = self._index(client.id).overlapping(rule, ignore=() if replacing is None else (replacing,))
         return found[0] if found else None
 
-    def create_rule(self, client: ClientRow, rule: Rule) -> tuple[RuleRow, int]:
+    def create_rule(self, client: ClientRow, rule: Rule, user_id: int | None = None) -> tuple[RuleRow, int]:
         spec = rule_to_dict(rule)
         index = self._index(client.id)
         with self.store.transaction():
-            row = self.store.add_rule(client.id, rule.name, spec)
+            row = self.store.add_rule(client.id, rule.name, spec, user_id)
             version = self.store.bump_version(client.id)
         index.add(row.id, rule)
         self._push(client.id, client.name, version, upsert=[spec])
@@ -192,6 +198,19 @@ class Hub:
             version = self.store.bump_version(client.id)
         self._push(client.id, client.name, version, owners={owner: rate_limit})
         return version
+
+    def push_quota(self, client_id: int, client: str, owner: str, row: QuotaRow | None) -> int:
+        """Send a quota change (None: removed) to the client as a delta; returns its version."""
+        with self.store.transaction():
+            version = self.store.bump_version(client_id)
+        self._push(client_id, client, version, quotas={owner: quota_payload(row) if row is not None else None})
+        return version
+
+    def tick_quotas(self) -> None:
+        """Roll quota periods on the server's clock; tell each client about its new periods."""
+        for row in self.ledger.tick():
+            self.push_quota(row.client_id, row.client, row.owner, row)
+        self.quota_metrics = self.ledger.metrics()
 
     # ------------------------------------------------------------ acks
 
@@ -232,6 +251,10 @@ class Hub:
 
     def on_stats(self, session: Session, stats: wire.Stats) -> None:
         self._reports[session.client] = {"rules": stats.rules, "active_connections": stats.active_connections}
+        if stats.quotas:
+            for row in self.ledger.on_report(session.client_id, stats.quotas):
+                self.push_quota(row.client_id, row.client, row.owner, row)
+            # The metrics copy is refreshed by tick_quotas, once a second, not once per report.
 
     def reports(self) -> dict[str, dict[str, Any]]:
         return dict(self._reports)

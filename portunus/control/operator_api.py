@@ -12,10 +12,17 @@
     PUT    /v1/rules/{id}                             operator  full replacement -> 200
     DELETE /v1/rules/{id}                             operator  -> 200
     GET    /v1/audit[?limit=N&after_id=ID]            viewer
-    POST   /v1/tokens                                 admin     {"name", "role"} -> 201 {"token", ...}
+    POST   /v1/tokens                                 admin     {"name", "role", "user_id"?} -> 201 {"token", ...}
     GET    /v1/tokens                                 admin
     DELETE /v1/tokens/{id}                            admin
     GET    /healthz                                   no auth
+    users, login sessions, grants, quotas             see tenants_api
+
+The roles above are token scopes (rbac). On top of them a user (role "user")
+sees and changes only the rules they own and creates rules only inside their
+grants; enrollments, owner limits, users, grants and quotas are a
+superadmin's. Enrollments and owner limits need a superadmin, token
+administration the admin scope (a user manages their own tokens).
 
 List calls page by row id: at most `limit` rows (default and maximum
 MAX_PAGE) after row id `after`, oldest first, and "next_after": the `after`
@@ -23,7 +30,9 @@ of the next page, or null on the last one. `client=NAME` keeps one client's
 rows (404 if there is no such client).
 
 Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
-lists every issue), 401, 403, 404, 409 (port in use on that client, duplicate
+lists every issue), 401, 403 (code "forbidden" and a machine-readable "reason":
+role_required, not_owner, client_not_granted, protocol_not_granted,
+port_outside_grant, csrf_origin_mismatch; every denial is audited), 404, 409 (port in use on that client, duplicate
 name, enrollment already used), 429 (too many failed authentications from
 that address: see `guard`), 422 (the client could not activate the rule: the change is rolled
 back) and 504 (the client did not ack in time: the change stays stored and is
@@ -51,12 +60,15 @@ from portunus.config import (
     valid_name,
 )
 from portunus.control import rbac
+from portunus.control.api_errors import ApiError, denied
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.guard import Guard
 from portunus.control.hub import AckResult, Hub
 from portunus.control.ruleset import rate_limit_to_dict
 from portunus.control.settings import ENROLLMENT_TTL_SECS, ServerSettings
 from portunus.control.store import AuditEntry, ClientRow, EnrollmentRow, RuleRow, TokenRow
+from portunus.control.tenants_api import SAFE_METHODS, SESSION_COOKIE, TenantRoutes
+from portunus.control.tenants_db import ROOT_USER_ID, ROOT_USERNAME
 
 log = logging.getLogger("portunus.server.api")
 
@@ -77,12 +89,6 @@ PAGE_AFTER = Bounded(True, 0, _MAX_ROW_ID, "row id")
 LIST_QUERY_KEYS = ("client", "limit", "after")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
 def _error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -111,19 +117,19 @@ def render_enrollment(e: EnrollmentRow, now: float) -> dict[str, Any]:
 
 
 def render_token(t: TokenRow) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "role": t.role, "created_at": _iso(t.created_at),
+    return {"id": t.id, "name": t.name, "role": t.role, "user_id": t.user_id, "created_at": _iso(t.created_at),
             "created_by": t.created_by, "revoked_at": _iso(t.revoked_at)}
 
 
 def render_audit(e: AuditEntry) -> dict[str, Any]:
     return {"id": e.id, "ts": _iso(e.ts), "actor": e.actor, "role": e.role, "action": e.action,
-            "target": e.target, "detail": e.detail, "result": e.result}
+            "target": e.target, "detail": e.detail, "result": e.result, "reason": e.reason}
 
 
 # ------------------------------------------------------------------ the API
 
 
-class OperatorApi:
+class OperatorApi(TenantRoutes):
     def __init__(self, hub: Hub, settings: ServerSettings, fingerprint: str, guard: Guard) -> None:
         self.hub = hub
         self.guard = guard
@@ -131,6 +137,8 @@ class OperatorApi:
         self.metrics = hub.metrics
         self.settings = settings
         self.fingerprint = fingerprint
+        self._iso = _iso
+        self._init_tenants()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._count, self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
@@ -152,6 +160,7 @@ class OperatorApi:
         r.add_post("/v1/tokens", self._audited("token.create", rbac.ADMIN, self.create_token))
         r.add_get("/v1/tokens", self._reader(self.list_tokens, rbac.ADMIN))
         r.add_delete("/v1/tokens/{id}", self._audited("token.revoke", rbac.ADMIN, self.revoke_token))
+        self._add_tenant_routes(r)
         return app
 
     # ------------------------------------------------------------ middleware
@@ -185,7 +194,7 @@ class OperatorApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/healthz":
+        if request.path in ("/healthz", "/v1/auth/login"):
             return await handler(request)
         peer = request.remote or "unknown"
         wait_s = self.guard.retry_after_s("http", peer)
@@ -197,9 +206,20 @@ class OperatorApi:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if (scheme.lower() != "bearer" or not token) and cookie:
+            principal = self._session_principal(cookie)
+            if principal is None:
+                self._auth_failed(request, peer, "session", "expired or unknown session")
+                raise ApiError(401, "unauthenticated", "session expired or logged out (POST /v1/auth/login)")
+            if request.method not in SAFE_METHODS:
+                self._check_origin(request, principal)
+            request["principal"] = principal
+            return await handler(request)
         if scheme.lower() != "bearer" or not token:
             self._auth_failed(request, peer, "missing", "missing bearer token")
-            raise ApiError(401, "unauthenticated", "missing bearer token (send 'Authorization: Bearer TOKEN')")
+            raise ApiError(401, "unauthenticated", "missing bearer token (send 'Authorization: Bearer TOKEN') "
+                           "or session cookie (POST /v1/auth/login)")
         principal = self._principal(token)
         if principal is None:
             self._auth_failed(request, peer, "invalid", "invalid or revoked token")
@@ -213,18 +233,28 @@ class OperatorApi:
 
     def _principal(self, token: str) -> rbac.Principal | None:
         if rbac.same_token(token, self.settings.operator_token):
-            return rbac.Principal("operator_token", "admin")
+            return rbac.Principal("operator_token", "admin", ROOT_USER_ID, ROOT_USERNAME, rbac.SUPERADMIN)
         row = self.store.token_by_hash(rbac.token_hash(token))
         if row is None:
             return None
-        return rbac.Principal(f"token:{row.name}", row.role)
+        return self._token_principal(row.name, row.role, row.user_id)
 
     def _reader(self, handler: Handler, permission: str = rbac.READ) -> Handler:
+        """Check the scope and run a read; a denied read is audited (an allowed one is not)."""
         async def wrapped(request: web.Request) -> web.StreamResponse:
             p: rbac.Principal = request["principal"]
-            if not p.may(permission):
-                raise ApiError(403, "forbidden", f"role {p.role} may not {permission}")
-            return await handler(request)
+            try:
+                if not p.may(permission):
+                    raise denied("role_required", f"role {p.role} may not {permission}")
+                return await handler(request)
+            except ApiError as e:
+                if e.status == 403:
+                    info = request.match_info.route.resource
+                    action = f"read {info.canonical if info is not None else request.path}"
+                    self.store.add_audit(p.actor, p.audit_role, action, show(request.path), None,
+                                         f"denied: {e.extra.get('reason')}: {e.message}",
+                                         reason=e.extra.get("reason"), user_id=p.user_id)
+                raise
         return wrapped
 
     def _audited(self, action: str, permission: str, handler: Handler) -> Handler:
@@ -234,20 +264,23 @@ class OperatorApi:
             request["audit_target"] = None
             request["audit_detail"] = None
             result = "error 500"
+            reason = None
             try:
                 if not p.may(permission):
-                    result = f"denied: role {p.role} may not {permission}"
-                    raise ApiError(403, "forbidden", f"role {p.role} may not {permission} ({action})")
+                    raise denied("role_required", f"role {p.role} may not {permission} ({action})")
                 resp = await handler(request)
                 result = "ok" if resp.status < 300 else f"status {resp.status}"
                 return resp
             except ApiError as e:
-                if not result.startswith("denied"):
+                if e.status == 403:
+                    reason = e.extra.get("reason")
+                    result = f"denied: {reason}: {e.message}"
+                else:
                     result = f"error {e.status} {e.code}: {e.message}"
                 raise
             finally:
-                self.store.add_audit(p.actor, p.role, action, request["audit_target"],
-                                     request["audit_detail"], result)
+                self.store.add_audit(p.actor, p.audit_role, action, request["audit_target"],
+                                     request["audit_detail"], result, reason=reason, user_id=p.user_id)
         return wrapped
 
     # ------------------------------------------------------------ helpers
@@ -366,6 +399,7 @@ class OperatorApi:
         return web.Response(text="ok\n")
 
     async def create_enrollment(self, request: web.Request) -> web.Response:
+        self._require_superadmin(request, "enroll clients")
         data = await self._body(request)
         unknown = sorted(set(data) - {"name", "address", "ttl_secs"})
         if unknown:
@@ -396,12 +430,14 @@ class OperatorApi:
                                   "server_fingerprint": f"sha256:{self.fingerprint}"}, status=201)
 
     async def list_enrollments(self, request: web.Request) -> web.Response:
+        self._require_superadmin(request, "list enrollments")
         client, limit, after = self._list_query(request)
         rows = self.store.list_enrollments(client_id=client.id if client else None, after_id=after, limit=limit + 1)
         now = time.time()
         return self._page("enrollments", [render_enrollment(e, now) for e in rows[:limit]], [e.id for e in rows], limit)
 
     async def revoke_enrollment(self, request: web.Request) -> web.Response:
+        self._require_superadmin(request, "revoke enrollments")
         enrollment_id = self._row_id(request)
         row = self.store.enrollment(enrollment_id) if enrollment_id is not None else None
         if row is None:
@@ -431,9 +467,12 @@ class OperatorApi:
             rows = [client] if client.id > after else []
         else:
             rows = self.store.list_clients(after_id=after, limit=limit + 1)
-        return self._page("clients", [self._client_view(c) for c in rows[:limit]], [c.id for c in rows], limit)
+        # A user sees the clients of their grants: the page is filtered, paging goes by every row.
+        visible = self._visible_clients(request, rows[:limit])
+        return self._page("clients", [self._client_view(c) for c in visible], [c.id for c in rows], limit)
 
     async def set_owner_rate_limit(self, request: web.Request) -> web.Response:
+        self._require_superadmin(request, "set owner limits")
         data = await self._body(request)
         client = self._client(request.match_info["client"])
         owner = request.match_info["owner"]
@@ -455,11 +494,13 @@ class OperatorApi:
 
     async def create_rule(self, request: web.Request) -> web.Response:
         data = await self._body(request)
+        self._user_rule_body(request, data)
         client = self._client(data.get("client"))
         rule = self._parse_rule(data)
         request["audit_target"] = f'rule "{rule.name}" on client {client.name}'
+        self._authorize_rule(request, client, rule)
         self._check_conflicts(client, rule)
-        row, version = self.hub.create_rule(client, rule)
+        row, version = self.hub.create_rule(client, rule, request["principal"].user_id)
         request["audit_target"] = f'rule {row.id} "{rule.name}" on client {client.name}'
         if request.query.get("wait", "true").lower() in ("false", "0", "no"):
             return web.json_response({"id": row.id, "status": "pending"}, status=202)
@@ -475,7 +516,9 @@ class OperatorApi:
     async def list_rules(self, request: web.Request) -> web.Response:
         client, limit, after = self._list_query(request)
         rows = self.store.list_rules(client_id=client.id if client else None, after_id=after, limit=limit + 1)
-        return self._page("rules", [render_rule(r, self._rule_stats(r)) for r in rows[:limit]], [r.id for r in rows],
+        # A user sees their own rules: the page is filtered, paging goes by every row.
+        visible = self._visible_rules(request, rows[:limit])
+        return self._page("rules", [render_rule(r, self._rule_stats(r)) for r in visible], [r.id for r in rows],
                           limit)
 
     def _rule_stats(self, row: RuleRow) -> dict[str, Any] | None:
@@ -484,18 +527,22 @@ class OperatorApi:
 
     async def get_rule(self, request: web.Request) -> web.Response:
         row = self._rule_row(request)
+        self._check_owner(request, row)
         return web.json_response(render_rule(row, self._rule_stats(row)))
 
     async def replace_rule(self, request: web.Request) -> web.Response:
         row = self._rule_row(request)
         request["audit_target"] = f'rule {row.id} "{row.name}" on client {row.client}'
+        self._check_owner(request, row)
         data = await self._body(request)
+        self._user_rule_body(request, data)
         data.setdefault("client", row.client)
         if data["client"] != row.client:
             raise ApiError(400, "invalid", f"a rule cannot move between clients (rule {row.id} is on {row.client}); "
                            "delete it and create a new one")
         client = self._client(row.client)
         rule = self._parse_rule(data)
+        self._authorize_rule(request, client, rule)
         self._check_conflicts(client, rule, replacing=row.id)
         version = self.hub.replace_rule(row, rule)
         ack, failure = await self._await_rule(client, version, rule.name)
@@ -513,6 +560,7 @@ class OperatorApi:
     async def delete_rule(self, request: web.Request) -> web.Response:
         row = self._rule_row(request)
         request["audit_target"] = f'rule {row.id} "{row.name}" on client {row.client}'
+        self._check_owner(request, row)
         version = self.hub.delete_rule(row)
         # An offline client drops the rule when it syncs; only an online one is worth waiting for.
         ack = None
@@ -523,16 +571,23 @@ class OperatorApi:
     async def list_audit(self, request: web.Request) -> web.Response:
         limit = self._query_int(request, "limit", 100, AUDIT_LIMIT)
         after = self._query_int(request, "after_id", 0, AUDIT_AFTER_ID)
-        return web.json_response({"entries": [render_audit(e) for e in self.store.list_audit(limit=limit,
-                                                                                              after_id=after)]})
+        p: rbac.Principal = request["principal"]
+        entries = self.store.list_audit(limit=limit, after_id=after, user_id=None if p.superadmin else p.user_id)
+        return web.json_response({"entries": [render_audit(e) for e in entries]})
 
     async def create_token(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         request["audit_detail"] = {k: v for k, v in data.items() if k != "token"}
         name, role = data.get("name"), data.get("role")
-        unknown = sorted(set(data) - {"name", "role"})
+        unknown = sorted(set(data) - {"name", "role", "user_id"})
         if unknown:
-            raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, role)")
+            raise ApiError(400, "invalid", f"unknown key(s) {', '.join(unknown)} (allowed: name, role, user_id)")
+        p: rbac.Principal = request["principal"]
+        owner_id = data.get("user_id", p.user_id)
+        if owner_id != p.user_id:
+            self._require_superadmin(request, "create tokens for other users")
+            if not isinstance(owner_id, int) or isinstance(owner_id, bool) or self.tenants.user(owner_id) is None:
+                raise ApiError(404, "user_not_found", f"no user with id {show(owner_id)}")
         if not valid_name(name):
             raise ApiError(400, "invalid", f"name must be 1-128 chars of letters, digits, '_.:-' (got {show(name)})")
         if role not in rbac.ROLES:
@@ -541,11 +596,13 @@ class OperatorApi:
         if any(t.name == name for t in self.store.list_tokens()):
             raise ApiError(409, "duplicate_name", f'a token named "{name}" exists (names stay taken after revocation)')
         token = rbac.new_token()
-        row = self.store.add_token(name, role, rbac.token_hash(token), request["principal"].actor)
+        row = self.store.add_token(name, role, rbac.token_hash(token), p.actor, owner_id)
         return web.json_response({**render_token(row), "token": token}, status=201)
 
     async def list_tokens(self, request: web.Request) -> web.Response:
-        return web.json_response({"tokens": [render_token(t) for t in self.store.list_tokens()]})
+        p: rbac.Principal = request["principal"]
+        rows = [t for t in self.store.list_tokens() if p.superadmin or t.user_id == p.user_id]
+        return web.json_response({"tokens": [render_token(t) for t in rows]})
 
     async def revoke_token(self, request: web.Request) -> web.Response:
         token_id = self._row_id(request)
@@ -553,5 +610,8 @@ class OperatorApi:
         if row is None:
             raise ApiError(404, "token_not_found", f"no token with id {show(request.match_info['id'])}")
         request["audit_target"] = f"token {row.name}"
+        p: rbac.Principal = request["principal"]
+        if not p.superadmin and row.user_id != p.user_id:
+            raise denied("not_owner", f"token {row.id} belongs to another user")
         self.store.revoke_token(row.id)
         return web.json_response({"id": row.id, "status": "revoked"})

@@ -11,6 +11,11 @@ Payload (inside a signed document, see `signing`):
     {"format": 1, "kind": "delta", "client": NAME, "version": N, "base_version": N-1,
      "upsert": [rule, ...], "remove": [rule name, ...], "owners": {owner: rate_limit}}
 
+A payload that carries traffic quotas is format 2 and has one more key,
+"quotas": {owner: {bytes, period, reset_day, period_start, used_bytes}}
+(in a delta, an owner mapped to null loses its quota). A client that
+predates quotas refuses format 2 instead of forwarding without the budget.
+
 The client's `RuleBook` takes a full set at a version >= its own (equal is a
 re-sync), and a delta only on top of exactly its own version; anything else
 is refused and the running rules stay as they are.
@@ -22,17 +27,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from portunus.bounds import Bounded
 from portunus.config import (
     DEFAULT_IDLE_TIMEOUT_SECS,
     DEFAULT_SNI_PEEK_MAX_BYTES,
     DEFAULT_SNI_PEEK_TIMEOUT_SECS,
     DEFAULT_TCP_KEEPALIVE_SECS,
+    QUOTA_BYTES,
     ConfigError,
     Owner,
+    QuotaSpec,
     RateLimit,
     Rule,
     listen_conflicts,
     parse_owner_rate_limit,
+    parse_quota,
     parse_rule,
     sni_ports,
 )
@@ -40,7 +49,13 @@ from portunus.control.portindex import PortIndex, overlap
 
 # Payload format history:
 #   1  full / delta rule sets with per-owner rate limits
+#   2  format 1 + "quotas" (sent only when the client has quotas, so older clients keep working)
 PAYLOAD_FORMAT = 1
+QUOTA_PAYLOAD_FORMAT = 2
+READABLE_FORMATS = (PAYLOAD_FORMAT, QUOTA_PAYLOAD_FORMAT)
+# Period starts are seconds since the epoch (UTC), up to the year 9999.
+_PERIOD_START = Bounded(False, 0, 253402300800.0, "seconds since the epoch")
+_USED_BYTES = Bounded(True, 0, QUOTA_BYTES.hi, "bytes")
 
 
 class BundleRejected(Exception):
@@ -100,16 +115,57 @@ def rate_limit_to_dict(rl: RateLimit) -> dict[str, Any]:
 
 
 def full_payload(client: str, version: int, rules: list[dict[str, Any]],
-                 owners: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"format": PAYLOAD_FORMAT, "kind": "full", "client": client, "version": version,
-            "rules": rules, "owners": dict(owners)}
+                 owners: Mapping[str, dict[str, Any]],
+                 quotas: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    out = {"format": PAYLOAD_FORMAT, "kind": "full", "client": client, "version": version,
+           "rules": rules, "owners": dict(owners)}
+    if quotas:
+        out.update(format=QUOTA_PAYLOAD_FORMAT, quotas=dict(quotas))
+    return out
 
 
 def delta_payload(client: str, version: int, *, upsert: list[dict[str, Any]] | None = None,
-                  remove: list[str] | None = None, owners: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"format": PAYLOAD_FORMAT, "kind": "delta", "client": client, "version": version,
-            "base_version": version - 1, "upsert": upsert or [], "remove": remove or [],
-            "owners": dict(owners or {})}
+                  remove: list[str] | None = None, owners: Mapping[str, dict[str, Any]] | None = None,
+                  quotas: Mapping[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    out = {"format": PAYLOAD_FORMAT, "kind": "delta", "client": client, "version": version,
+           "base_version": version - 1, "upsert": upsert or [], "remove": remove or [],
+           "owners": dict(owners or {})}
+    if quotas:
+        out.update(format=QUOTA_PAYLOAD_FORMAT, quotas=dict(quotas))
+    return out
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """A quota as a rule set carries it: the budget, and the ledger's period and count at send time."""
+
+    spec: QuotaSpec
+    period_start: float
+    used_bytes: int
+
+
+def _quotas(data: Any, allow_null: bool) -> dict[str, QuotaState | None]:
+    if not isinstance(data, Mapping):
+        raise BundleRejected("quotas must be an object")
+    out: dict[str, QuotaState | None] = {}
+    for owner, q in data.items():
+        if q is None and allow_null:
+            out[owner] = None
+            continue
+        if not isinstance(q, Mapping):
+            raise BundleRejected(f"quota of owner {owner!r} must be an object")
+        extra = {k: q[k] for k in q if k not in ("period_start", "used_bytes")}
+        try:
+            spec = parse_quota(extra, source=f"quota of owner {owner!r}")
+        except ConfigError as e:
+            raise BundleRejected("; ".join(e.problems)) from None
+        start, used = q.get("period_start"), q.get("used_bytes")
+        for key, v, typ in (("period_start", start, _PERIOD_START), ("used_bytes", used, _USED_BYTES)):
+            problem = typ.problem(v)
+            if problem is not None:
+                raise BundleRejected(f"quota of owner {owner!r}: {key} {problem}")
+        out[owner] = QuotaState(spec, float(start), int(used))  # type: ignore[arg-type]
+    return out
 
 
 def _parse(spec: Any, where: str) -> Rule:
@@ -174,11 +230,30 @@ class Plan:
     remove: list[str]           # book rules the rule set drops
     owners: dict[str, Owner]    # every owner after the change
     owners_changed: bool
+    quotas: dict[str, QuotaState]  # every quota after the change (budgets and the ledger's counts)
+    quota_specs_changed: bool      # a budget set, changed or lifted (counts alone do not count)
 
     @property
     def changes_rules(self) -> bool:
-        """False if applying it leaves every rule and owner limit as the book has them."""
-        return bool(self.upsert or self.remove or self.owners_changed)
+        """False if applying it leaves every rule, owner limit and quota budget as the book has them."""
+        return bool(self.upsert or self.remove or self.owners_changed or self.quota_specs_changed)
+
+    def data_plane_owners(self) -> list[Owner]:
+        """Owners for the Forwarder after the change: rate limits and quota budgets together."""
+        return _data_plane_owners(self.owners, self.quotas)
+
+
+def _data_plane_owners(owners: Mapping[str, Owner], quotas: Mapping[str, QuotaState]) -> list[Owner]:
+    out = []
+    for name in sorted(set(owners) | set(quotas)):
+        rl = owners[name].rate_limit if name in owners else RateLimit()
+        q = quotas.get(name)
+        out.append(Owner(name, rl, q.spec if q is not None else None))
+    return out
+
+
+def _specs_of(quotas: Mapping[str, QuotaState]) -> dict[str, QuotaSpec]:
+    return {name: q.spec for name, q in quotas.items()}
 
 
 class RuleBook:
@@ -191,11 +266,13 @@ class RuleBook:
     """
 
     def __init__(self, client: str, version: int = 0, rules: Mapping[str, Rule] | None = None,
-                 owners: Mapping[str, Owner] | None = None) -> None:
+                 owners: Mapping[str, Owner] | None = None,
+                 quotas: Mapping[str, QuotaState] | None = None) -> None:
         self.client = client
         self.version = version
         self.rules: dict[str, Rule] = {}
         self.owners: dict[str, Owner] = dict(owners or {})
+        self.quotas: dict[str, QuotaState] = dict(quotas or {})
         self._specs: dict[str, Any] = {}  # name -> definition as received (absent: re-parse on the next full set)
         self._index: PortIndex[str] = PortIndex()
         for name, rule in (rules or {}).items():
@@ -203,9 +280,13 @@ class RuleBook:
             self._index.add(name, rule)
 
     def copy(self) -> RuleBook:
-        out = RuleBook(self.client, self.version, self.rules, self.owners)
+        out = RuleBook(self.client, self.version, self.rules, self.owners, self.quotas)
         out._specs = dict(self._specs)
         return out
+
+    def data_plane_owners(self) -> list[Owner]:
+        """Owners for Forwarder.apply: rate limits and quota budgets together."""
+        return _data_plane_owners(self.owners, self.quotas)
 
     def plan(self, payload: Mapping[str, Any]) -> Plan:
         """Check `payload` against the book; the book is not changed.
@@ -213,8 +294,9 @@ class RuleBook:
         Raises BundleRejected (keep the current book) or NeedResync (delta gap).
         """
         fmt = payload.get("format")
-        if fmt != PAYLOAD_FORMAT:
-            raise BundleRejected(f"payload format {fmt!r} not supported (this client reads {PAYLOAD_FORMAT})")
+        if fmt not in READABLE_FORMATS:
+            raise BundleRejected(f"payload format {fmt!r} not supported (this client reads "
+                                 f"{', '.join(map(str, READABLE_FORMATS))})")
         if payload.get("client") != self.client:
             raise BundleRejected(f"rule set is for client {payload.get('client')!r}, not {self.client!r}")
         version = payload.get("version")
@@ -259,7 +341,9 @@ class RuleBook:
             self._overlaps(list(upsert.values()), ignore={*remove, *upsert})
         if problems:
             raise BundleRejected("; ".join(problems))
-        return Plan("full", version, defines, upsert, upsert_specs, remove, owners, owners != self.owners)
+        quotas = {k: v for k, v in _quotas(payload.get("quotas", {}), False).items() if v is not None}
+        return Plan("full", version, defines, upsert, upsert_specs, remove, owners, owners != self.owners,
+                    quotas, _specs_of(quotas) != _specs_of(self.quotas))
 
     def _plan_delta(self, version: int, payload: Mapping[str, Any]) -> Plan:
         removes = payload.get("remove", [])
@@ -280,8 +364,15 @@ class RuleBook:
         if problems:
             raise BundleRejected("; ".join(problems))
         real_upsert = {n: r for n, r in upsert.items() if self.rules.get(n) != r}
+        quotas = dict(self.quotas)
+        for name, q in _quotas(payload.get("quotas", {}), True).items():
+            if q is None:
+                quotas.pop(name, None)
+            else:
+                quotas[name] = q
         return Plan("delta", version, defines, real_upsert, specs, remove, owners,
-                    any(self.owners.get(n) != o for n, o in changed_owners.items()))
+                    any(self.owners.get(n) != o for n, o in changed_owners.items()),
+                    quotas, _specs_of(quotas) != _specs_of(self.quotas))
 
     def _overlaps(self, new: list[Rule], ignore: set[str]) -> list[str]:
         """Overlaps of `new` with each other and with the book's rules not named in `ignore`."""
@@ -301,6 +392,7 @@ class RuleBook:
             self._index.add(name, rule)
         self._specs.update(plan.specs)
         self.owners = plan.owners
+        self.quotas = plan.quotas
         self.version = plan.version
         return plan.defines
 

@@ -26,6 +26,7 @@ from portunus.control.pki import load_or_create_keys
 from portunus.control.server_metrics import ServerMetrics
 from portunus.control.settings import ServerSettings
 from portunus.control.store import DataDirLocked, Store, StoreError, open_store
+from portunus.quota import TICK_S as QUOTA_TICK_S
 from portunus.runtime import parse_host_port, serve_metrics
 
 log = logging.getLogger("portunus.server")
@@ -67,7 +68,7 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
     hub: Hub | None = None
     try:
         keys = load_or_create_keys(data_dir, _hosts(settings))
-        metrics = ServerMetrics(lambda: hub.reports() if hub else {})
+        metrics = ServerMetrics(lambda: hub.reports() if hub else {}, lambda: hub.quota_metrics if hub else {})
         hub = Hub(store, keys, metrics)
         guard = Guard(store, metrics)
         service = ControlService(hub, guard)
@@ -102,6 +103,7 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
                 raise StartupError(f"metrics_listen {settings.metrics_listen}: {e.strerror or e}", 1) from None
 
         stop = asyncio.Event()
+        quota_clock = asyncio.create_task(_tick_quotas(hub, stop))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -111,6 +113,7 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
                  f", metrics http://{settings.metrics_listen}/metrics" if settings.metrics_listen else "",
                  store.data_dir / "state.db", store.schema_version)
         await stop.wait()
+        await quota_clock
         log.info("stopping")
         service.close_all()
         return 0
@@ -124,6 +127,19 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
         if hub is not None:
             hub.flush_seen()  # the streams closed above were the last sightings
         store.close()
+
+
+async def _tick_quotas(hub: Hub, stop: asyncio.Event) -> None:
+    """Roll quota periods on time (a new period is pushed to its client)."""
+    while not stop.is_set():
+        try:
+            hub.tick_quotas()
+        except Exception:  # the ledger's clock must never take the server down
+            log.exception("quota tick failed")
+        try:
+            await asyncio.wait_for(stop.wait(), QUOTA_TICK_S)
+        except TimeoutError:
+            pass
 
 
 def run_server(data_dir: Path, settings: ServerSettings) -> int:

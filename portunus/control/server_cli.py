@@ -5,9 +5,10 @@
     portunus-server push-rule CLIENT LISTEN_PORT TARGET [--bandwidth-in-bps N ...] [--sni-pattern NAME]
         --http-endpoint HOST:PORT
     portunus-server create-enrollment NAME ADDRESS --http-endpoint HOST:PORT
+    portunus-server users|grants|quota VERB ... --http-endpoint HOST:PORT   (see tenants_cli)
 
-push-rule and create-enrollment take the token from --token or the
-PORTUNUS_OPERATOR_TOKEN environment variable. Exit codes: 0 ok; 1 the server
+The HTTP verbs take the token from --token or the PORTUNUS_OPERATOR_TOKEN
+environment variable. Exit codes: 0 ok; 1 the server
 refused (or a listener cannot bind / the data dir is in use); 2 bad usage,
 bad server.toml or an unusable data dir.
 """
@@ -75,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("address", help="the client's host or IP (informational)")
     enroll.add_argument("--ttl-secs", type=float, help="how long the URI stays valid (default: server setting)")
     http(enroll)
+
+    from portunus.control.tenants_cli import add_parsers
+    add_parsers(sub, http)
     return p
 
 
@@ -187,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return push_rule(args)
     if args.command == "create-enrollment":
         return create_enrollment(args)
+    if args.command in ("users", "grants", "quota"):
+        from portunus.control.tenants_cli import run as run_tenants
+        return run_tenants(args, _client(args), _call)
     raise AssertionError(args.command)
 
 

@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from portunus.metrics import PREFIX, rule_metrics
+from portunus.metrics import PREFIX, quota_metrics, rule_metrics
 
 log = logging.getLogger("portunus.server.metrics")
 
@@ -47,10 +47,21 @@ class ClientStatsCollector(Collector):
         yield from merged.values()
 
 
+class QuotaLedgerCollector(Collector):
+    """portunus_quota_* gauges per (user, client) from the ledger (a copy the event loop refreshes)."""
+
+    def __init__(self, quotas: Callable[[], dict[tuple[str, str], dict[str, Any]]]) -> None:
+        self._quotas = quotas
+
+    def collect(self) -> Iterator[Metric]:
+        yield from quota_metrics(self._quotas(), key_labels=("user", "client"))
+
+
 class ServerMetrics:
     """The server's own counters and gauges, in a private registry."""
 
-    def __init__(self, reports: Callable[[], dict[str, dict[str, Any]]]) -> None:
+    def __init__(self, reports: Callable[[], dict[str, dict[str, Any]]],
+                 quotas: Callable[[], dict[tuple[str, str], dict[str, Any]]] = dict) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.clients_connected = Gauge(f"{PREFIX}_server_clients_connected",
                                        "Clients with an open control stream", registry=r)
@@ -72,3 +83,4 @@ class ServerMetrics:
                                         "Unauthenticated events not written to the audit log (rate limit), "
                                         "by action", ["action"], registry=r)
         r.register(ClientStatsCollector(reports))
+        r.register(QuotaLedgerCollector(quotas))

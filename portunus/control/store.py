@@ -28,12 +28,16 @@ from typing import Any
 
 from portunus.control.files import PRIVATE_MODE, make_private
 from portunus.control.mounts import volatile_mount
+from portunus.control.tenants_db import MIGRATION_3
 
 # Schema history:
 #   1  clients, enrollments, owners, rules, tokens, audit, meta(schema_version)
 #   2  enrollments.revoked_at / revoked_by: one-time URIs can be revoked (and a
 #      newer URI for the same client supersedes an outstanding one)
-SCHEMA_VERSION = 2
+#   3  users, sessions, grants, quotas (the traffic ledger); tokens and rules belong to a
+#      user (existing ones to the superadmin "root"); audit.reason / audit.user_id
+#      (see tenants_db)
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -97,6 +101,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE enrollments ADD COLUMN revoked_at REAL",
         "ALTER TABLE enrollments ADD COLUMN revoked_by TEXT",
     ),
+    3: MIGRATION_3,
 }
 
 LOCK_NAME = "state.lock"
@@ -137,6 +142,7 @@ class RuleRow:
     status_reason: str | None
     created_at: float
     updated_at: float
+    user_id: int | None = None  # the owner (schema 3); None only for a rule whose user was deleted
 
 
 @dataclass(frozen=True)
@@ -165,10 +171,11 @@ class EnrollmentRow:
 class TokenRow:
     id: int
     name: str
-    role: str
+    role: str  # the token's scope: viewer | operator | admin (rbac)
     created_at: float
     created_by: str
     revoked_at: float | None
+    user_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,7 @@ class AuditEntry:
     target: str | None
     detail: dict[str, Any] | None
     result: str
+    reason: str | None = None
 
 
 # ------------------------------------------------------------------ lock
@@ -363,11 +371,12 @@ class Store:
 
     # -------------------------------------------------------------- rules
 
-    def add_rule(self, client_id: int, name: str, spec: dict[str, Any]) -> RuleRow:
+    def add_rule(self, client_id: int, name: str, spec: dict[str, Any], user_id: int | None = None) -> RuleRow:
         now = time.time()
         with self.transaction() as db:
-            cur = db.execute("INSERT INTO rules (client_id, name, spec_json, created_at, updated_at) "
-                             "VALUES (?, ?, ?, ?, ?)", (client_id, name, json.dumps(spec, sort_keys=True), now, now))
+            cur = db.execute("INSERT INTO rules (client_id, name, spec_json, created_at, updated_at, user_id) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (client_id, name, json.dumps(spec, sort_keys=True), now, now, user_id))
             row_id = cur.lastrowid
         assert row_id is not None
         rule = self.rule(row_id)
@@ -423,10 +432,12 @@ class Store:
 
     # -------------------------------------------------------------- tokens
 
-    def add_token(self, name: str, role: str, token_sha256: str, created_by: str) -> TokenRow:
+    def add_token(self, name: str, role: str, token_sha256: str, created_by: str,
+                  user_id: int | None = None) -> TokenRow:
         with self.transaction() as db:
-            cur = db.execute("INSERT INTO tokens (name, role, token_sha256, created_at, created_by) "
-                             "VALUES (?, ?, ?, ?, ?)", (name, role, token_sha256, time.time(), created_by))
+            cur = db.execute("INSERT INTO tokens (name, role, token_sha256, created_at, created_by, user_id) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (name, role, token_sha256, time.time(), created_by, user_id))
             row_id = cur.lastrowid
         row = self.db.execute("SELECT * FROM tokens WHERE id = ?", (row_id,)).fetchone()
         return _token(row)
@@ -451,12 +462,14 @@ class Store:
     # -------------------------------------------------------------- audit
 
     def add_audit(self, actor: str, role: str | None, action: str, target: str | None,
-                  detail: dict[str, Any] | None, result: str) -> None:
+                  detail: dict[str, Any] | None, result: str, *, reason: str | None = None,
+                  user_id: int | None = None) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO audit (ts, actor, role, action, target, detail_json, result) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO audit (ts, actor, role, action, target, detail_json, result, reason, user_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (time.time(), actor, role, action, target,
-                        json.dumps(detail, sort_keys=True) if detail is not None else None, result))
+                        json.dumps(detail, sort_keys=True) if detail is not None else None, result, reason,
+                        user_id))
 
     def prune_audit(self, actor_prefix: str, keep: int) -> int:
         """Delete all but the newest `keep` entries whose actor starts with `actor_prefix`; return how many."""
@@ -469,10 +482,15 @@ class Store:
             return db.execute("DELETE FROM audit WHERE actor LIKE ? ESCAPE '\\' AND id <= ?",
                               (pattern, row["id"])).rowcount
 
-    def list_audit(self, *, limit: int = 100, after_id: int = 0) -> list[AuditEntry]:
-        rows = self.db.execute("SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit))
+    def list_audit(self, *, limit: int = 100, after_id: int = 0, user_id: int | None = None) -> list[AuditEntry]:
+        """Newest first; `user_id`: only the entries written for that user."""
+        if user_id is None:
+            rows = self.db.execute("SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit))
+        else:
+            rows = self.db.execute("SELECT * FROM audit WHERE id > ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+                                   (after_id, user_id, limit))
         return [AuditEntry(r["id"], r["ts"], r["actor"], r["role"], r["action"], r["target"],
-                           json.loads(r["detail_json"]) if r["detail_json"] else None, r["result"])
+                           json.loads(r["detail_json"]) if r["detail_json"] else None, r["result"], r["reason"])
                 for r in rows]
 
 
@@ -499,11 +517,12 @@ def _client(r: sqlite3.Row) -> ClientRow:
 
 def _rule(r: sqlite3.Row) -> RuleRow:
     return RuleRow(r["id"], r["client_id"], r["client_name"], r["name"], json.loads(r["spec_json"]),
-                   r["status"], r["status_reason"], r["created_at"], r["updated_at"])
+                   r["status"], r["status_reason"], r["created_at"], r["updated_at"], r["user_id"])
 
 
 def _token(r: sqlite3.Row) -> TokenRow:
-    return TokenRow(r["id"], r["name"], r["role"], r["created_at"], r["created_by"], r["revoked_at"])
+    return TokenRow(r["id"], r["name"], r["role"], r["created_at"], r["created_by"], r["revoked_at"],
+                    r["user_id"])
 
 
 def _schema_version(db: sqlite3.Connection) -> int:

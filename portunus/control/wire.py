@@ -12,7 +12,8 @@ message is one UTF-8 JSON object. Two methods:
                        {"type": "ack", "version", "results": {rule: null | reason}}
                        {"type": "rejected", "version", "reason"}   bundle refused, old rules kept
                        {"type": "resync", "reason"}                 delta gap: send the full set
-                       {"type": "stats", "rules": {rule: counters}, "active_connections"}
+                       {"type": "stats", "rules": {rule: counters}, "active_connections",
+                        "quotas": {owner: {"period_start", "used_bytes"}}}   (quotas: optional)
 
 The hello signature is the client's Ed25519 signature (context
 `SESSION_CONTEXT`) over nonce + client name: the server learns the client's
@@ -168,6 +169,7 @@ class Resync:
 class Stats:
     rules: dict[str, Any]
     active_connections: int
+    quotas: dict[str, dict[str, Any]] | None = None  # {owner: {"period_start", "used_bytes"}}
 
 
 ClientMessage = Hello | Ack | Rejected | Resync | Stats
@@ -193,8 +195,28 @@ def parse_client_message(msg: dict[str, Any]) -> ClientMessage:
             rules = parse_rule_counters(msg.get("rules"))
         except ValueError as e:
             raise WireError(f"stats: {e}") from None
-        return Stats(rules, _int(msg, "active_connections"))
+        return Stats(rules, _int(msg, "active_connections"), _quota_usage(msg.get("quotas")))
     raise WireError(f"unknown client message type {kind!r}")
+
+
+def _quota_usage(data: Any) -> dict[str, dict[str, Any]] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or len(data) > MAX_QUOTA_OWNERS:
+        raise WireError(f"stats: quotas must be an object of at most {MAX_QUOTA_OWNERS} owners")
+    out = {}
+    for owner, u in data.items():
+        if not isinstance(u, dict):
+            raise WireError(f"stats: quota usage of {owner!r} must be an object")
+        start = u.get("period_start")
+        if not isinstance(start, (int, float)) or isinstance(start, bool) or not 0 <= start < 253402300800:
+            raise WireError(f"stats: quota usage of {owner!r}: period_start must be seconds since the epoch")
+        out[str(owner)] = {"period_start": float(start), "used_bytes": _int(u, "used_bytes")}
+    return out
+
+
+# More owners than any client runs; a report beyond it is malformed.
+MAX_QUOTA_OWNERS = 100_000
 
 
 def hello(client: str, signature: str, version: int, agent: str) -> dict[str, Any]:
@@ -213,8 +235,12 @@ def resync(reason: str) -> dict[str, Any]:
     return {"type": "resync", "reason": reason}
 
 
-def stats(rules: dict[str, Any], active_connections: int) -> dict[str, Any]:
-    return {"type": "stats", "rules": rules, "active_connections": active_connections}
+def stats(rules: dict[str, Any], active_connections: int,
+          quotas: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    out = {"type": "stats", "rules": rules, "active_connections": active_connections}
+    if quotas:
+        out["quotas"] = quotas
+    return out
 
 
 # ------------------------------------------------------------------ server -> client

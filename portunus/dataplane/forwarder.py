@@ -39,6 +39,7 @@ from portunus.dataplane.tcp import RawSocket, Target, TcpConnection, literal_fam
 from portunus.limits import (
     LIMIT_SET_CELLS,
     LimitSet,
+    Quota,
     SharedLimitSet,
     ThrottleGroup,
     admit,
@@ -102,6 +103,8 @@ class RuleState:
         self.owner_limits = owner_limits
         self.sets: tuple[LimitSet, ...] = (self.limits,) if owner_limits is None else (self.limits, owner_limits)
         self.capped = any(ls.has_bandwidth_cap for ls in self.sets)
+        quotas = tuple(ls.quota for ls in self.sets if ls.quota is not None)
+        self.quotas: tuple[Quota, ...] | None = quotas or None
         self.idle_timeout_s = rule.idle_timeout_secs
         self.keepalive_s = rule.tcp_keepalive_secs
         self._targets: dict[int, list[Target]] = {}
@@ -323,14 +326,21 @@ class Forwarder:
             return result
 
     def _apply_owners(self, owners: Sequence[Owner]) -> set[str]:
-        """Update or create the owners' limit sets; return their names."""
+        """Update or create the owners' limit sets and quota budgets; return their names.
+
+        `owners` is every owner (a delta's too): one left out has its quota lifted."""
         for o in owners:
             ls = self._owners.get(o.name)
             if ls is not None and self._same_slot(ls, "owner", o.name):
                 ls.update(o.rate_limit)
             else:
-                self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
-        return {o.name for o in owners}
+                ls = self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
+            ls.set_quota(o.quota.bytes if o.quota is not None else None)
+        known = {o.name for o in owners}
+        for name, ls in self._owners.items():
+            if name not in known:
+                ls.set_quota(None)
+        return known
 
     def _open_keys(self, rules: Sequence[Rule], sockets: dict[Key, socket.socket] | None
                    ) -> tuple[dict[Key, socket.socket], dict[str, str]]:
@@ -434,6 +444,12 @@ class Forwarder:
                 old.health = None
         for st in synced:
             self._sync_health(st)
+        # A quota set (or lifted) on an owner applies to its live connections too, from their next chunk:
+        # a connection opened before the quota is no way around it.
+        for conn in self.connections:
+            quotas = conn.rule_state.quotas
+            if conn.relay_in.quotas is not quotas:
+                conn.relay_in.quotas = conn.relay_out.quotas = quotas
 
     def _forget_sni_label(self, key: Key) -> None:
         """The key no longer routes by SNI: drop its counters of connections no rule took."""
@@ -531,7 +547,7 @@ class Forwarder:
                 t_in = t_out = None
                 splice_ok = self.splice_enabled
             conn = TcpConnection(self, client, fd, peer, state, state.targets_for(port),
-                                 splice_ok, t_in, t_out)
+                                 splice_ok, t_in, t_out, state.quotas)
             self.connections.add(conn)
             conn.start()
 
@@ -567,7 +583,7 @@ class Forwarder:
             t_in = t_out = None
             splice_ok = self.splice_enabled
         conn = sni.PeekedConnection(self, client, fd, peer, state, state.targets_for(port),
-                                    splice_ok, t_in, t_out, early=early)
+                                    splice_ok, t_in, t_out, state.quotas, early=early)
         self.connections.add(conn)
         conn.start()
 
@@ -675,6 +691,24 @@ class Forwarder:
             rules[name] = entry
         sni_listeners = {label: dict(tally) for label, tally in list(self._sni_closed.items())}
         return {"rules": rules, "sni_listeners": sni_listeners, "splice_enabled": self.splice_enabled}
+
+    def quota_used(self) -> dict[str, int]:
+        """{owner: bytes charged to its quota} for every owner that has a quota."""
+        with self._lock:
+            return {name: ls.quota_used for name, ls in self._owners.items() if ls.quota is not None}
+
+    def set_quota_used(self, owner: str, used: int, *, reset: bool = False) -> None:
+        """Raise an owner's quota counter to `used` (a count saved elsewhere), or with
+        `reset` set it to exactly `used` (a new period)."""
+        with self._lock:
+            ls = self._owners.get(owner)
+            quota = ls.quota if ls is not None else None
+        if quota is None:
+            return
+        if reset:
+            quota.reset(used)
+        else:
+            quota.raise_to(used)
 
     def active_connections(self) -> int:
         n = len(self.connections)

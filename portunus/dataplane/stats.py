@@ -47,6 +47,7 @@ class RuleStats:
         self.failovers = 0
         self.splice_connections = 0
         self.copy_connections = 0
+        self.quota_cuts = 0  # connections (or UDP flows) reset because their owner's quota was spent
         self.rejected: Tally[str] = Tally()
         self.dropped: Tally[str] = Tally()
         self.sni_routes: Tally[str] = Tally()  # SNI listeners: connections routed here, by result
@@ -138,6 +139,7 @@ class RuleStats:
                 "failovers": self.failovers,
                 "splice_connections": self.splice_connections,
                 "copy_connections": self.copy_connections,
+                "quota_cuts": self.quota_cuts,
                 "rejected": dict(self.rejected),
                 "dropped": dict(self.dropped),
                 "sni_routes": dict(self.sni_routes),

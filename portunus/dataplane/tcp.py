@@ -13,7 +13,11 @@ and its destination writable, and moves bytes while both hold:
   Python memory. The pipe comes from a pool and goes back as soon as it is
   empty, so idle connections hold no pipe and no buffer;
 * capped rules stay on the copy path: each chunk takes its tokens first and
-  waits on a loop timer (not a sleeping thread) when the bucket is in debt.
+  waits on a loop timer (not a sleeping thread) when the bucket is in debt;
+* a rule whose owner has a traffic quota charges every payload byte the
+  destination took (after each send or splice, both ways) and the
+  connection is reset as soon as a charge spends the budget: at most one
+  chunk past it. Without a quota `quotas` is None: one check per chunk.
 
 Semantics kept from the threaded data plane: EOF one way becomes
 shutdown(SHUT_WR) the other way while the other way keeps flowing; a reset
@@ -51,6 +55,7 @@ from portunus.dataplane.loop import (
     EPOLLRDHUP,
 )
 from portunus.dataplane.proxy_protocol import build_header
+from portunus.limits import charge_all
 
 log = logging.getLogger("portunus.tcp")
 
@@ -88,7 +93,7 @@ class Relay:
 
     __slots__ = ("conn", "src", "dst", "src_fd", "dst_fd", "readable", "writable", "rdhup",
                  "done", "eof", "pending", "uncounted", "pipe", "pipe_n", "bytes", "splice",
-                 "splice_ok", "spliced", "throttle", "paused", "other", "ctx", "held")
+                 "splice_ok", "spliced", "throttle", "paused", "other", "ctx", "held", "quotas")
     # Set by TcpConnection._connected, when both sockets exist.
     src: RawSocket
     dst: RawSocket
@@ -96,7 +101,8 @@ class Relay:
     dst_fd: int
     other: Relay
 
-    def __init__(self, conn: TcpConnection, ctx: Any, splice_ok: bool, throttle: Any) -> None:
+    def __init__(self, conn: TcpConnection, ctx: Any, splice_ok: bool, throttle: Any,
+                 quotas: Any = None) -> None:
         self.conn: Any = conn
         self.ctx = ctx
         self.held: memoryview | None = None  # the copy buffer `pending` points into, if any
@@ -115,6 +121,7 @@ class Relay:
         self.spliced = False     # at least one splice moved bytes
         self.throttle = throttle  # ThrottleGroup or None
         self.paused = False      # waiting for tokens
+        self.quotas = quotas     # tuple of limits.Quota charged per send, or None
 
     def _blocked(self) -> None:
         """dst is full: wait until it drains (its EPOLLOUT is armed from the first time on)."""
@@ -149,6 +156,7 @@ class Relay:
         recv_into = self.src.recv_into
         send = self.dst.send
         throttle = self.throttle
+        quotas = self.quotas
         budget = RELAY_BUDGET_BYTES
         while self.readable and self.writable:
             want = size if throttle is None else min(size, throttle.max_chunk())
@@ -179,6 +187,9 @@ class Relay:
                 self.conn.abort(e)
                 return
             self.bytes += m
+            if quotas is not None and charge_all(quotas, m):
+                self._quota_spent()
+                return
             if m < n:
                 self._hold(ctx, view, m, n)
                 self._blocked()
@@ -219,9 +230,13 @@ class Relay:
         if self.uncounted:
             skip = min(m, self.uncounted)
             self.uncounted -= skip
-            self.bytes += m - skip
+            m_payload = m - skip
         else:
-            self.bytes += m
+            m_payload = m
+        self.bytes += m_payload
+        if self.quotas is not None and charge_all(self.quotas, m_payload):
+            self._quota_spent()
+            return False
         if m < len(pending):
             self.pending = pending[m:]
             self._blocked()
@@ -231,6 +246,13 @@ class Relay:
             self.ctx.give_buffer(self.held)
             self.held = None
         return True
+
+    def _quota_spent(self) -> None:
+        """The owner's quota is spent: reset the connection (it never moves another chunk)."""
+        conn = self.conn
+        conn.rule_state.stats.count("quota_cuts")
+        log.debug('rule "%s": traffic quota spent: connection reset', conn.rule_state.rule.name)
+        conn.abort()
 
     def _resume(self) -> None:
         self.paused = False
@@ -248,6 +270,7 @@ class Relay:
         r, w, size = pipe
         splice = os.splice
         src_fd, dst_fd = self.src_fd, self.dst_fd
+        quotas = self.quotas
         budget = RELAY_BUDGET_BYTES
         while self.readable and self.writable:
             try:
@@ -271,6 +294,10 @@ class Relay:
                 conn.abort(e)
                 return
             self.bytes += m
+            if quotas is not None and charge_all(quotas, m):
+                self.pipe_n = n - m
+                self._quota_spent()  # teardown releases the pipe
+                return
             if m < n:
                 self.pipe_n = n - m
                 self._blocked()
@@ -296,6 +323,9 @@ class Relay:
             return False
         self.bytes += m
         self.pipe_n -= m
+        if self.quotas is not None and charge_all(self.quotas, m):
+            self._quota_spent()
+            return False
         if self.pipe_n:
             self._blocked()
             return False
@@ -355,7 +385,7 @@ class TcpConnection:
 
     def __init__(self, ctx: Any, client: RawSocket, client_fd: int, peer: Any, rule_state: Any,
                  targets: Sequence[Target], splice_ok: bool, throttle_in: Any,
-                 throttle_out: Any) -> None:
+                 throttle_out: Any, quotas: Any = None) -> None:
         self.ctx = ctx
         self.state = CONNECTING
         self.rule_state = rule_state
@@ -365,8 +395,8 @@ class TcpConnection:
         self.upstream: RawSocket | None = None
         self.upstream_fd = -1
         self.peer = peer
-        self.relay_in = Relay(self, ctx, splice_ok, throttle_in)
-        self.relay_out = Relay(self, ctx, splice_ok, throttle_out)
+        self.relay_in = Relay(self, ctx, splice_ok, throttle_in, quotas)
+        self.relay_out = Relay(self, ctx, splice_ok, throttle_out, quotas)
         self.targets = targets
         self.attempt = 0
         self.attempts: list[str] | None = None  # why earlier targets failed, if any did

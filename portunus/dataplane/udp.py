@@ -21,7 +21,13 @@ the count lives in the rule's LimitSet, checked by admit()). connect_failures
 counts flows ended by an ICMP error or by no usable target. dropped{reason}
 counts datagrams: bandwidth_in / bandwidth_out (over the cap), resolving
 (queue full while DNS resolves), no_target, upstream_buffer_full /
-client_buffer_full (EAGAIN on send), send_error, upstream_error.
+client_buffer_full (EAGAIN on send), send_error, upstream_error, quota.
+
+Traffic quotas (the owner's limits.Quota): every datagram forwarded either
+way is charged. A run of datagrams is cut at the one that spends the budget
+(that one still goes, so at most one datagram past it), the rest of the run is
+dropped (quota), the flow is evicted (quota_cuts), and admit() refuses new
+flows (rejected{quota}) until the period ends.
 
 Concurrency model: ONE engine thread multiplexes every UDP listener and
 upstream socket with a selector (epoll). UDP needs no per-flow blocking
@@ -61,7 +67,7 @@ from typing import Any
 
 from portunus.dataplane.mmsg import NAME_BYTES, NAME_LEN, describe, open_batch
 from portunus.dataplane.stats import RuleStats
-from portunus.limits import TokenBucket, admit, police, release
+from portunus.limits import TokenBucket, admit, charge_all, police, release
 
 log = logging.getLogger("portunus.udp")
 
@@ -152,7 +158,7 @@ class _Port:
 class UdpFlow:
     """One client address on one port, and its upstream socket."""
 
-    __slots__ = ("port", "key", "display", "rule", "stats", "sets", "buckets_in", "buckets_out",
+    __slots__ = ("port", "key", "display", "rule", "state", "stats", "sets", "buckets_in", "buckets_out",
                  "upstream", "pending", "bytes_in", "bytes_out", "datagrams_in", "datagrams_out",
                  "last_active", "closed", "__weakref__")
 
@@ -162,6 +168,7 @@ class UdpFlow:
         self.key = key            # source address as the batch reports it (raw sockaddr)
         self.display = display    # (host, port), for logs
         self.rule = state.rule
+        self.state = state        # the RuleState: its `quotas` (None without a quota) are read per run
         self.stats: RuleStats = state.stats
         self.sets = sets
         self.buckets_in: tuple[TokenBucket, ...] = tuple(ls.bandwidth_in for ls in sets)
@@ -195,6 +202,17 @@ def _capped(buckets: tuple[TokenBucket, ...]) -> bool:
         if b.rate is not None:
             return True
     return False
+
+
+def _quota_run_end(quotas: Any, lens: list[int], start: int, end: int) -> int:
+    """End of the longest run from `start` that the quotas allow: up to and including the datagram
+    that spends the budget (start when it is spent already)."""
+    left = min(q.limit_bytes - q.used for q in quotas)
+    k = start
+    while k < end and left > 0:
+        left -= lens[k]
+        k += 1
+    return k
 
 
 def _next_run(buckets: tuple[TokenBucket, ...], lens: list[int], k: int, end: int,
@@ -367,7 +385,7 @@ class UdpEngine:
         flow = port.flows.get(key)
         if flow is not None and flow.rule is not state.rule:
             if flow.serves(state):
-                flow.rule = state.rule
+                flow.rule, flow.state = state.rule, state
             else:
                 self._evict(flow)  # reload changed its target or owner: start over
                 flow = None
@@ -388,6 +406,12 @@ class UdpEngine:
                     break
             else:
                 run_start, run_end = k, j
+            quotas = state.quotas
+            if quotas is not None:
+                run_end = _quota_run_end(quotas, lens, run_start, run_end)
+                if run_end == run_start:
+                    self._quota_cut(flow, j - run_start)
+                    return j
             k = run_end
             if upstream is None:  # target still resolving: hold a few, drop the rest
                 for m in range(run_start, run_end):
@@ -398,8 +422,12 @@ class UdpEngine:
                 continue
             sent, err = batch.send(upstream, run_start, lens[run_start:run_end])
             if sent:
-                flow.bytes_in += sum(lens[run_start:run_start + sent])
+                nbytes = sum(lens[run_start:run_start + sent])
+                flow.bytes_in += nbytes
                 flow.datagrams_in += sent
+                if quotas is not None and charge_all(quotas, nbytes):
+                    self._quota_cut(flow, j - run_start - sent)
+                    return j
             if err == 0:
                 continue
             if err in _WOULD_BLOCK:
@@ -428,18 +456,28 @@ class UdpEngine:
             flow.last_active = now
             lens = batch.lengths(n)
             capped = _capped(flow.buckets_out)
+            quotas = flow.state.quotas
             k = 0
             while k < n:
                 if capped:
                     run_start, run_end = _next_run(flow.buckets_out, lens, k, n, flow.stats, "bandwidth_out")
                 else:
                     run_start, run_end = k, n
+                if quotas is not None and run_start < run_end:
+                    run_end = _quota_run_end(quotas, lens, run_start, run_end)
+                    if run_end == run_start:
+                        self._quota_cut(flow, n - run_start)
+                        return
                 k = run_end
                 while run_start < run_end:
                     sent, err = batch.send_to(lsock, run_start, lens[run_start:run_end], flow.key)
                     if sent:
-                        flow.bytes_out += sum(lens[run_start:run_start + sent])
+                        nbytes = sum(lens[run_start:run_start + sent])
+                        flow.bytes_out += nbytes
                         flow.datagrams_out += sent
+                        if quotas is not None and charge_all(quotas, nbytes):
+                            self._quota_cut(flow, n - run_start - sent)
+                            return
                     if err == 0:
                         break
                     if err in _WOULD_BLOCK:
@@ -449,6 +487,14 @@ class UdpEngine:
                     run_start += sent + 1
             if n < batch.slots:
                 return
+
+    def _quota_cut(self, flow: UdpFlow, dropped: int) -> None:
+        """The owner's quota is spent: drop (and count) the `dropped` datagrams left, end the flow."""
+        if dropped > 0:
+            flow.stats.drop("quota", dropped)
+        flow.stats.count("quota_cuts")
+        log.debug('rule "%s": traffic quota spent: flow %s ended', flow.rule.name, flow.display)
+        self._evict(flow)
 
     def _upstream_error(self, flow: UdpFlow, e: OSError) -> None:
         """ICMP unreachable (ECONNREFUSED & co) from the target: the flow is over."""
@@ -510,6 +556,10 @@ class UdpEngine:
             for data in pending:
                 if flow.closed or flow.upstream is None:
                     break
+                quotas = flow.state.quotas
+                if quotas is not None and min(q.limit_bytes - q.used for q in quotas) <= 0:
+                    self._quota_cut(flow, 0)
+                    break
                 try:
                     flow.upstream.send(data)
                 except BlockingIOError:
@@ -520,6 +570,9 @@ class UdpEngine:
                     break
                 flow.bytes_in += len(data)
                 flow.datagrams_in += 1
+                if quotas is not None and charge_all(quotas, len(data)):
+                    self._quota_cut(flow, 0)
+                    break
 
     def _connect(self, flow: UdpFlow, found: list[Candidate], errors: list[str]) -> None:
         """Open the flow's upstream socket to the first candidate that connects; evict if none."""

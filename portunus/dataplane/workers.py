@@ -47,6 +47,7 @@ from portunus.dataplane.forwarder import (
 from portunus.dataplane.pipes import SPLICE_AVAILABLE
 from portunus.dataplane.shared import SharedLimits, SlotTable, slot_name, spawn_context
 from portunus.dataplane.stats import merge_snapshots
+from portunus.limits import LIMIT_SET_CELLS, QUOTA_CELL
 
 log = logging.getLogger("portunus.workers")
 
@@ -223,6 +224,34 @@ class WorkerGroup:
     def active_connections(self) -> int:
         with self._lock:
             return sum(w.request(("active",)) for w in self._workers)
+
+    def _quota_index(self, owner: str) -> int | None:
+        """Index of an owner's quota counter in the shared cells (None: no such owner with a quota)."""
+        if not any(o.name == owner and o.quota is not None for o in self._owners):
+            return None
+        slot = self._slots.get(slot_name("owner", owner))
+        return None if slot is None else slot * LIMIT_SET_CELLS + QUOTA_CELL
+
+    def quota_used(self) -> dict[str, int]:
+        """{owner: bytes charged to its quota}: read straight from the shared counters."""
+        with self._lock:
+            out = {}
+            for o in self._owners:
+                i = self._quota_index(o.name)
+                if i is not None:
+                    out[o.name] = int(self._shared.cells[i])
+            return out
+
+    def set_quota_used(self, owner: str, used: int, *, reset: bool = False) -> None:
+        """Same contract as Forwarder.set_quota_used, on the counter every worker charges."""
+        with self._lock:
+            i = self._quota_index(owner)
+            if i is None:
+                return
+            with self._shared.bucket_lock:
+                cells = self._shared.cells
+                if reset or cells[i] < used:
+                    cells[i] = float(used)
 
     def close(self, drain_s: float = 0.0) -> None:
         """Every worker stops accepting, drains for up to `drain_s`, resets the rest, exits."""

@@ -134,8 +134,8 @@ class ControlPlane:
 
     # ------------------------------------------------------------ server
 
-    def start_server(self) -> Proc:
-        p = Proc(["portunus-server", "--data-dir", str(self.data_dir), "serve"], self.root / "server.log")
+    def start_server(self, env: dict[str, str] | None = None) -> Proc:
+        p = Proc(["portunus-server", "--data-dir", str(self.data_dir), "serve"], self.root / "server.log", env)
         self.procs.append(p)
         self.server = p
         try:
@@ -181,12 +181,13 @@ class ControlPlane:
         assert r.returncode == 0, r.stderr
         return bundle
 
-    def start_client(self, bundle: Path, *, stats_interval_s: float = 0.5) -> ClientProc:
+    def start_client(self, bundle: Path, *, stats_interval_s: float = 0.5,
+                     env: dict[str, str] | None = None) -> ClientProc:
         (metrics_port,) = free_ports(1)
         p = ClientProc(["portunus-client", "--bundle", str(bundle), "--stats-report-interval-secs",
                         str(stats_interval_s), "--metrics-addr", f"127.0.0.1:{metrics_port}",
                         "--reconnect-max-secs", "1", "--shutdown-drain-secs", "1"],
-                       self.root / f"{bundle.stem}.log", metrics_port)
+                       self.root / f"{bundle.stem}.log", metrics_port, env)
         self.procs.append(p)
         try:
             wait_port(metrics_port, timeout_s=START_TIMEOUT_S)
@@ -213,9 +214,14 @@ class ControlPlane:
 
 
 class ClientProc(Proc):
-    def __init__(self, args: list[str], log_path: Path, metrics_port: int) -> None:
-        super().__init__(args, log_path)
+    def __init__(self, args: list[str], log_path: Path, metrics_port: int,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(args, log_path, env)
         self.metrics_port = metrics_port
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/stats", timeout=10) as r:

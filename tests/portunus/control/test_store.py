@@ -18,6 +18,7 @@ from portunus.control.store import (
     StoreError,
     open_store,
 )
+from portunus.control.tenants_db import ROOT_USER_ID, TenantStore
 
 
 @pytest.fixture
@@ -139,8 +140,44 @@ def test_schema_1_is_upgraded_in_place(data_dir: Path) -> None:
     db.close()
     s = open_store(data_dir)
     try:
-        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
         assert [e.status(time.time()) for e in s.list_enrollments()] == ["outstanding"]
         assert s.consume_enrollment("hash-1", "key")[0] is not None
+    finally:
+        s.close()
+
+
+def test_schema_2_token_roles_migrate_to_users(data_dir: Path) -> None:
+    """Schema 3: the superadmin root owns every existing token and rule; a token's role is kept as its scope."""
+    db = sqlite3.connect(data_dir / "state.db")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    for version in (1, 2):
+        for stmt in _MIGRATIONS[version]:
+            db.execute(stmt)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    db.execute("INSERT INTO clients (name, address, created_at) VALUES ('edge', 'h', 0)")
+    db.execute("INSERT INTO rules (client_id, name, spec_json, created_at, updated_at) VALUES (1, 'r', '{}', 0, 0)")
+    for i, role in enumerate(("admin", "operator", "viewer")):
+        db.execute("INSERT INTO tokens (name, role, token_sha256, created_at, created_by) VALUES (?, ?, ?, 0, 'op')",
+                   (f"t-{role}", role, f"hash-{i}"))
+    db.execute("INSERT INTO audit (ts, actor, role, action, target, detail_json, result) "
+               "VALUES (0, 'operator_token', 'admin', 'rule.create', NULL, NULL, 'ok')")
+    db.commit()
+    db.close()
+    s = open_store(data_dir)
+    try:
+        assert s.schema_version == 3
+        tenants = TenantStore(s)
+        root = tenants.user(ROOT_USER_ID)
+        assert root is not None and (root.username, root.role, root.has_password) == ("root", "superadmin", False)
+        assert [(t.name, t.role, t.user_id) for t in s.list_tokens()] == [
+            ("t-admin", "admin", ROOT_USER_ID), ("t-operator", "operator", ROOT_USER_ID),
+            ("t-viewer", "viewer", ROOT_USER_ID)]
+        assert [r.user_id for r in s.list_rules()] == [ROOT_USER_ID]
+        assert s.list_audit()[0].reason is None
+        # New rows of the schema-3 tables work at once.
+        alice = tenants.add_user("alice", "user", "hash", "test")
+        g = tenants.add_grant(alice.id, "edge", 20000, 20099, ("tcp",), "test")
+        assert tenants.grants(alice.id) == [g] and g.protocols == ("tcp",)
     finally:
         s.close()
