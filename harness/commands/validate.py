@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         plan = build_plan(cfg)
         per_run = cfg.seconds + cfg.omit_seconds
         kind = KINDS[cfg.kind]
-        tool = "probe" if kind.uses_probe else "iperf3"
+        tool = "probe" if kind.uses_probe else "wrk" if kind.uses_http else "iperf3"
         if kind.seconds_is_limit:  # it stops when its samples are in
             what = f"at most {len(plan) * per_run / 60:.1f} min of {tool} time"
         else:
