@@ -120,9 +120,41 @@ def render_headline_table(summary: HeadlineSummary) -> str:
     return table(header, rows)
 
 
+# Where the retransmits of a netns run were taken apart (TCP counters per namespace, D-SACKs, softnet drops).
+NETNS_RETRANSMITS_EVIDENCE = "benchmarks/netns_retransmits.py (runs in results/netns-retransmits/)"
+
+
+def render_netns_retransmits(s: HeadlineSummary, cpus: int | None) -> str | None:
+    """What the retransmit row of a netns run means: spurious fast retransmits from reordering on veth."""
+    base = s.get("iptables")
+    base_med = base.retransmits.median if base is not None else None
+    userspace = [p for p in s.paths if p.cpu_s_per_gb.n and p.retransmits.median is not None]
+    if not userspace:
+        return None
+    ratios = ", ".join(f"`{p.path}` {p.retransmits.median or 0:,.0f}"
+                       + (f" ({(p.retransmits.median or 0) / base_med:,.0f}x iptables)" if base_med else "")
+                       for p in userspace)
+    return ("What the retransmits on netns are: iperf3 counts its sender's retransmissions on the client → edge "
+            f"veth leg ({ratios}). {NETNS_RETRANSMITS_EVIDENCE} counts them where TCP does, per namespace: they "
+            "are fast retransmits (no timeout), no packet is dropped (no softnet backlog drops), and the receiver "
+            "reports (nearly) every retransmitted segment back as a duplicate (D-SACK: compare "
+            "TcpExtTCPDSACKRecvSegs with TcpRetransSegs): its original had arrived. The sender retransmitted "
+            "because segments arrived out of order: on veth a segment is queued to the backlog of the CPU that "
+            f"sent it, so when the sending process moves between this host's {cpus or 'few'} CPUs, one flow's "
+            "segments are processed on two CPUs and overtake each other. A userspace forwarder is a third busy "
+            f"process on {cpus or 'the same'} CPUs (the kernel paths "
+            "forward in softirq), so processes move more and segments reorder more; its own sends to the target "
+            "reorder the same way. No byte is lost and the forwarder does not cause it; pinning the iperf3 client "
+            "to one CPU (the script's pinned runs) is the check of that mechanism.")
+
+
 def _section(fs: FileSummary[HeadlineSummary], ctx: ReportContext) -> list[str]:
     s = fs.summary
-    return [render_headline_table(s), *notes_block(s.notes)]
+    out = [render_headline_table(s)]
+    if fs.header.topology.kind == "netns":
+        note = render_netns_retransmits(s, fs.header.sysinfo.cpu_cores)
+        out += [note] if note is not None else []
+    return out + notes_block(s.notes)
 
 
 # ---------------------------------------------------------------- figures
