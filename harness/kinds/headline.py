@@ -121,7 +121,8 @@ def render_headline_table(summary: HeadlineSummary) -> str:
 
 
 # Where the retransmits of a netns run were taken apart (TCP counters per namespace, D-SACKs, softnet drops).
-NETNS_RETRANSMITS_EVIDENCE = "benchmarks/netns_retransmits.py (runs in results/netns-retransmits/)"
+NETNS_RETRANSMITS_EVIDENCE = ("benchmarks/netns_retransmits.py (runs and their reading in "
+                              "results/netns-retransmits/README.md)")
 
 
 def render_netns_retransmits(s: HeadlineSummary, cpus: int | None) -> str | None:
@@ -131,21 +132,23 @@ def render_netns_retransmits(s: HeadlineSummary, cpus: int | None) -> str | None
     userspace = [p for p in s.paths if p.cpu_s_per_gb.n and p.retransmits.median is not None]
     if not userspace:
         return None
-    ratios = ", ".join(f"`{p.path}` {p.retransmits.median or 0:,.0f}"
+    counts = ", ".join(f"`{p.path}` {p.retransmits.median or 0:,.0f}"
                        + (f" ({(p.retransmits.median or 0) / base_med:,.0f}x iptables)" if base_med else "")
                        for p in userspace)
+    where = f"this host's {cpus} CPUs" if cpus else "this host's CPUs"
     return ("What the retransmits on netns are: iperf3 counts its sender's retransmissions on the client → edge "
-            f"veth leg ({ratios}). {NETNS_RETRANSMITS_EVIDENCE} counts them where TCP does, per namespace: they "
-            "are fast retransmits (no timeout), no packet is dropped (no softnet backlog drops), and the receiver "
-            "reports (nearly) every retransmitted segment back as a duplicate (D-SACK: compare "
-            "TcpExtTCPDSACKRecvSegs with TcpRetransSegs): its original had arrived. The sender retransmitted "
-            "because segments arrived out of order: on veth a segment is queued to the backlog of the CPU that "
-            f"sent it, so when the sending process moves between this host's {cpus or 'few'} CPUs, one flow's "
-            "segments are processed on two CPUs and overtake each other. A userspace forwarder is a third busy "
-            f"process on {cpus or 'the same'} CPUs (the kernel paths "
-            "forward in softirq), so processes move more and segments reorder more; its own sends to the target "
-            "reorder the same way. No byte is lost and the forwarder does not cause it; pinning the iperf3 client "
-            "to one CPU (the script's pinned runs) is the check of that mechanism.")
+            f"veth leg ({counts}). They are spurious fast retransmits caused by reordering on veth, not packets "
+            f"the forwarder dropped. {NETNS_RETRANSMITS_EVIDENCE} counts them where TCP does, per namespace: "
+            "every one is a fast retransmit (no retransmission timeout), no packet is dropped on the way (no "
+            "softnet backlog drops), and the receiver reports (nearly) every retransmitted segment back as a "
+            "duplicate (D-SACK: TcpExtTCPDSACKRecvSegs against TcpRetransSegs), so its original had arrived. "
+            "The sender retransmitted because later segments arrived first: veth queues a segment to the backlog "
+            "of the CPU that sent it, so when one flow's segments leave from both of "
+            f"{where} (the sending process moves, and TCP also sends from the softirq of an incoming ACK) they "
+            "are processed on two CPUs and can overtake each other. Routed and iptables runs show the same "
+            "kind, fewer; a userspace forwarder is one more busy process on the same CPUs, and its own sends to "
+            "the target reorder the same way. No byte is lost; pinning the iperf3 client to one CPU (the script's "
+            "pinned runs) does not remove them.")
 
 
 def _section(fs: FileSummary[HeadlineSummary], ctx: ReportContext) -> list[str]:

@@ -76,7 +76,7 @@ class UdpRow:
     pps_pct_of_offered: float | None = None
     cpu_s_per_mdgram: Summary = EMPTY  # forwarder CPU seconds per million datagrams delivered
     socket_drops: Summary = EMPTY  # datagrams dropped at the forwarder's listening socket(s), per run
-    lost_datagrams: Summary = EMPTY  # datagrams lost end to end, per run (sent - delivered)
+    lost_datagrams: Summary = EMPTY  # datagrams lost, per run, as iperf3's receiver counts them
 
     @property
     def low_loss(self) -> bool | None:
@@ -153,9 +153,12 @@ def cpu_s_per_mdgram(r: Record) -> float | None:
 
 
 def _lost(r: Record) -> int | None:
-    if r.datagrams_sent is None or r.datagrams_delivered is None:
+    """Datagrams lost as iperf3's receiver counts them (gaps in the sequence numbers; lost_pct is lost /
+    (delivered + lost)). Not sent - delivered: that also counts the datagrams still in flight when the
+    receiver stopped, which were not lost."""
+    if r.datagrams_delivered is None or r.lost_pct is None or not 0.0 <= r.lost_pct < 100.0:
         return None
-    return max(r.datagrams_sent - r.datagrams_delivered, 0)
+    return round(r.datagrams_delivered * r.lost_pct / (100.0 - r.lost_pct))
 
 
 def summarise_udp(records: Iterable[Record], path_order: Sequence[str] = (),
@@ -295,10 +298,10 @@ def _offered_label(s: UdpSummary, size: int, pps: float, mbps: float) -> str:
 
 
 def render_pps_table(s: UdpSummary, size: int) -> str:
-    """One datagram size: per offered rate (rows) and path (columns) delivered datagrams/s and loss."""
+    """One datagram size: per offered rate (rows) and path (columns) delivered datagrams/s, loss and jitter."""
     header = ["Offered, datagrams/s (Mbit/s)"]
     for p in s.paths:
-        header += [f"`{p}` delivered/s", "loss"]
+        header += [f"`{p}` delivered/s", "loss; jitter, ms"]
     rows = []
     for pps in s.offered_pps_of(size):
         cells_of = {r.path: r for r in s.pps_rows(size) if r.offered_pps == pps}
@@ -311,7 +314,8 @@ def render_pps_table(s: UdpSummary, size: int) -> str:
             elif not c.delivered_pps.n:
                 cells += [f"failed ({c.n_failed})", DASH]
             else:
-                cells += [fmt_range(c.delivered_pps, _fmt_pps), _fmt_loss(c.loss_pct.median)]
+                jitter = DASH if c.jitter_ms.median is None else f"{c.jitter_ms.median:.3f}"
+                cells += [fmt_range(c.delivered_pps, _fmt_pps), f"{_fmt_loss(c.loss_pct.median)}; {jitter}"]
         rows.append(cells)
     return table(header, rows, align_first_left=False)
 
@@ -361,7 +365,7 @@ def _section_pps(fs: FileSummary[UdpSummary]) -> list[str]:
     window = (f"a {cfg.socket_buffer_bytes // 1024:,} KiB socket buffer on both iperf3 ends (`-w`)"
               if cfg.socket_buffer_bytes else "the kernel's default socket buffers")
     out = [f"`iperf3 -u -l SIZE -b RATE` at each datagram size and offered rate, with {window}; delivered = "
-           "iperf3's receiver side (datagrams received, lost ones not counted), loss and jitter too. Every path "
+           "iperf3's receiver side (datagrams received, lost ones not counted), loss and jitter (ms) too. Every path "
            "forwards the UDP port and, on the same port, TCP for iperf3's control connection. `direct` (iperf3 "
            f"to iperf3) shows what the host itself carries: offered rates marked {ABOVE_CEILING_MARK} are at or "
            f"above the lowest one where `direct` lost {LOSS_LIMIT_PCT:g}% or more or delivered less than "
@@ -423,8 +427,9 @@ def plot_udp(s: UdpSummary, cap: str) -> Figure:
 def plot_udp_pps(s: UdpSummary, cap: str) -> Figure:
     """Per datagram size, delivered datagrams/s (top) and loss % (bottom) against offered datagrams/s."""
     n = max(len(s.sizes), 1)
-    fig = new_panels((FIG_SIZE_IN[0] * 0.6 * n + 1.5, FIG_SIZE_IN[1] * 1.5),
-                     "UDP at packet rate (iperf3 -u): delivered datagrams/s and loss per offered rate", cap)
+    # At least the standard width: one size's panels must still hold the title.
+    fig = new_panels((max(FIG_SIZE_IN[0] * 0.6 * n + 1.5, FIG_SIZE_IN[0]), FIG_SIZE_IN[1] * 1.5),
+                     "UDP at packet rate (iperf3 -u): delivered datagrams/s and loss", cap)
     for col, size in enumerate(s.sizes):
         delivered, loss = fig.add_subplot(2, n, col + 1), fig.add_subplot(2, n, n + col + 1)
         offered = s.offered_pps_of(size)
@@ -447,9 +452,9 @@ def plot_udp_pps(s: UdpSummary, cap: str) -> Figure:
             ax.set_xticks(offered, [f"{v / 1000:,.0f}k" for v in offered], fontsize=7)
             no_minor_labels(ax.xaxis)
             ax.grid(which="both", alpha=0.3)
-        delivered.set_yscale("log")
+        # Linear from 0: the rates span less than a decade, where a log axis has no labelled tick.
+        delivered.set_ylim(bottom=0)
         whole_number_ticks(delivered.yaxis)
-        no_minor_labels(delivered.yaxis)
         delivered.set_title(f"{size}-byte datagrams", fontsize=9)
         loss.set_xlabel("Offered, datagrams/s (iperf3 -b)")
         if col == 0:
