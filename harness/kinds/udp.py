@@ -205,7 +205,7 @@ def summarise_udp(records: Iterable[Record], path_order: Sequence[str] = (),
                   if (stop := next((r.offered_pps for r in sorted(rows, key=lambda r: r.offered_pps or 0.0)
                                     if r.path == CEILING and r.datagram_bytes == size and r.keeps_up is False
                                     and r.offered_pps is not None), None)) is not None)
-    return UdpSummary(tuple(rows), paths, rates, tuple(notes + _pps_notes(rows, paths)), True, sizes, max_rates,
+    return UdpSummary(tuple(rows), paths, rates, tuple(notes + _pps_notes(rows, paths, udp)), True, sizes, max_rates,
                       stops)
 
 
@@ -219,7 +219,7 @@ def _max_rate(rows: Sequence[UdpRow], path: str, size: int) -> MaxRate:
                    all(r.keeps_up for r in mine))
 
 
-def _pps_notes(rows: Sequence[UdpRow], paths: Sequence[str]) -> list[str]:
+def _pps_notes(rows: Sequence[UdpRow], paths: Sequence[str], records: Sequence[Record]) -> list[str]:
     """Where the sender fell short of the offered rate without loss, and where a forwarder's own socket
     dropped what was lost (it fell behind), per path."""
     notes = []
@@ -230,14 +230,19 @@ def _pps_notes(rows: Sequence[UdpRow], paths: Sequence[str]) -> list[str]:
                                             f"({r.pps_pct_of_offered or 0:.0f}%)" for r in short)
                      + ": the iperf3 sender itself did not send faster on this host, so no path can there")
     for path in paths:
-        mine = [r for r in rows if r.path == path and r.socket_drops.n and r.lost_datagrams.median]
-        if not mine:
+        # Totals over the same runs (ok ones with losses and a drop count): sums of per-rate medians
+        # would compare numbers from different rounds.
+        runs = [(r.socket_drops, lost) for r in records if r.ok and r.path == path and r.socket_drops is not None
+                and (lost := _lost(r))]
+        if not runs:
             continue
-        drops = sum(r.socket_drops.median or 0.0 for r in mine)
-        lost = sum(r.lost_datagrams.median or 0.0 for r in mine)
-        notes.append(f"{path}: {drops:,.0f} of the {lost:,.0f} datagrams lost (medians, summed over the rates with "
-                     f"losses) were dropped at its own listening socket ({ratio_pct(drops, lost) or 0:.0f}%): "
-                     "where its input queue overflowed because it did not read fast enough")
+        drops = sum(d for d, _ in runs)
+        lost = sum(n for _, n in runs)
+        notes.append(f"{path}: {drops:,} datagrams dropped at its own listening socket, against {lost:,} lost end "
+                     f"to end ({ratio_pct(drops, lost) or 0:.0f}%; totals over the {len(runs)} run(s) with losses): "
+                     "where its input queue overflowed because it did not read fast enough"
+                     + ("; more than iperf3 counted lost, because a datagram dropped after the last one that "
+                        "arrived leaves no gap in the sequence numbers for iperf3 to see" if drops > lost else ""))
     return notes
 
 

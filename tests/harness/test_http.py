@@ -166,3 +166,18 @@ def test_run_report_validate_and_plots_end_to_end(tmp_path: Path) -> None:
     assert "Keep-alive connections:" in report and "One connection per request (`Connection: close`):" in report
     assert (out / "plots" / "http-e2e-requests.png").stat().st_size > 0
     assert (out / "plots" / "http-e2e-requests.svg").exists()
+
+
+def _report_line(requests: int, status: int) -> str:
+    """wrk's stdout as the report script ends it (the driver's rules read only this line)."""
+    return (f'{{"report":"wrk","duration_us":1000000,"requests":{requests},"bytes":{requests * 1300},'
+            f'"errors":{{"connect":0,"read":0,"write":0,"status":{status},"timeout":0}},'
+            '"latency_us":{"min":1,"max":9,"mean":2,"stdev":1,"p50":2,"p90":3,"p99":4,"p99.9":5}}\n')
+
+
+def test_responses_with_an_error_status_fail_the_measurement_beyond_a_stray_one() -> None:
+    m = Measurement(0, 1, "direct", http_mode="keepalive", response_bytes=1024)
+    fields = WrkDriver().record_fields(WrkRun(("wrk",), _report_line(10_000, 10)).to_json(), None, m)
+    assert fields["requests"] == 10_000 and fields["http_errors"]["status"] == 10  # 0.1%: reported, kept
+    with pytest.raises(WrkError, match=r"2,000 of 10,000 responses had a status >= 400 \(20.0%\)"):
+        WrkDriver().record_fields(WrkRun(("wrk",), _report_line(10_000, 2000)).to_json(), None, m)
