@@ -188,7 +188,9 @@ def render_versus_table(s: HttpSummary) -> str | None:
 
 def render_mode_table(s: HttpSummary, mode: str, facts: Mapping[str, PathFacts]) -> str:
     """One mode: per size and path requests/s median [min–max], ratios, latency, errors, CPU per request."""
-    header = ["Response", "Path", "Requests/s: median [min–max]", f"% of `{CEILING}`", f"`{PORTUNUS[0]}` ÷ this",
+    # The mode in the column's name: the two mode tables are told apart by it (notebooks read the cells).
+    header = ["Response", "Path", f"Requests/s, {MODE_SHORT.get(mode, mode)}: median [min–max]", f"% of `{CEILING}`",
+              f"`{PORTUNUS[0]}` ÷ this",
               "p50, ms", "p99, ms", "p99.9, ms", "Errors", "Forwarder CPU, µs/request"]
     rows = []
     for size in s.sizes:

@@ -304,7 +304,7 @@ def _offered_label(s: UdpSummary, size: int, pps: float, mbps: float) -> str:
 
 def render_pps_table(s: UdpSummary, size: int) -> str:
     """One datagram size: per offered rate (rows) and path (columns) delivered datagrams/s, loss and jitter."""
-    header = ["Offered, datagrams/s (Mbit/s)"]
+    header = [f"{size} B: offered, datagrams/s (Mbit/s)"]  # the size in it tells the size tables apart
     for p in s.paths:
         header += [f"`{p}` delivered/s", "loss; jitter, ms"]
     rows = []

@@ -162,7 +162,8 @@ def test_run_report_validate_and_plots_end_to_end(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "## http-e2e (http)" in report
     assert "| Mode | Response | `direct`, requests/s | `haproxy`, requests/s | `standalone`, requests/s |" in report
-    assert "Requests/s: median [min–max]" in report and "p99, ms" in report and "Forwarder CPU, µs/request" in report
+    assert "Requests/s, close: median [min–max]" in report and "Requests/s, keep-alive: median" in report
+    assert "p99, ms" in report and "Forwarder CPU, µs/request" in report
     assert "Keep-alive connections:" in report and "One connection per request (`Connection: close`):" in report
     assert (out / "plots" / "http-e2e-requests.png").stat().st_size > 0
     assert (out / "plots" / "http-e2e-requests.svg").exists()

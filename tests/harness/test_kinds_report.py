@@ -40,12 +40,12 @@ def test_sections_carry_their_units() -> None:
     # http: requests/s per mode with the ceiling and the peer, latency in ms, CPU in µs per request.
     assert "| Mode | Response | `direct`, requests/s | `haproxy`, requests/s | `standalone`, requests/s | " \
            "`standalone` ÷ `haproxy` |" in text
-    assert "| Response | Path | Requests/s: median [min–max] | % of `direct` | `standalone` ÷ this | p50, ms | " \
+    assert "| Response | Path | Requests/s, keep-alive: median [min–max] | % of `direct` | `standalone` ÷ this | p50, ms | " \
            "p99, ms | p99.9, ms | Errors | Forwarder CPU, µs/request |" in text
     assert "| 1 KiB | `iptables` |" in text and "kernel (not attributable)" in text
     assert "Machine: 2 CPUs shared by wrk, nginx and the forwarder (nothing pinned)" in text
     # udp: datagrams/s offered (and Mbit/s), delivered, loss and jitter; the most at < 1% loss; CPU per million.
-    assert "| Offered, datagrams/s (Mbit/s) | `direct` delivered/s | loss; jitter, ms |" in text
+    assert "| 64 B: offered, datagrams/s (Mbit/s) | `direct` delivered/s | loss; jitter, ms |" in text
     assert "| 20,000 (10.2 Mbit/s) |" in text
     assert "64 B: most delivered/s at < 1% loss (offered)" in text and "64 B: CPU, s per million" in text
     assert "nginx: 17,225 datagrams dropped at its own listening socket, against 17,209 lost end to end" in text

@@ -118,7 +118,7 @@ def test_run_report_validate_and_plots_end_to_end(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stderr
     report = (out / "report.md").read_text()
     assert "## pps-e2e (udp)" in report and "64-byte datagrams" in report and "512-byte datagrams" in report
-    assert "| Offered, datagrams/s (Mbit/s) | `direct` delivered/s | loss; jitter, ms |" in report
+    assert "| 64 B: offered, datagrams/s (Mbit/s) | `direct` delivered/s | loss; jitter, ms |" in report
     assert "| 8,000 (4.1 Mbit/s) |" in report
     assert "64 B: most delivered/s at < 1% loss (offered)" in report and "64 B: CPU, s per million" in report
     assert (out / "plots" / "pps-e2e-pps.png").stat().st_size > 0
