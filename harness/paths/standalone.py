@@ -113,7 +113,15 @@ class StandalonePath(ForwardPath):
                 raise PathError(f"{BINARY}: {e}. Log {self._log}:\n{log_tail(self._log, ex=self._edge)}") from None
 
     def stop(self) -> None:
+        # Worker processes (workers = N) may still be exiting when the supervisor is gone: note them
+        # first, then wait for them (SIGKILL after the grace), so no forwarder outlives the measurement.
+        try:
+            workers = self._edge.descendants(self._proc.pid) if self._proc is not None else []
+        except Exception:  # e.g. the SSH connection is gone: still stop what we hold
+            workers = []
         stop_all(self._proc)
+        if workers:
+            self._edge.stop_pids(workers)
 
     def forwarder_pids(self) -> list[int]:
         return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
