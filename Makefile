@@ -123,9 +123,10 @@ netns: setup
 	done; \
 	$(BIN)/portunus-bench report $(RESULTS) && exit $$rc
 
-# `make peers`: the comparable forwarders (throughput), latency, connection rate and UDP into
-# $(RESULTS) (~35 min), then report.md and plots/. Resumable and failure-tolerant like `make sweep`.
-PEERS_CONFIGS ?= configs/peers.yaml configs/latency.yaml configs/connrate.yaml configs/udp.yaml
+# `make peers`: the comparable forwarders (throughput), latency, connection rate, UDP at packet rate
+# and HTTP (wrk against nginx) into $(RESULTS) (~55 min), then report.md and plots/. Resumable and
+# failure-tolerant like `make sweep`.
+PEERS_CONFIGS ?= configs/peers.yaml configs/latency.yaml configs/connrate.yaml configs/udp.yaml configs/http.yaml
 
 peers: setup
 	@rc=0; for c in $(PEERS_CONFIGS); do \

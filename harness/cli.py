@@ -37,9 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     """`portunus-bench` with every verb's subparser."""
     p = argparse.ArgumentParser(
         prog="portunus-bench",
-        description="Benchmark harness for Portunus: measures forwarding paths (direct iperf3, iptables "
-        "REDIRECT, portunus-standalone, portunus-client, the C splice reference) with iperf3 over loopback, "
-        "records every run in versioned result files, and renders reports.",
+        description="Benchmark harness for Portunus: measures forwarding paths (direct, iptables REDIRECT, "
+        "portunus-standalone, portunus-client, the C splice reference, and peers: HAProxy, NGINX stream, socat, "
+        "rinetd, ...) over loopback or network namespaces, records every run in versioned result files, and "
+        "renders reports. A config's kind says what is measured: headline / sweep / capped / ab / peers (TCP "
+        "throughput, iperf3), udp (iperf3 -u in Mbit/s, or datagrams/s with offered_pps), latency and connrate "
+        "(the harness's probe), http (wrk against nginx, keep-alive and one connection per request).",
         epilog="Exit codes: 0 ok, 1 a measurement failed, 2 usage/config/preflight error, "
         "130/143 stopped by SIGINT/SIGTERM (cleanly: rules removed, processes stopped, results kept).",
     )

@@ -7,6 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
     iperf3 libiperf0          # traffic generator (CLI and the library the PyPI wrapper loads)
+    wrk                       # HTTP load generator (the `http` experiment kind; nginx serves the files)
     iptables nftables         # kernel baselines
     iproute2 procps           # ip netns / veth / tc; ps
     haproxy nginx libnginx-mod-stream socat rinetd openssh-server openssh-client  # comparable forwarders

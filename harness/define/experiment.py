@@ -17,7 +17,9 @@ from harness.define.topology import LOOPBACK_SPEC, TopologySpec, parse_topology
 # Format history of experiment YAML files:
 #   1  first version (keys listed in define.load's docstring). Later additions are
 #      optional keys whose absence reads as before: datagram_bytes, probe, topology,
-#      and the kinds peers / latency / connrate / udp, protocol udp.
+#      and the kinds peers / latency / connrate / udp, protocol udp; then the kind
+#      http with its `http:` settings, `offered_pps`, `socket_buffer_bytes`, and a
+#      list of sizes in `datagram_bytes`.
 CONFIG_SCHEMA_VERSION = 1
 
 EXPERIMENT_PROTOCOLS = ("tcp", "udp")
@@ -46,6 +48,42 @@ class ProbeSettings:
         return asdict(self)
 
 
+# HTTP modes (kind http): one request per keep-alive connection's turn, or `Connection: close` (one
+# connection per request).
+HTTP_MODES = ("keepalive", "close")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The `http:` mapping of an experiment file (kind http): what wrk asks of the web server."""
+
+    modes: tuple[str, ...] = HTTP_MODES  # each measured separately
+    response_bytes: tuple[int, ...] = (1024, 16384, 262144)  # file sizes the web server serves
+    threads: int = 2  # wrk -t
+    connections: int = 32  # wrk -c: requests in flight (one per connection)
+    timeout_s: int = 5  # wrk --timeout: a request without a response by then counts as a timeout error
+    server_workers: int = 1  # nginx worker_processes of the web server
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modes"], d["response_bytes"] = list(self.modes), list(self.response_bytes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HttpSettings:
+        v = dict(d)
+        for k in ("modes", "response_bytes"):
+            if k in v:
+                v[k] = tuple(v[k])
+        return cls(**v)
+
+
+# Bounds the config loader enforces (lo, hi) for the integer HttpSettings keys, and the largest file.
+HTTP_LIMITS: dict[str, tuple[int, int]] = {
+    "threads": (1, 64), "connections": (1, 10_000), "timeout_s": (1, 600), "server_workers": (1, 64),
+}
+HTTP_MAX_RESPONSE_BYTES = 64 << 20
+
 # Bounds the config loader enforces (lo, hi) for each ProbeSettings key.
 PROBE_LIMITS: dict[str, tuple[int, int]] = {
     "setup_connections": (1, 1_000_000), "rtt_connections": (1, 10_000), "rtt_per_connection": (1, 1_000_000),
@@ -67,6 +105,8 @@ class ConfigDraft:
     offered_mbps: tuple[float, ...]
     caps_bytes_per_s: tuple[int, ...]
     protocol: str | None
+    offered_pps: tuple[float, ...] = ()
+    omit_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,10 +130,20 @@ class ExperimentConfig:
     cap_goal_pct: float = DEFAULT_CAP_GOAL_PCT
     pair: tuple[str, str] | None = None
     description: str = ""
-    datagram_bytes: int | None = None
+    datagram_bytes: int | tuple[int, ...] | None = None  # udp: iperf3 -l; a tuple = each size measured
     probe: ProbeSettings | None = None  # set for the kinds that measure with the probe (latency, connrate)
     topology: TopologySpec = LOOPBACK_SPEC
     schema_version: int = CONFIG_SCHEMA_VERSION
+    offered_pps: tuple[float, ...] = ()  # udp: offered datagrams/s (iperf3 -b = rate x size x 8)
+    socket_buffer_bytes: int | None = None  # iperf3 -w on both ends; None = iperf3's (the kernel's) default
+    http: HttpSettings | None = None  # set for the http kind
+
+    @property
+    def datagram_sizes(self) -> tuple[int | None, ...]:
+        """The datagram payload sizes measured (None = iperf3's default)."""
+        if isinstance(self.datagram_bytes, tuple):
+            return self.datagram_bytes
+        return (self.datagram_bytes,)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)  # probe becomes a plain mapping, as in the YAML
@@ -105,8 +155,17 @@ class ExperimentConfig:
         # config without them round-trips to the same mapping as before (resume compares them).
         if self.datagram_bytes is None:
             del d["datagram_bytes"]
+        elif isinstance(self.datagram_bytes, tuple):
+            d["datagram_bytes"] = list(self.datagram_bytes)
         if self.probe is None:
             del d["probe"]
+        for k in ("offered_pps", "socket_buffer_bytes", "http"):
+            if not d[k]:
+                del d[k]
+        if d.get("offered_pps"):
+            d["offered_pps"] = list(self.offered_pps)
+        if self.http is not None:
+            d["http"] = self.http.to_dict()
         if d["topology"] == "loopback" and self.topology.raw is None:
             del d["topology"]
         return d
@@ -132,6 +191,11 @@ class ExperimentConfig:
             v["pair"] = tuple(v["pair"])
         if v.get("probe") is not None:
             v["probe"] = ProbeSettings(**v["probe"])
+        if isinstance(v.get("datagram_bytes"), list):
+            v["datagram_bytes"] = tuple(v["datagram_bytes"])
+        v["offered_pps"] = tuple(v.get("offered_pps") or ())
+        if v.get("http") is not None:
+            v["http"] = HttpSettings.from_dict(v["http"])
         problems: list[str] = []
         v["topology"] = parse_topology(v.get("topology"), lambda key, msg: problems.append(f"{key}: {msg}"))
         if problems:

@@ -7,7 +7,7 @@ once, each line naming the file and the key.
     schema_version: 1          # of this file format
     name: headline             # result file is <out>/<name>.jsonl
     kind: headline             # a key of harness.kinds.KINDS (headline | ab | capped | sweep | peers | latency |
-                               # connrate | udp): its driver, summary, report section, figures and rules
+                               # connrate | udp | http): its driver, summary, report section, figures and rules
     description: "..."         # optional
     paths: [direct, iptables, reference, standalone, client]
     rounds: 5                  # repeats; every round runs every combination once
@@ -17,7 +17,10 @@ once, each line naming the file and the key.
     backend: cli               # cli | python (iperf3 driver)
     protocol: tcp              # tcp | udp (iperf3 -u: every path forwards UDP and TCP on its port, for iperf3's
                                # control connection; only paths with "udp" in their protocols)
-    datagram_bytes: null       # udp: iperf3 -l (datagram payload size); null = iperf3's default
+    datagram_bytes: null       # udp: iperf3 -l (datagram payload size); null = iperf3's default;
+                               # a list [64, 512, 1400] measures each size at every offered rate
+    offered_pps: []            # udp: offered rates in datagrams/s instead of offered_mbps (needs datagram_bytes)
+    socket_buffer_bytes: null  # iperf3 -w on both ends (SO_SNDBUF / SO_RCVBUF); null = the kernel's default
     streams: 1                 # iperf3 -P
     offered_mbps: []           # iperf3 -b rates; empty = one uncapped (unpaced) run
     caps_bytes_per_s: []       # caps for the capped paths (client_capped, standalone_capped); others run uncapped
@@ -34,14 +37,22 @@ once, each line naming the file and the key.
       processes: 2             #   connrate: client processes
       concurrency: 16          #   connrate: connections in flight per client process
       server_workers: 1        #   echo server processes
+    http:                      # http only (harness.define.experiment.HttpSettings; defaults shown)
+      modes: [keepalive, close]          # keep-alive connections / `Connection: close` (one per request)
+      response_bytes: [1024, 16384, 262144]  # files the web server (nginx) serves, one measurement each
+      threads: 2               #   wrk -t
+      connections: 32          #   wrk -c (requests in flight)
+      timeout_s: 5             #   wrk --timeout
+      server_workers: 1        #   nginx worker_processes
     topology: loopback         # loopback (default) | netns | a mapping: where client, forwarder and target
                                # run and the links between them (harness.define.topology documents every key)
 
 Kinds (harness/kinds/, one module each): headline / ab / capped / sweep /
 peers / udp measure with iperf3 (peers is the headline run over the
 comparable forwarders; udp is a sweep with protocol udp, reporting loss and
-jitter); latency and connrate measure with the harness's own probe
-(harness.measure.probe) against an echo server. A kind's own rules (a sweep
+jitter, in datagrams/s as well as bits); latency and connrate measure with the harness's own probe
+(harness.measure.probe) against an echo server; http measures with wrk against
+nginx serving static files (harness.measure.http). A kind's own rules (a sweep
 needs offered rates, ...) are its `check`.
 """
 
@@ -57,11 +68,15 @@ import yaml
 from harness.define.experiment import (
     CONFIG_SCHEMA_VERSION,
     EXPERIMENT_PROTOCOLS,
+    HTTP_LIMITS,
+    HTTP_MAX_RESPONSE_BYTES,
+    HTTP_MODES,
     IPERF_BACKENDS,
     MAX_PORT,
     PROBE_LIMITS,
     ConfigDraft,
     ExperimentConfig,
+    HttpSettings,
     ProbeSettings,
 )
 from harness.define.topology import parse_topology
@@ -204,21 +219,41 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     description = data.get("description", "")
     if not isinstance(description, str):
         p.add("description", "must be a string")
-    datagram_bytes = None
-    if data.get("datagram_bytes") is not None:
-        datagram_bytes = _int(p, data, "datagram_bytes", 16, 65507)
+    datagram_bytes = _datagram_bytes(p, data.get("datagram_bytes"))
+    if datagram_bytes is not None and protocol != "udp":
+        p.add("datagram_bytes", "only for protocol: udp")
+    offered_pps = []
+    for v in _list(p, data, "offered_pps"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            p.add("offered_pps", f"each rate must be a number > 0 (datagrams/s), got {v!r}")
+        else:
+            offered_pps.append(float(v))
+    if offered_pps:
         if protocol != "udp":
-            p.add("datagram_bytes", "only for protocol: udp")
+            p.add("offered_pps", "only for protocol: udp (datagrams per second)")
+        elif datagram_bytes is None:
+            p.add("offered_pps", "needs datagram_bytes: a rate in datagrams/s is offered at a known size")
+        if offered:
+            p.add("offered_pps", "give the rates either in Mbit/s (offered_mbps) or in datagrams/s, not both")
+    socket_buffer_bytes = None
+    if data.get("socket_buffer_bytes") is not None:
+        socket_buffer_bytes = _int(p, data, "socket_buffer_bytes", 4096, 1 << 30)
+        if backend == "python":
+            p.add("socket_buffer_bytes", "iperf3 -w needs backend: cli (the python wrapper does not set it)")
     if protocol == "udp":
         for path in paths:
             if path in PATHS and "udp" not in PATHS[path].protocols:
                 p.add("paths", f"path {path!r} does not forward UDP (UDP paths: "
                       f"{', '.join(n for n, c in PATHS.items() if 'udp' in c.protocols)})")
     if kind is not None:  # the kind's own rules (harness.kinds)
-        KINDS[kind].check(ConfigDraft(kind, tuple(paths), pair, tuple(offered), tuple(caps), protocol), p.add)
+        KINDS[kind].check(ConfigDraft(kind, tuple(paths), pair, tuple(offered), tuple(caps), protocol,
+                                      tuple(offered_pps), omit), p.add)
     probe = _probe(p, data.get("probe"))
     if data.get("probe") is not None and (kind is None or not KINDS[kind].uses_probe):
         p.add("probe", f"only for the kinds {', '.join(n for n, k in KINDS.items() if k.uses_probe)}")
+    http = _http(p, data.get("http"))
+    if data.get("http") is not None and (kind is None or not KINDS[kind].uses_http):
+        p.add("http", f"only for the kinds {', '.join(n for n, k in KINDS.items() if k.uses_http)}")
     topology = parse_topology(data.get("topology"), p.add)
     if backend == "python" and any(h.executor == "ssh" for _, h in topology.hosts):
         p.add("backend", "the python iperf3 backend runs on this machine only; a topology with ssh hosts "
@@ -233,8 +268,62 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
         caps_bytes_per_s=tuple(caps), shuffle_seed=seed, base_port=base_port, cap_bound_pct=bound,
         cap_goal_pct=goal, pair=pair, description=description, datagram_bytes=datagram_bytes,
         probe=probe if KINDS[kind].uses_probe else None,
-        topology=topology,
+        topology=topology, offered_pps=tuple(offered_pps), socket_buffer_bytes=socket_buffer_bytes,
+        http=http if KINDS[kind].uses_http else None,
     )
+
+
+def _datagram_bytes(p: _Problems, raw: Any) -> int | tuple[int, ...] | None:
+    """`datagram_bytes`: one size, or a list of sizes (each measured); None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        return _int(p, {"datagram_bytes": raw}, "datagram_bytes", 16, 65507)
+    sizes = [_int(p, {"datagram_bytes": v}, "datagram_bytes", 16, 65507) for v in raw]
+    if not raw:
+        p.add("datagram_bytes", "an empty list: give one size or several")
+    if len(set(raw)) != len(raw):
+        p.add("datagram_bytes", "lists a size twice")
+    return tuple(v for v in sizes if v is not None) or None
+
+
+def _http(p: _Problems, raw: Any) -> HttpSettings:
+    """The optional `http:` mapping -> HttpSettings (unknown keys and bad values reported)."""
+    if raw is None:
+        return HttpSettings()
+    known = tuple(HttpSettings.__dataclass_fields__)
+    if not isinstance(raw, dict):
+        p.add("http", f"must be a mapping of {', '.join(known)}, got {raw!r}")
+        return HttpSettings()
+    for k in sorted(set(raw) - set(known)):
+        p.add(f"http.{k}", f"unknown key (known: {', '.join(known)})")
+    values: dict[str, Any] = {}
+    if "modes" in raw:
+        modes = raw["modes"]
+        if not isinstance(modes, list) or not modes or any(m not in HTTP_MODES for m in modes) \
+                or len(set(modes)) != len(modes):
+            p.add("http.modes", f"must be a list of distinct modes from {', '.join(HTTP_MODES)}, got {modes!r}")
+        else:
+            values["modes"] = tuple(modes)
+    if "response_bytes" in raw:
+        sizes = raw["response_bytes"]
+        if not isinstance(sizes, list) or not sizes or len(set(map(repr, sizes))) != len(sizes) or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= HTTP_MAX_RESPONSE_BYTES
+                for v in sizes):
+            p.add("http.response_bytes", f"must be a list of distinct sizes in [1, {HTTP_MAX_RESPONSE_BYTES}] "
+                  f"bytes, got {sizes!r}")
+        else:
+            values["response_bytes"] = tuple(sizes)
+    for k, (lo, hi) in HTTP_LIMITS.items():
+        if k in raw:
+            v = _int(p, {f"http.{k}": raw[k]}, f"http.{k}", lo, hi)
+            if v is not None:
+                values[k] = v
+    settings = HttpSettings(**values)
+    if settings.connections < settings.threads:
+        p.add("http.connections", f"wrk needs at least one connection per thread ({settings.threads} threads), "
+              f"got {settings.connections}")
+    return settings
 
 
 def _probe(p: _Problems, raw: Any) -> ProbeSettings:

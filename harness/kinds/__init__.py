@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.kinds import ab, capped, connrate, headline, latency, peers, sweep, udp, unknown
+from harness.kinds import ab, capped, connrate, headline, http, latency, peers, sweep, udp, unknown
 from harness.kinds.base import DirectorySummary, FileSummary, Kind
 from harness.records.results import ResultSet
 from harness.summarise.topology import same_topology, summarise_topologies
@@ -26,6 +26,7 @@ KINDS: dict[str, Kind[Any]] = {kind.name: kind for kind in (
     latency.KIND,
     connrate.KIND,
     udp.KIND,
+    http.KIND,
 )}
 
 

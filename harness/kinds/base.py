@@ -98,6 +98,7 @@ class Kind(Generic[S]):
     figures: Callable[[FileSummary[S]], dict[str, Figure]] = no_figures  # name -> figure
     check: Callable[[ConfigDraft, Add], None] = no_check  # the kind's own config rules
     uses_probe: bool = False  # the config's `probe:` settings apply (probe drivers)
+    uses_http: bool = False  # the config's `http:` settings apply (the wrk driver)
     seconds_is_limit: bool = False  # `seconds` caps a run that ends when its samples are in
     run_line: Callable[[ExperimentConfig], str] = iperf_run_line  # how one measurement ran
 

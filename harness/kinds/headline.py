@@ -120,9 +120,44 @@ def render_headline_table(summary: HeadlineSummary) -> str:
     return table(header, rows)
 
 
+# Where the retransmits of a netns run were taken apart (TCP counters per namespace, D-SACKs, softnet drops).
+NETNS_RETRANSMITS_EVIDENCE = ("benchmarks/netns_retransmits.py (runs and their reading in "
+                              "results/netns-retransmits/README.md)")
+
+
+def render_netns_retransmits(s: HeadlineSummary, cpus: int | None) -> str | None:
+    """What the retransmit row of a netns run means: spurious fast retransmits from reordering on veth."""
+    base = s.get("iptables")
+    base_med = base.retransmits.median if base is not None else None
+    userspace = [p for p in s.paths if p.cpu_s_per_gb.n and p.retransmits.median is not None]
+    if not userspace:
+        return None
+    counts = ", ".join(f"`{p.path}` {p.retransmits.median or 0:,.0f}"
+                       + (f" ({(p.retransmits.median or 0) / base_med:,.0f}x iptables)" if base_med else "")
+                       for p in userspace)
+    where = f"this host's {cpus} CPUs" if cpus else "this host's CPUs"
+    return ("What the retransmits on netns are: iperf3 counts its sender's retransmissions on the client → edge "
+            f"veth leg ({counts}). They are spurious fast retransmits caused by reordering on veth, not packets "
+            f"the forwarder dropped. {NETNS_RETRANSMITS_EVIDENCE} counts them where TCP does, per namespace: "
+            "every one is a fast retransmit (no retransmission timeout), no packet is dropped on the way (no "
+            "softnet backlog drops), and the receiver reports (nearly) every retransmitted segment back as a "
+            "duplicate (D-SACK: TcpExtTCPDSACKRecvSegs against TcpRetransSegs), so its original had arrived. "
+            "The sender retransmitted because later segments arrived first: veth queues a segment to the backlog "
+            "of the CPU that sent it, so when one flow's segments leave from both of "
+            f"{where} (the sending process moves, and TCP also sends from the softirq of an incoming ACK) they "
+            "are processed on two CPUs and can overtake each other. Routed and iptables runs show the same "
+            "kind, fewer; a userspace forwarder is one more busy process on the same CPUs, and its own sends to "
+            "the target reorder the same way. No byte is lost; pinning the iperf3 client to one CPU (the script's "
+            "pinned runs) does not remove them.")
+
+
 def _section(fs: FileSummary[HeadlineSummary], ctx: ReportContext) -> list[str]:
     s = fs.summary
-    return [render_headline_table(s), *notes_block(s.notes)]
+    out = [render_headline_table(s)]
+    if fs.header.topology.kind == "netns":
+        note = render_netns_retransmits(s, fs.header.sysinfo.cpu_cores)
+        out += [note] if note is not None else []
+    return out + notes_block(s.notes)
 
 
 # ---------------------------------------------------------------- figures

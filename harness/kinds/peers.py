@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from harness.kinds.base import FileSummary, Kind, ReportContext
 from harness.kinds.connrate import ConnrateSummary
 from harness.kinds.headline import summarise_headline
+from harness.kinds.http import HttpSummary
 from harness.kinds.latency import LatencySummary
 from harness.kinds.udp import UdpSummary
 from harness.present.format import (
@@ -54,6 +55,7 @@ PEER_LABELS: dict[str, tuple[str, str]] = {
     "reference": ("C splice reference", "tools/csplice.c"),
     "standalone": ("Portunus", "splice fast path (default)"),
     "standalone_copy": ("Portunus", "userspace copy path (PORTUNUS_DISABLE_SPLICE=1)"),
+    "standalone_w2": ("Portunus", "workers = 2"),
     "client": ("Portunus", "client, rule pushed by the server"),
     "iptables": ("iptables", "REDIRECT, nat OUTPUT"),
     "nftables": ("nftables", "DNAT, nat output chain"),
@@ -155,20 +157,52 @@ def render_peers_table(s: PeersSummary, facts: Mapping[str, PathFacts]) -> str:
     return table(header, rows)
 
 
+def _udp_pps_cell(udp: UdpSummary, path: str, size: int, facts: Mapping[str, PathFacts]) -> str:
+    """The most datagrams/s a path delivered at < 1% loss at one size (packet-rate udp files)."""
+    m = udp.max_rate(path, size)
+    if m is None:
+        f = facts.get(path)
+        if f is not None and "udp" not in f.protocols:
+            return DASH
+        return "failed" if any(r.path == path for r in udp.rows) else "not run"
+    if m.delivered_pps is None:
+        return "none below 1% loss"
+    return f"{'≥ ' if m.below_every_rate else ''}{fmt_count(m.delivered_pps)}"
+
+
+def _http_cell(http: HttpSummary, path: str, mode: str, size: int) -> str:
+    c = http.cell(path, mode, size)
+    if c is None:
+        return DASH
+    if not c.requests_per_s.n:
+        return f"failed ({c.n_failed} run(s))"
+    return f"{fmt_count(c.requests_per_s.median)} ({fmt_pct(c.pct_of_ceiling, 0)})"
+
+
 def render_peers_overview(peers: PeersSummary | None, lat: LatencySummary | None, cr: ConnrateSummary | None,
-                          udp: UdpSummary | None, facts: Mapping[str, PathFacts]) -> str:
+                          udp: UdpSummary | None, facts: Mapping[str, PathFacts],
+                          http: HttpSummary | None = None) -> str:
     """Every forwarder across the experiments of this directory: the spec's comparison table, measured.
 
     facts: what the files' headers recorded about each path (a TCP-only path shows no UDP cell).
     """
     order = list(dict.fromkeys([r.path for r in (peers.rows if peers else ())]
                                + [r.path for r in (lat.rows if lat else ())]
-                               + [r.path for r in (cr.rows if cr else ())] + list(udp.paths if udp else ())))
-    top = max(udp.rates_mbps) if udp and udp.rates_mbps else None
+                               + [r.path for r in (cr.rows if cr else ())] + list(udp.paths if udp else ())
+                               + list(http.paths if http else ())))
+    pps_size = min(udp.sizes) if udp and udp.packet_rates and udp.sizes else None
+    top = max(udp.rates_mbps) if udp and udp.rates_mbps and pps_size is None else None
+    http_modes = [m for m in ("close", "keepalive") if http and m in http.modes]
+    http_size = min(http.sizes) if http and http.sizes else None
     header = ["Forwarder (variant)", "TCP throughput, % of iptables", "Setup p50, µs", "RTT p50, µs",
               "Connections/s (% of ceiling)"]
     if top is not None:
         header.append(f"UDP at {fmt_rate(top)} Mbit/s: delivered, loss")
+    if pps_size is not None:
+        header.append(f"UDP, {pps_size}-byte datagrams: most delivered/s at < 1% loss")
+    for mode in http_modes:
+        header.append(f"HTTP {fmt_bytes(http_size)}, {'one connection per request' if mode == 'close' else 'keep-alive'}"
+                      ": requests/s (% of direct)")
     rows = []
     for path in order:
         forwarder, variant = label(path)
@@ -189,6 +223,10 @@ def render_peers_overview(peers: PeersSummary | None, lat: LatencySummary | None
                 row.append(f"failed ({u.n_failed} run(s))")
             else:
                 row.append(f"{fmt_mbps(u.delivered_mbps.median)} Mbit/s, {fmt_pct(u.loss_pct.median)}")
+        if pps_size is not None and udp is not None:
+            row.append(_udp_pps_cell(udp, path, pps_size, facts))
+        if http is not None and http_size is not None:
+            row += [_http_cell(http, path, mode, http_size) for mode in http_modes]
         rows.append(row)
     return table(header, rows)
 
@@ -205,14 +243,15 @@ def _section(fs: FileSummary[PeersSummary], ctx: ReportContext) -> list[str]:
            f"sender side; `{PORTUNUS}` ÷ this > 100% means Portunus (splice fast path) is faster.",
            render_peers_table(s, fs.header.path_facts)]
     # The newest latency / connrate / udp files of the directory, on this file's topology.
-    others = {k: ctx.latest(k, fs) for k in ("latency", "connrate", "udp")}
+    others = {k: ctx.latest(k, fs) for k in ("latency", "connrate", "udp", "http")}
     if any(others.values()):
         lat = _summary_of(others["latency"], LatencySummary)
         cr = _summary_of(others["connrate"], ConnrateSummary)
         udp = _summary_of(others["udp"], UdpSummary)
+        http = _summary_of(others["http"], HttpSummary)
         facts = {p: f for o in (*others.values(), fs) if o is not None for p, f in o.header.path_facts.items()}
         out += ["All experiments of this directory at a glance (medians over rounds; details in their sections):",
-                render_peers_overview(s, lat, cr, udp, facts)]
+                render_peers_overview(s, lat, cr, udp, facts, http)]
     out.append("Not measured here:\n\n" + "\n".join(f"- {name}: {why}" for name, why in s.not_measured))
     notes = list(s.notes)
     for r in s.rows:

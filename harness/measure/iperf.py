@@ -54,6 +54,7 @@ class IperfParams:
     offered_mbps: float | None = None  # None = unpaced (TCP), iperf3's -b otherwise
     streams: int = 1
     length_bytes: int | None = None  # iperf3 -l: read/write size (UDP: datagram payload); None = iperf3's
+    window_bytes: int | None = None  # iperf3 -w: socket buffer on both ends; None = the kernel's default
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -84,6 +85,8 @@ def cli_argv(params: IperfParams) -> list[str]:
         argv += ["-b", str(params.offered_bps)]
     if params.length_bytes is not None:
         argv += ["-l", str(params.length_bytes)]
+    if params.window_bytes is not None:
+        argv += ["-w", str(params.window_bytes)]
     return argv
 
 

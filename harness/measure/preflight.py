@@ -11,6 +11,7 @@ from harness.define.topology import LINKS, TopologySpec
 from harness.errors import PathError, PreflightError
 from harness.measure.iperf import IPERF3
 from harness.paths import PATHS, ForwardPath
+from harness.site.executor.local import find_local_executable
 from harness.site.netutil import busy_ports, who_listens
 from harness.site.topology.netns import netns_available
 from harness.site.topology.shaping import shaping_support
@@ -21,10 +22,14 @@ def ports_per_measurement(paths: Iterable[str]) -> int:
     return 1 + max((PATHS[p].ports_needed for p in paths), default=0)
 
 
-def check_tools(backend: str) -> None:
-    """iperf3 (and, for the python backend, the wrapper and libiperf) are installed."""
+def check_tools(backend: str, tools: Iterable[tuple[str, str]] = ()) -> None:
+    """iperf3 (and, for the python backend, the wrapper and libiperf) are installed, and the driver's
+    own tools: (executable, Debian package) pairs."""
     if shutil.which(IPERF3) is None:
         raise PreflightError("iperf3 is not installed: apt-get install iperf3 (or run scripts/setup-system.sh)")
+    for tool, package in tools:
+        if find_local_executable(tool) is None:
+            raise PreflightError(f"{tool} is not installed: apt-get install {package} (or run scripts/setup-system.sh)")
     if backend == "python":
         if importlib.util.find_spec("iperf3") is None:
             raise PreflightError("the python iperf3 backend needs the PyPI 'iperf3' package: "

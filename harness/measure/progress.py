@@ -27,8 +27,12 @@ def format_duration(seconds: float) -> str:
 
 def describe(m: Measurement) -> str:
     parts = [m.path, f"round {m.round}"]
-    if m.offered_mbps is not None:
-        parts.append(f"offered {m.offered_mbps:g} Mbit/s")
+    if m.http_mode is not None:
+        parts.append(f"{m.http_mode}, {m.response_bytes} B responses")
+    if m.offered_pps is not None:
+        parts.append(f"{m.datagram_bytes} B x {m.offered_pps:,.0f}/s offered")
+    elif m.offered_mbps is not None:
+        parts.append(f"offered {m.offered_mbps:g} Mbit/s" + (f", {m.datagram_bytes} B" if m.datagram_bytes else ""))
     if m.cap_bytes_per_s is not None:
         parts.append(f"cap {m.cap_bytes_per_s} B/s")
     return ", ".join(parts)
@@ -43,6 +47,10 @@ def result_text(r: Record) -> str:
                 f"({r.setup_samples}/{r.rtt_samples} samples)")
     if r.driver == "connrate":
         return f"{r.conn_per_s or 0:,.0f} connections/s, {r.conn_errors} errors"
+    if r.driver == "wrk":
+        return f"{r.requests_per_s or 0:,.0f} requests/s, {sum((r.http_errors or {}).values())} errors"
+    if r.lost_pct is not None and r.delivered_pps is not None:
+        return f"{r.delivered_pps:,.0f} datagrams/s delivered, {r.lost_pct:.2f}% lost"
     if r.lost_pct is not None:
         return f"{r.receiver_mbps or 0:,.1f} Mbit/s delivered, {r.lost_pct:.2f}% lost"
     return f"{r.throughput_mbps or 0:,.1f} Mbit/s"

@@ -47,6 +47,7 @@ from harness.records.results import (
     utc_now,
 )
 from harness.records.schema import SCHEMA_VERSION
+from harness.records.wrk_report import WrkError
 from harness.site import procs
 from harness.site.executor.base import ExecutorError
 from harness.site.netutil import free_port
@@ -117,29 +118,34 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
                 if path.has_forwarder_process and not pids:
                     raise PathError(f"{m.path}: forwarder process exited before the run")
                 # Each pid's whole process tree: workers and per-connection forks count too.
+                counted = driver.edge_counters(site.edge, endpoint, pids, cfg)
                 before = [site.edge.tree_cpu_seconds(p) for p in pids]
-                raw = driver.run_client(topo.client, endpoint, cfg, m)
+                raw = driver.run_client(topo.client, endpoint, cfg, m, topo.client.mirror_dir(workdir))
                 after = [site.edge.tree_cpu_seconds(p) for p in pids]
+                counted = {k: v - counted[k] for k, v in driver.edge_counters(site.edge, endpoint, pids, cfg).items()
+                           if k in counted}
                 info = path.describe()  # again, after the traffic: e.g. whether HAProxy really spliced
             if pids:
                 deltas = [a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None]
                 if len(deltas) != len(pids):
                     raise PathError(f"{m.path}: forwarder process exited during the run")
                 cpu_s = sum(deltas)
-            fields = driver.record_fields(raw, cpu_s)
+            fields = driver.record_fields(raw, cpu_s, m, counted)
         finally:
             with guard.deferred():  # a signal here waits until the path is fully down
                 path.stop()
     except Exception as e:  # any failure of this measurement is recorded; the run goes on
-        error = str(e) if isinstance(e, (PathError, IperfError, ProbeError)) else f"{type(e).__name__}: {e}"
-        if not isinstance(e, (PathError, IperfError, ProbeError, TimeoutError, OSError, subprocess.SubprocessError,
-                              HarnessError, ExecutorError)):
+        error = str(e) if isinstance(e, (PathError, IperfError, ProbeError, WrkError)) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, (PathError, IperfError, ProbeError, WrkError, TimeoutError, OSError,
+                              subprocess.SubprocessError, HarnessError, ExecutorError)):
             log.exception("measurement %d (%s) failed unexpectedly", m.index, m.path)
     base = dict(
         experiment=cfg.name, path=m.path, round=m.round, index=m.index, offered_mbps=m.offered_mbps,
         cap_bytes_per_s=m.cap_bytes_per_s, seconds=cfg.seconds, omit_seconds=cfg.omit_seconds,
         protocol=cfg.protocol, backend=cfg.backend, started_at=started, ended_at=utc_now(),
         forwarder_pids=pids, path_info=info, driver=driver.name, **{driver.raw_field: raw},
+        datagram_bytes=m.datagram_bytes, offered_pps=m.offered_pps, http_mode=m.http_mode,
+        response_bytes=m.response_bytes,
     )
     if fields is None:
         return Record(status=STATUS_FAILED, error=error or "unknown failure", **base)  # type: ignore[arg-type]
@@ -169,7 +175,7 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
 
     Raises HarnessError (PreflightError, ResultsError) before measuring anything.
     """
-    check_tools(cfg.backend)
+    check_tools(cfg.backend, driver_for(cfg.kind).tools)
     check_topology(cfg.topology)
     paths, unavailable = check_paths(cfg.paths, skip_unavailable, cfg.topology.kind)
     if not paths:
@@ -187,7 +193,8 @@ def run_experiment(cfg: ExperimentConfig, results_path: Path, *, resume: bool = 
         if existing.header.config.to_dict() != cfg.to_dict():
             raise ResultsError(f"{results_path} was started with a different config; "
                                "resume needs the same experiment file (or choose another --out)")
-        done = {(r.round, r.path, r.offered_mbps, r.cap_bytes_per_s) for r in existing.records if r.ok}
+        done = {(r.round, r.path, r.offered_mbps, r.cap_bytes_per_s, r.datagram_bytes, r.http_mode, r.response_bytes)
+                for r in existing.records if r.ok}
 
     guard = SignalGuard()
     guard.install()

@@ -19,7 +19,12 @@ from harness.paths.reference import ReferencePath
 from harness.paths.rinetd import RinetdPath
 from harness.paths.socat import SocatBigbufPath, SocatPath
 from harness.paths.ssh import SshPath
-from harness.paths.standalone import StandaloneCappedPath, StandaloneCopyPath, StandalonePath
+from harness.paths.standalone import (
+    StandaloneCappedPath,
+    StandaloneCopyPath,
+    StandalonePath,
+    StandaloneTwoWorkersPath,
+)
 
 PATHS: dict[str, type[ForwardPath]] = {
     "direct": DirectPath,
@@ -28,6 +33,7 @@ PATHS: dict[str, type[ForwardPath]] = {
     "standalone": StandalonePath,
     "standalone_copy": StandaloneCopyPath,
     "standalone_capped": StandaloneCappedPath,
+    "standalone_w2": StandaloneTwoWorkersPath,
     "client": ClientPath,
     "client_capped": ClientCappedPath,
     # Comparable forwarders (peers): defaults, and buffers comparable to Portunus's.

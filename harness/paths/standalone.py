@@ -1,6 +1,7 @@
 """standalone: `portunus-standalone --config F` with one TOML rule (splice fast path by default).
 
-`standalone_copy` is the same with PORTUNUS_DISABLE_SPLICE=1 (userspace copy path), for A/B.
+`standalone_copy` is the same with PORTUNUS_DISABLE_SPLICE=1 (userspace copy path), for A/B;
+`standalone_w2` the same with `workers = 2` in [global] (two worker processes, SO_REUSEPORT).
 It runs on the site's edge, listens on site.listen_host and dials site.target_host.
 """
 
@@ -28,10 +29,11 @@ BINARY = "portunus-standalone"
 
 def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "tcp",
                            cap_bytes_per_s: int | None = None, listen_host: str = LOOPBACK,
-                           target_host: str = LOOPBACK) -> str:
+                           target_host: str = LOOPBACK, workers: int | None = None) -> str:
     """The rule file for one measurement. Drain 0 s: the harness stops it after the run.
 
-    protocol "udp" adds a TCP rule on the same port for iperf3's control connection.
+    protocol "udp" adds a TCP rule on the same port for iperf3's control connection;
+    workers None leaves `[global] workers` at Portunus's default.
     """
     rate = f"\nrate_limit = {{ bandwidth_in_bps = {cap_bytes_per_s} }}" if cap_bytes_per_s else ""
     control = ""
@@ -47,7 +49,8 @@ def render_standalone_toml(listen_port: int, target_port: int, protocol: str = "
         'label = "bench"\n'
         'log_level = "warning"\n'
         "shutdown_drain_secs = 0\n"
-        "\n"
+        + (f"workers = {workers}\n" if workers is not None else "")
+        + "\n"
         "[[rule]]\n"
         'name = "bench"\n'
         f'protocol = "{protocol}"\n'
@@ -65,6 +68,7 @@ class StandalonePath(ForwardPath):
     ports_needed = 1
     protocols = ("tcp", "udp")
     env_overrides: ClassVar[dict[str, str]] = {}
+    workers: ClassVar[int | None] = None  # `[global] workers`; None = Portunus's default
 
     def __init__(self) -> None:
         self._proc: Proc | None = None
@@ -91,7 +95,7 @@ class StandalonePath(ForwardPath):
         cfg = setup.workdir / "standalone.toml"
         edge.write_text(cfg, render_standalone_toml(self._port, setup.target_port, setup.protocol,
                                                     setup.cap_bytes_per_s, setup.site.listen_host,
-                                                    setup.site.target_host))
+                                                    setup.site.target_host, self.workers))
         self._log = setup.workdir / "standalone.log"
         env = {**os.environ, **self.env_overrides}
         if not self.env_overrides:
@@ -109,13 +113,24 @@ class StandalonePath(ForwardPath):
                 raise PathError(f"{BINARY}: {e}. Log {self._log}:\n{log_tail(self._log, ex=self._edge)}") from None
 
     def stop(self) -> None:
+        # Worker processes (workers = N) may still be exiting when the supervisor is gone: note them
+        # first, then wait for them (SIGKILL after the grace), so no forwarder outlives the measurement.
+        try:
+            workers = self._edge.descendants(self._proc.pid) if self._proc is not None else []
+        except Exception:  # e.g. the SSH connection is gone: still stop what we hold
+            workers = []
         stop_all(self._proc)
+        if workers:
+            self._edge.stop_pids(workers)
 
     def forwarder_pids(self) -> list[int]:
         return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
 
     def describe(self) -> dict[str, Any]:
-        return {"binary": self._binary, "env": dict(self.env_overrides)}
+        info: dict[str, Any] = {"binary": self._binary, "env": dict(self.env_overrides)}
+        if self.workers is not None:
+            info["workers"] = self.workers
+        return info
 
 
 class StandaloneCappedPath(StandalonePath):
@@ -128,3 +143,9 @@ class StandaloneCopyPath(StandalonePath):
     name = "standalone_copy"
     description = "portunus-standalone with PORTUNUS_DISABLE_SPLICE=1 (userspace copy path)"
     env_overrides: ClassVar[dict[str, str]] = {"PORTUNUS_DISABLE_SPLICE": "1"}
+
+
+class StandaloneTwoWorkersPath(StandalonePath):
+    name = "standalone_w2"
+    description = "portunus-standalone with `workers = 2` (two event-loop processes sharing the listener)"
+    workers = 2

@@ -35,6 +35,7 @@ PNG_DPI = 120
 PATH_COLORS = {
     "direct": "tab:gray", "iptables": "tab:blue", "reference": "tab:purple",
     "standalone": "tab:orange", "standalone_copy": "tab:brown", "standalone_capped": "tab:orange",
+    "standalone_w2": "darkorange",
     "client": "tab:green", "client_capped": "tab:green",
     # Comparable forwarders: one hue per forwarder, lighter for its variants.
     "nftables": "navy", "haproxy": "tab:olive", "haproxy_bigbuf": "olivedrab", "haproxy_splice": "yellowgreen",

@@ -47,6 +47,16 @@ class IperfResult:
     intervals: tuple[Interval, ...]
     lost_pct: float | None = None  # UDP only
     jitter_ms: float | None = None  # UDP only
+    datagrams_sent: int | None = None  # UDP only: the sender's datagrams, non-omitted interval
+    datagrams_delivered: int | None = None  # UDP only: the receiver's packets - lost_packets
+    receiver_seconds: float | None = None  # UDP only: the receiver's interval
+
+    @property
+    def delivered_pps(self) -> float | None:
+        """UDP: datagrams delivered per second over the receiver's interval."""
+        if self.datagrams_delivered is None or not self.receiver_seconds:
+            return None
+        return self.datagrams_delivered / self.receiver_seconds
 
     @property
     def throughput_mbps(self) -> float:
@@ -104,6 +114,10 @@ def parse_iperf_json(text: str) -> IperfResult:
         intervals=intervals,
         lost_pct=_float_or_none(received.get("lost_percent")) if is_udp else None,
         jitter_ms=_float_or_none(received.get("jitter_ms")) if is_udp else None,
+        datagrams_sent=int(sent["packets"]) if is_udp and "packets" in sent else None,
+        datagrams_delivered=(int(received["packets"]) - int(received.get("lost_packets", 0))
+                             if is_udp and "packets" in received else None),
+        receiver_seconds=_float_or_none(received.get("seconds")) if is_udp else None,
     )
 
 

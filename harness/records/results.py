@@ -81,7 +81,7 @@ class Record:
     path_info: dict[str, Any] = field(default_factory=dict)
     iperf_raw: str | None = None  # iperf3's JSON report, verbatim
     # --- since schema 2
-    driver: str = DRIVER_IPERF3  # what measured: "iperf3" | "latency" | "connrate" (harness.measure.drivers)
+    driver: str = DRIVER_IPERF3  # what measured: "iperf3" | "latency" | "connrate" | "wrk" (harness.measure.drivers)
     lost_pct: float | None = None  # UDP: datagrams lost, receiver side, non-omitted interval
     jitter_ms: float | None = None  # UDP: iperf3's receiver-side jitter
     # latency: connect() -> first byte of the reply, and 1-byte RTT; percentiles over the samples
@@ -98,6 +98,25 @@ class Record:
     conns_ok: int | None = None
     conn_errors: int | None = None  # latency and connrate: connections / requests that failed
     probe_raw: str | None = None  # the latency / connrate probe's JSON report, verbatim
+    # --- since schema 5
+    # udp: this measurement's datagram payload (iperf3 -l) and offered datagrams/s (None: offered in Mbit/s)
+    datagram_bytes: int | None = None
+    offered_pps: float | None = None
+    datagrams_sent: int | None = None  # iperf3 sender, non-omitted interval
+    datagrams_delivered: int | None = None  # iperf3 receiver: packets - lost_packets
+    delivered_pps: float | None = None  # datagrams_delivered / the receiver's seconds
+    socket_drops: int | None = None  # dropped at the forwarder's UDP listening socket(s) (/proc/net/udp)
+    # http (driver "wrk"): keepalive | close, the file size served, and what wrk measured
+    http_mode: str | None = None
+    response_bytes: int | None = None
+    requests: int | None = None  # complete responses
+    requests_per_s: float | None = None
+    latency_p50_us: float | None = None  # request written -> response complete
+    latency_p90_us: float | None = None
+    latency_p99_us: float | None = None
+    latency_p999_us: float | None = None
+    http_errors: dict[str, int] | None = None  # connect / read / write / timeout / status (>= 400)
+    wrk_raw: str | None = None  # wrk's command line, context and stdout (harness.records.wrk_report.WrkRun)
 
     @property
     def ok(self) -> bool:
@@ -260,7 +279,7 @@ def to_dataframe(records: Iterable[Record], include_raw: bool = False) -> Any:
     """Records as a pandas DataFrame, one row per measurement (iperf_raw left out unless asked)."""
     import pandas as pd  # the harness core does not need pandas; analysis does
 
-    raw = ("iperf_raw", "probe_raw")
+    raw = ("iperf_raw", "probe_raw", "wrk_raw")
     rows = []
     for r in records:
         d = r.to_dict()

@@ -27,7 +27,14 @@ FORMAT_NAME = "portunus-bench-results"
 #      to know about it (forwarder_process, protocols, half_close, capped), taken from
 #      the path class at run time, so reports never import the path classes.
 #      Version-3 files get the facts the paths had then (PATH_FACTS_V3).
-SCHEMA_VERSION = 4
+#   5  measurements of the `http` kind (driver "wrk": `http_mode`, `response_bytes`,
+#      `requests`, `requests_per_s`, `latency_p50/p90/p99/p999_us`, `http_errors`,
+#      `wrk_raw`) and UDP at packet rate (`datagram_bytes` and `offered_pps` of the
+#      measurement, `datagrams_sent` / `datagrams_delivered` / `delivered_pps`,
+#      `socket_drops` at the forwarder's UDP socket). Version-4 lines carry none of
+#      them: they read with those fields None (a udp file's datagram size is then its
+#      config's `datagram_bytes`).
+SCHEMA_VERSION = 5
 
 LOOPBACK_TOPOLOGY = {"kind": "loopback", "address": "127.0.0.1"}
 
@@ -82,10 +89,15 @@ def _upgrade_3_to_4(line: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
+def _upgrade_4_to_5(line: dict[str, Any]) -> dict[str, Any]:
+    # Only fields were added, all optional: an old line means the same with them None.
+    return line
+
+
 # UPGRADES[v] turns one line (dict) of a version-v file into version v+1.
 # Loading applies them step by step up to SCHEMA_VERSION.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}
+    1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4, 4: _upgrade_4_to_5}
 
 
 def upgrade_line(obj: dict[str, Any], version: int) -> dict[str, Any]:

@@ -96,6 +96,17 @@ def parse_proc_net_udp_bound(text: str) -> dict[int, set[int]]:
     return ports
 
 
+def parse_proc_net_udp_drops(text: str, port: int) -> int:
+    """Datagrams the kernel dropped at the UDP sockets whose local port is port (the `drops` column,
+    from /proc/net/udp or udp6): a receiver that did not keep up overflowed its socket buffer."""
+    total = 0
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 13 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            total += int(fields[-1])
+    return total
+
+
 def _proc_net(ns_pid: int | None) -> str:
     """/proc/net of this process, or of ns_pid: each shows the sockets of its own network namespace.
 
@@ -166,8 +177,8 @@ def socket_inodes(pid: int) -> set[int]:
 
 
 def wait_listening(port: int, timeout_s: float, alive: Callable[[], bool] | None = None,
-                   pid: int | None = None) -> None:
-    """Block until a socket LISTENs on port (owned by pid, if given), without connecting to it.
+                   pid: int | None = None, others: Callable[[], Iterable[int]] | None = None) -> None:
+    """Block until a socket LISTENs on port (owned by pid or one of others(), if given), without connecting.
 
     Nothing connects: a probe through a forwarder would reach the target, and
     `iperf3 -s -1` takes any connection as its one test and exits. A LISTEN
@@ -177,7 +188,8 @@ def wait_listening(port: int, timeout_s: float, alive: Callable[[], bool] | None
     deadline = time.monotonic() + timeout_s
     while True:
         inodes = listeners(pid).get(port, set())
-        if inodes and (pid is None or inodes & socket_inodes(pid)):
+        if inodes and (pid is None or inodes & socket_inodes(pid)
+                       or (others is not None and any(inodes & socket_inodes(o) for o in others()))):
             return
         if alive is not None and not alive():
             raise TimeoutError(f"the process that should listen on port {port} exited")

@@ -4,7 +4,8 @@ Each chunk from the client is held for DELAY_MS before it is passed on;
 replies pass at once. A request/response therefore takes the direct path's
 time plus DELAY_MS (plus this script's small overhead), which is what the
 latency and connrate probes must report. Thread per direction, half-close
-passed on (EOF one way -> shutdown(SHUT_WR) the other way).
+passed on (EOF one way -> shutdown(SHUT_WR) the other way). Prints one
+line per accepted connection (to its log).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import socket
 import sys
 import threading
 import time
+
+ACCEPTED = "accepted"
 
 
 def pump(src: socket.socket, dst: socket.socket, delay_s: float) -> None:
@@ -56,6 +59,7 @@ def main(argv: list[str]) -> int:
     lsock.listen(1024)
     while True:
         conn, _ = lsock.accept()
+        print(ACCEPTED, flush=True)  # one line per connection (its log): how many connections a client opened
         threading.Thread(target=handle, args=(conn, target_port, delay_ms / 1000.0), daemon=True).start()
 
 

@@ -10,6 +10,7 @@ from harness.paths._proc_path import READY_TIMEOUT_S, stop_all, wait_process_acc
 from harness.paths.base import Endpoint, ForwardPath, PathSetup
 from harness.site import procs
 from harness.site.netutil import LOOPBACK
+from tests.harness.delay_forwarder import ACCEPTED
 
 SCRIPT = Path(__file__).with_name("delay_forwarder.py")
 
@@ -40,6 +41,12 @@ class DelayPath(ForwardPath):
 
     def forwarder_pids(self) -> list[int]:
         return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
+
+    def accepted(self) -> int:
+        """Connections the forwarder accepted so far (its log's lines)."""
+        if self._log is None or not self._log.exists():
+            return 0
+        return self._log.read_text().count(ACCEPTED + "\n")
 
     def describe(self) -> dict:
         return {"delay_ms": self.delay_ms}

@@ -38,7 +38,9 @@ def test_every_kind_module_is_registered_under_its_name_with_a_driver_that_exist
 
 def test_the_probe_kinds_are_the_ones_measured_by_the_probe() -> None:
     assert {n for n, k in KINDS.items() if k.uses_probe} == {"latency", "connrate"}
-    assert {n for n, k in KINDS.items() if k.driver != "iperf3"} == {"latency", "connrate"}
+    assert {n for n, k in KINDS.items() if k.uses_http} == {"http"}
+    assert {n: k.driver for n, k in KINDS.items() if k.driver != "iperf3"} == {
+        "latency": "latency", "connrate": "connrate", "http": "wrk"}
 
 
 @pytest.mark.parametrize(("doc", "key", "message"), [
@@ -48,6 +50,23 @@ def test_the_probe_kinds_are_the_ones_measured_by_the_probe() -> None:
     ({"kind": "udp", "offered_mbps": [100]}, "kind", "a udp experiment needs protocol: udp"),
     ({"kind": "latency", "offered_mbps": [100]}, "offered_mbps", "not used by a latency experiment"),
     ({"kind": "headline", "probe": {"warmup": 1}}, "probe", "only for the kinds latency, connrate"),
+    ({"kind": "headline", "http": {"threads": 1}}, "http", "only for the kinds http"),
+    ({"kind": "http", "omit_seconds": 1}, "omit_seconds", "must be 0 for an http experiment"),
+    ({"kind": "http", "offered_mbps": [100]}, "offered_mbps", "not used by an http experiment"),
+    ({"kind": "http", "protocol": "udp"}, "protocol", "an http experiment measures HTTP over TCP"),
+    ({"kind": "http", "http": {"threads": 4, "connections": 2}}, "http.connections",
+     "wrk needs at least one connection per thread"),
+    ({"kind": "http", "http": {"modes": ["keepalive", "pipelined"]}}, "http.modes", "must be a list of distinct"),
+    ({"kind": "http", "http": {"response_bytes": [0]}}, "http.response_bytes", "must be a list of distinct sizes"),
+    ({"kind": "http", "http": {"worker": 1}}, "http.worker", "unknown key"),
+    ({"kind": "udp", "protocol": "udp", "offered_pps": [1000]}, "offered_pps", "needs datagram_bytes"),
+    ({"kind": "udp", "protocol": "udp", "datagram_bytes": [64, 64], "offered_pps": [1000]}, "datagram_bytes",
+     "lists a size twice"),
+    ({"kind": "udp", "protocol": "udp", "datagram_bytes": 64, "offered_pps": [1000], "offered_mbps": [1]},
+     "offered_pps", "give the rates either in Mbit/s"),
+    ({"kind": "headline", "offered_pps": [1000]}, "offered_pps", "only for protocol: udp"),
+    ({"kind": "headline", "socket_buffer_bytes": 1 << 20, "backend": "python"}, "socket_buffer_bytes",
+     "iperf3 -w needs backend: cli"),
 ])
 def test_a_kind_s_own_rules_run_when_its_config_loads(doc: dict, key: str, message: str) -> None:
     base = {"name": "t", "paths": ["direct"], "rounds": 1, "seconds": 1, "omit_seconds": 0}

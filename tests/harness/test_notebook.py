@@ -170,18 +170,18 @@ def test_jupyter_execute_on_the_committed_fixture_set(tmp_path: Path) -> None:
 @pytest.mark.timeout(EXECUTE_TIMEOUT_S + 60)
 def test_other_kinds_render_from_their_summary_and_the_cross_check_fails_on_a_wrong_report(
         tmp_path: Path) -> None:
-    """A kind the notebook has no section for (`http`, as a newer harness would write) is shown
+    """A kind the notebook has no section for (`h2`, as a newer harness would write) is shown
     from its summary; a report.md whose sweep cell differs from the measurements fails the check."""
     d = copy_results(tmp_path / "run", only=("sweep",))
     lines = (SMOKE / "headline.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
-    header.update(kind="http", experiment="http")
-    header["config"].update(kind="http", name="http", description="Requests per second through every path.")
+    header.update(kind="h2", experiment="h2")
+    header["config"].update(kind="h2", name="h2", description="Requests per second through every path.")
     body = [json.loads(x) for x in lines[1:]]
     for line in body:
         if line.get("type") == "measurement":
-            line["experiment"] = "http"
-    (d / "http.jsonl").write_text("\n".join(json.dumps(x) for x in [header, *body]) + "\n")
+            line["experiment"] = "h2"
+    (d / "h2.jsonl").write_text("\n".join(json.dumps(x) for x in [header, *body]) + "\n")
     report = subprocess.run([str(BIN / "portunus-bench"), "report", str(d)], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     # The report's sweep row at 100 Mbit/s with a `direct` cell that no measurement gave.
@@ -195,14 +195,14 @@ def test_other_kinds_render_from_their_summary_and_the_cross_check_fails_on_a_wr
     out, _, errors = outputs(jupyter_execute(tmp_path, str(d), "--allow-errors"))
     assert f"Results directory: {d}\n  chosen by: PORTUNUS_RESULTS={d}\n" in out  # absolute: taken as is
     assert "*No `headline` result file in `run`" in out
-    assert "### Kind `http`: `http.jsonl`" in out and "**Question:** Requests per second through every path." in out
-    assert "This version of the report has no section for kind `http`" in out  # its report section
+    assert "### Kind `h2`: `h2.jsonl`" in out and "**Question:** Requests per second through every path." in out
+    assert "This version of the report has no section for kind `h2`" in out  # its report section
     assert "throughput_mbps_median" in out  # its summary as a table
     assert len(errors) == 1 and errors[0].startswith("AssertionError: ")
     assert errors[0].endswith(
         f"disagrees with the medians computed here:\nsweep.jsonl: `direct` at 100 Mbit/s: computed {true_value}, "
         "report.md says 999.9")
-    assert re.search(r"http\.jsonl\s+http\s+5", out)  # the fallback table was compared too
+    assert re.search(r"h2\.jsonl\s+h2\s+5", out)  # the fallback table was compared too
 
 
 @pytest.fixture

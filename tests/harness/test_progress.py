@@ -42,3 +42,19 @@ def test_live_line_is_redrawn_while_a_run_lasts() -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (5, 65, 3725)] == ["5s", "1m05s", "1h02m"]
+
+
+def test_http_and_packet_rate_lines_say_what_was_measured_in_their_units() -> None:
+    from dataclasses import replace
+
+    from harness.measure.progress import describe, result_text
+
+    m = Measurement(0, 2, "haproxy", http_mode="close", response_bytes=1024)
+    assert describe(m) == "haproxy, round 2, close, 1024 B responses"
+    r = replace(record("haproxy", 2, None), status="ok", error=None, driver="wrk", requests_per_s=2640.4,
+                http_errors={"connect": 0, "read": 3, "write": 0, "timeout": 0, "status": 0})
+    assert result_text(r) == "2,640 requests/s, 3 errors"
+    u = Measurement(1, 1, "nginx", offered_mbps=30.72, datagram_bytes=64, offered_pps=60000.0)
+    assert describe(u) == "nginx, round 1, 64 B x 60,000/s offered"
+    d = replace(record("nginx", 1, 30.0), protocol="udp", lost_pct=11.87, delivered_pps=52508.3)
+    assert result_text(d) == "52,508 datagrams/s delivered, 11.87% lost"

@@ -239,3 +239,23 @@ def test_the_project_readme_takes_the_generated_block(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith(before) and text.endswith(after.split(END_MARKER, 1)[1])
     assert "### sweep (sweep)" in text and "| Offered, Mbit/s |" in text
+
+
+def test_a_netns_headline_says_what_its_retransmits_are() -> None:
+    """The netns headline of a real run explains its retransmit row (issue 13); a loopback one has no such note."""
+    from harness.kinds import summarise_file
+    from harness.kinds.headline import NETNS_RETRANSMITS_EVIDENCE
+    from harness.present.report import render_file
+    from harness.records.results import load_results
+
+    repo = Path(__file__).resolve().parents[2]
+    netns = summarise_file(load_results(repo / "results/2026-11-25-vm/netns-headline.jsonl"))
+    text = render_file(netns)
+    assert "What the retransmits on netns are:" in text
+    assert "spurious fast retransmits caused by reordering on veth, not packets the forwarder dropped" in text
+    assert "D-SACK" in text and "`standalone` " in text and "x iptables)" in text
+    # The evidence it names is in the repository.
+    for part in ("benchmarks/netns_retransmits.py", "results/netns-retransmits/README.md"):
+        assert part in NETNS_RETRANSMITS_EVIDENCE and (repo / part).exists()
+    (loopback,) = [f for f in summarise_results(load_results_dir(SMOKE)).files if f.kind.name == "headline"]
+    assert "What the retransmits" not in render_file(loopback)

@@ -96,7 +96,7 @@ def test_interrupted_sweep_resumed_by_make_sweep_measures_only_what_is_missing(t
     new = rs.records[len(first.records):]
     new_keys = [(r.round, r.path, r.offered_mbps, r.cap_bytes_per_s) for r in new]
     assert len(new_keys) == len(set(new_keys)) and not done_keys & set(new_keys)
-    assert done_keys | set(new_keys) == {m.key for m in plan} and all(r.ok for r in rs.records)
+    assert done_keys | set(new_keys) == {m.key[:4] for m in plan} and all(r.ok for r in rs.records)
     assert [e["type"] for e in rs.events].count("run_resumed") == 1
     # ... and rendered the report over the whole run.
     report = (out / "report.md").read_text()

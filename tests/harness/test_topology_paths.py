@@ -49,7 +49,7 @@ from tests.support.net import (
 
 PREFIX = f"ptp{os.getpid() % 100000}-"
 NETNS_PATHS = ["direct", "iptables", "nftables", "nft_flowtable", "reference", "standalone", "standalone_copy",
-               "client", "haproxy", "haproxy_bigbuf", "haproxy_splice", "nginx", "nginx_bigbuf", "socat",
+               "standalone_w2", "client", "haproxy", "haproxy_bigbuf", "haproxy_splice", "nginx", "nginx_bigbuf", "socat",
                "socat_bigbuf", "rinetd", "ssh"]
 # Per connection: bytes client -> target, bytes target -> client.
 EXCHANGES = [(0, 1 << 20), (3 << 20, 0), (1, 1), (2 << 20, 3 << 20), (65537, 777)]

@@ -108,7 +108,9 @@ class LocalExecutor(Executor):
         return local_dir
 
     def wait_listening(self, port: int, proc: Proc, timeout_s: float) -> None:
-        wait_listening(port, timeout_s, alive=lambda: proc.poll() is None, pid=proc.pid)
+        # Descendants too: a supervisor may hand its listening sockets to workers (portunus `workers = N`).
+        wait_listening(port, timeout_s, alive=lambda: proc.poll() is None, pid=proc.pid,
+                       others=lambda: procs.descendants(proc.pid))
 
     def wait_udp_bound(self, port: int, ps: Sequence[Proc], timeout_s: float) -> None:
         pids = [p.pid for p in ps]

@@ -364,11 +364,13 @@ class SshExecutor(Executor):
     # ---------------------------------------------------------------- sockets and CPU
 
     def _wait_ss(self, ss_args: str, port: int, pids: Sequence[int], alive: Any, timeout_s: float,
-                 what: str) -> None:
+                 what: str, tree: bool = False) -> None:
+        """Poll `ss` until one of pids (tree: or a descendant, looked up again each time) holds the port."""
         deadline = time.monotonic() + timeout_s
         while True:
             r = self._sh(f"ss {ss_args} 'sport = :{port}'")
-            if parse_ss_pids(r.stdout) & set(pids):
+            holders = parse_ss_pids(r.stdout)
+            if holders & set(pids) or (tree and holders and holders & {c for p in pids for c in self.descendants(p)}):
                 return
             if not alive():
                 raise TimeoutError(f"the process that should {what} on port {port} exited")
@@ -378,7 +380,8 @@ class SshExecutor(Executor):
             time.sleep(POLL_INTERVAL_S)
 
     def wait_listening(self, port: int, proc: Proc, timeout_s: float) -> None:
-        self._wait_ss("-Htlnp", port, [proc.pid], lambda: proc.poll() is None, timeout_s, "listen")
+        # tree: a supervisor may hand its listening sockets to worker processes (portunus `workers = N`).
+        self._wait_ss("-Htlnp", port, [proc.pid], lambda: proc.poll() is None, timeout_s, "listen", tree=True)
 
     def wait_udp_bound(self, port: int, ps: Sequence[Proc], timeout_s: float) -> None:
         pids = [p.pid for p in ps]
