@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.site import procs
 from harness.site.netutil import (
     free_port,
@@ -57,6 +59,24 @@ def test_cpu_seconds_counts_all_threads_of_a_busy_child(tmp_path: Path) -> None:
     finally:
         procs.stop(p)
     assert procs.cpu_seconds(p.pid) is None  # gone
+
+
+def test_process_cpu_clock_reads_another_process_to_the_nanosecond() -> None:
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)\n"
+    p = procs.spawn([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while (procs.cpu_seconds(p.pid) or 0.0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        precise, ticks = procs.process_cpu_seconds(p.pid), procs.cpu_seconds(p.pid)
+        assert precise is not None and ticks is not None
+        # The same quantity: ticks are the precise clock rounded down to 10 ms (a tick or two).
+        assert precise >= 0.3 and abs(precise - ticks) < 0.03
+        assert precise != round(precise, 2)  # not a multiple of a tick: the scheduler's own clock
+        assert procs.tree_cpu_seconds(p.pid) == pytest.approx(procs.process_cpu_seconds(p.pid), abs=0.01)
+    finally:
+        procs.stop(p)
+    assert procs.process_cpu_seconds(p.pid) is None and procs.tree_cpu_seconds(p.pid) is None
 
 
 def test_stop_escalates_and_kills_the_whole_group(tmp_path: Path) -> None:
