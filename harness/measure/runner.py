@@ -100,6 +100,7 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     raw: str | None = None
     pids: tuple[int, ...] = ()
     cpu_s: float | None = None
+    host: procs.HostCpu | None = None
     info: dict = {}
     error: str | None = None
     fields: dict | None = None
@@ -118,7 +119,9 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
                     raise PathError(f"{m.path}: forwarder process exited before the run")
                 # Each pid's whole process tree: workers and per-connection forks count too.
                 before = [site.edge.tree_cpu_seconds(p) for p in pids]
+                host0 = site.edge.host_cpu()  # the whole host: kernel paths and softirq too (procs.HostCpu)
                 raw = driver.run_client(topo.client, endpoint, cfg, m)
+                host = site.edge.host_cpu() - host0
                 after = [site.edge.tree_cpu_seconds(p) for p in pids]
                 info = path.describe()  # again, after the traffic: e.g. whether HAProxy really spliced
             if pids:
@@ -143,7 +146,10 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     )
     if fields is None:
         return Record(status=STATUS_FAILED, error=error or "unknown failure", **base)  # type: ignore[arg-type]
-    return Record(status=STATUS_OK, error=None, forwarder_cpu_s=cpu_s, **fields, **base)  # type: ignore[arg-type]
+    host_busy = None if host is None else round(host.busy_s, 4)
+    host_soft = None if host is None else round(host.softirq_s, 4)
+    return Record(status=STATUS_OK, error=None, forwarder_cpu_s=cpu_s, host_busy_cpu_s=host_busy,
+                  host_softirq_s=host_soft, **fields, **base)  # type: ignore[arg-type]
 
 
 @dataclass

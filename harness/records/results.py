@@ -98,6 +98,9 @@ class Record:
     conns_ok: int | None = None
     conn_errors: int | None = None  # latency and connrate: connections / requests that failed
     probe_raw: str | None = None  # the latency / connrate probe's JSON report, verbatim
+    # --- since schema 5: the edge host's CPU, all cores (/proc/stat), from client start to client end
+    host_busy_cpu_s: float | None = None  # user + nice + system + irq + softirq: every process and the kernel
+    host_softirq_s: float | None = None  # of which softirq (loopback / veth packet processing, mostly)
 
     @property
     def ok(self) -> bool:

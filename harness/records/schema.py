@@ -27,7 +27,10 @@ FORMAT_NAME = "portunus-bench-results"
 #      to know about it (forwarder_process, protocols, half_close, capped), taken from
 #      the path class at run time, so reports never import the path classes.
 #      Version-3 files get the facts the paths had then (PATH_FACTS_V3).
-SCHEMA_VERSION = 4
+#   5  measurements carry the whole host's CPU over the client's run (`host_busy_cpu_s`,
+#      `host_softirq_s`: /proc/stat of the edge host, all cores), for kernel paths too.
+#      Version-4 lines read with both None (not measured).
+SCHEMA_VERSION = 5
 
 LOOPBACK_TOPOLOGY = {"kind": "loopback", "address": "127.0.0.1"}
 
@@ -82,10 +85,14 @@ def _upgrade_3_to_4(line: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
+def _upgrade_4_to_5(line: dict[str, Any]) -> dict[str, Any]:
+    return line  # the new measurement fields default to None: not measured
+
+
 # UPGRADES[v] turns one line (dict) of a version-v file into version v+1.
 # Loading applies them step by step up to SCHEMA_VERSION.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}
+    1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4, 4: _upgrade_4_to_5}
 
 
 def upgrade_line(obj: dict[str, Any], version: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,38 @@ def tree_cpu_seconds(pid: int) -> float | None:
             continue
         total += own + reaped / _CLK_TCK
     return total
+
+
+@dataclass(frozen=True)
+class HostCpu:
+    """Cumulative CPU time of the whole host, all cores, from /proc/stat's `cpu` line (seconds).
+
+    busy_s = user + nice + system + irq + softirq: everything the cores did
+    that was not idle, iowait or stolen by the hypervisor (guest time is
+    already inside user). softirq_s on its own because loopback and veth
+    do most of their packet processing there (see harness/README.md, "Whole-host CPU").
+    """
+
+    busy_s: float
+    softirq_s: float
+
+    def __sub__(self, earlier: HostCpu) -> HostCpu:
+        return HostCpu(self.busy_s - earlier.busy_s, self.softirq_s - earlier.softirq_s)
+
+
+def parse_proc_stat_host(text: str, clk_tck: int = _CLK_TCK) -> HostCpu:
+    """HostCpu from the text of /proc/stat (fields of the aggregate `cpu` line, in ticks)."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            f = [int(x) for x in line.split()[1:8]]
+            user, nice, system, _idle, _iowait, irq, softirq = f
+            return HostCpu((user + nice + system + irq + softirq) / clk_tck, softirq / clk_tck)
+    raise ValueError("no aggregate 'cpu' line in /proc/stat")
+
+
+def host_cpu() -> HostCpu:
+    """This host's cumulative CPU time (all cores) now."""
+    return parse_proc_stat_host(Path("/proc/stat").read_text())
 
 
 def parse_stat_pid(text: str) -> int:

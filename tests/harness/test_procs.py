@@ -115,3 +115,31 @@ def test_wait_listening_sees_the_owner_without_connecting() -> None:
         procs.stop(p)
     out = p.stdout.read().decode() if p.stdout else ""
     assert "CONNECTED" not in out  # readiness never opened a connection
+
+
+PROC_STAT = """\
+cpu  1000 50 400 9000 30 20 130 70 0 0
+cpu0 500 25 200 4500 15 10 65 35 0 0
+intr 12345
+"""
+
+
+def test_parse_proc_stat_host_counts_busy_time_without_idle_iowait_or_steal() -> None:
+    h = procs.parse_proc_stat_host(PROC_STAT, clk_tck=100)
+    # user 1000 + nice 50 + system 400 + irq 20 + softirq 130 ticks; idle, iowait and steal excluded.
+    assert h.busy_s == pytest.approx(16.0) and h.softirq_s == pytest.approx(1.3)
+    assert (h - procs.HostCpu(10.0, 1.0)) == procs.HostCpu(pytest.approx(6.0), pytest.approx(0.3))
+    with pytest.raises(ValueError, match="no aggregate"):
+        procs.parse_proc_stat_host("cpu0 1 2 3 4 5 6 7\n")
+
+
+def test_host_cpu_sees_a_busy_child() -> None:
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\n"
+    before = procs.host_cpu()
+    p = procs.spawn([sys.executable, "-c", code])
+    try:
+        p.wait(timeout=60)
+    finally:
+        procs.stop(p)
+    used = procs.host_cpu() - before
+    assert used.busy_s >= 0.4  # the child's 0.5 s at least (ticks: +-4 ms per core), other work on top

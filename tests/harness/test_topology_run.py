@@ -21,6 +21,7 @@ import yaml
 from harness.define.load import load_config, parse_config
 from harness.measure import runner
 from harness.records.results import load_results
+from harness.records.schema import SCHEMA_VERSION
 from harness.site.topology import netns as tnetns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def test_netns_headline_and_loopback_side_by_side_through_the_cli(tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not _ours(prefix)
     rs = load_results(out / "netns-headline.jsonl")
-    assert rs.complete and rs.header.schema_version == 4 and set(rs.header.path_facts) == set(rs.header.config.paths)
+    assert rs.complete and rs.header.schema_version == SCHEMA_VERSION and set(rs.header.path_facts) == set(rs.header.config.paths)
     topo = rs.header.topology
     assert topo.kind == "netns" and (topo.namespaces or {})["edge"] == f"{prefix}edge"
     assert (topo.links or {})["client_edge"] == {"mtu": 1500}
