@@ -455,3 +455,21 @@ def test_committed_floors_and_baseline_are_usable() -> None:
     assert {b.name: b.params["ops_per_round"] for b in baseline.benchmarks} == ops
     for b in baseline.benchmarks:
         assert b.error is None and len(b.ratios()) >= verdicts.MIN_ROUNDS, b.name
+
+
+# ---------------------------------------------------------------- gate proof
+
+
+def test_gate_proof_judges_caught_missed_and_false_alarms() -> None:
+    from benchmarks.microbench.gate_proof import SCENARIOS, judge
+
+    nosplice = next(s for s in SCENARIOS if s.name == "nosplice")
+    unchanged = next(s for s in SCENARIOS if s.name == "unchanged")
+    base = bfile(cost_bench("cost_bulk.splice", STEADY), bench("udp", STEADY))
+    caught = compare(base, bfile(cost_bench("cost_bulk.splice", [r * 2 for r in STEADY]), bench("udp", STEADY)))
+    assert judge(nosplice, caught).passed and judge(nosplice, caught).regressions == ("cost_bulk.splice",)
+    # A regression somewhere else (timing noise) is not the injected one being caught.
+    elsewhere = compare(base, bfile(cost_bench("cost_bulk.splice", STEADY), bench("udp", [r * 2 for r in STEADY])))
+    assert not judge(nosplice, elsewhere).passed and "MISSED: cost_bulk.splice" in judge(nosplice, elsewhere).why
+    assert not judge(unchanged, elsewhere).passed and "FALSE ALARM" in judge(unchanged, elsewhere).why
+    assert judge(unchanged, compare(base, base)).passed
