@@ -223,7 +223,7 @@ def _run_plan(cfg: ExperimentConfig, plan: Sequence[Measurement], done: set, res
               workdir_root: Path | None, keep_workdir: bool, progress_stream: TextIO | None) -> RunOutcome:
     """The measurement loop over an open topology; the result file gets its run_end on every exit path."""
     if resuming:
-        writer, _ = resume_results(results_path)
+        writer, _ = resume_results(results_path, collect_sysinfo())  # who measures from here on
     else:
         header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg,
                         sysinfo=SysInfo.from_dict(collect_sysinfo()), argv=list(argv), unavailable_paths=unavailable,
