@@ -452,9 +452,15 @@ def test_committed_floors_and_baseline_are_usable() -> None:
     ops = {"tcp_echo_64k.splice": mb.ECHO_64K_OPS, "tcp_echo_64k.copy": mb.ECHO_64K_OPS,
            "tcp_echo_1m.splice": mb.ECHO_1M_OPS, "tcp_echo_1m.copy": mb.ECHO_1M_OPS,
            "tcp_rtt_1b.splice": mb.RTT_OPS, "tcp_connect.splice": mb.CONNECT_OPS, "udp_rtt_64b": mb.UDP_OPS}
-    assert {b.name: b.params["ops_per_round"] for b in baseline.benchmarks} == ops
+    timing = {b.name: b.params["ops_per_round"] for b in baseline.benchmarks if not b.is_cost}
+    assert timing == ops
+    cost = {b.name: b.params["amount_per_round"] for b in baseline.benchmarks if b.is_cost}
+    assert cost == {c.name: c.amount for c in mb.COST_SPECS}
     for b in baseline.benchmarks:
         assert b.error is None and len(b.ratios()) >= verdicts.MIN_ROUNDS, b.name
+        # Every benchmark has a threshold from the spread of >= 2 runs (make baseline).
+        t = baseline.thresholds[b.name]
+        assert len(t.run_medians) >= 2 and t.max_regression_pct >= 10.0, b.name
 
 
 # ---------------------------------------------------------------- gate proof
