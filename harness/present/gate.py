@@ -83,11 +83,10 @@ def _fmt_value(v: float, unit: str) -> str:
 
 def render_thresholds(bf: BenchFile) -> str:
     """A baseline's thresholds: per benchmark the runs' median ratios, their spread, the threshold."""
-    header = ["benchmark", "run medians", "spread", "threshold"]
+    header = ["benchmark", "run medians", "spread", "threshold", "rule"]
     rows = [[name, " ".join(f"{m:.3f}" for m in t.run_medians), f"{t.spread_pct:.1f}%",
-             f"{t.max_regression_pct:g}%"] for name, t in bf.thresholds.items()]
-    rule = next((t.rule for t in bf.thresholds.values() if t.rule), "")
-    return "\n".join([f"Thresholds ({rule}):" if rule else "Thresholds:", *_table(header, rows)]) + "\n"
+             f"{t.max_regression_pct:g}%", t.rule] for name, t in bf.thresholds.items()]
+    return "\n".join(["Thresholds (from the spread between the pooled runs):", *_table(header, rows)]) + "\n"
 
 
 def render_floors(checks: Sequence[FloorCheck]) -> str:

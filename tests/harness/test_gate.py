@@ -111,25 +111,29 @@ def test_cost_rounds_compare_forwarder_cpu_to_client_cpu() -> None:
 
 
 def test_thresholds_follow_the_spread_of_the_runs_medians() -> None:
-    runs = [bfile(bench("a", [r * f for r in STEADY]), bench("b", STEADY)) for f in (1.0, 1.1, 1.2)]
+    runs = [bfile(cost_bench("a", [r * f for r in STEADY]), cost_bench("b", STEADY), bench("t", [r * f for r in STEADY]))
+            for f in (1.0, 1.1, 1.2)]
     t = derive_thresholds(runs)
     # a: run medians 2.0, 2.2, 2.4 around the pooled median 2.2: spread 18.2%, threshold twice that.
     assert t["a"].run_medians == (2.0, 2.2, 2.4)
     assert t["a"].spread_pct == pytest.approx(18.18, abs=0.01)
     assert t["a"].max_regression_pct == pytest.approx(36.4)
-    # b never moved: the floor applies, not zero.
+    # b never moved: the cost floor applies, not zero.
     assert t["b"].spread_pct == 0 and t["b"].max_regression_pct == 10.0
+    # A timing benchmark with a's spread: its kind's floor (50%) is above twice the spread.
+    assert t["t"].spread_pct == t["a"].spread_pct and t["t"].max_regression_pct == 50.0
+    assert "50%" in t["t"].rule and "10%" in t["b"].rule
     with pytest.raises(ValueError, match=">= 2 runs"):
         derive_thresholds(runs[:1])
 
 
 def test_the_baselines_threshold_overrides_the_default() -> None:
-    base = dataclasses.replace(bfile(bench("a", STEADY)), thresholds=derive_thresholds(
-        [bfile(bench("a", STEADY)), bfile(bench("a", STEADY))]))
-    cur = bfile(bench("a", [r * 1.2 for r in STEADY]))  # +20%: under the default 50%, over the baseline's 10%
+    base = dataclasses.replace(bfile(cost_bench("a", STEADY)), thresholds=derive_thresholds(
+        [bfile(cost_bench("a", STEADY)), bfile(cost_bench("a", STEADY))]))
+    cur = bfile(cost_bench("a", [r * 1.2 for r in STEADY]))  # +20%: under the default 50%, over the baseline's 10%
     row = only_row(compare(base, cur, 50))
     assert row.threshold_pct == 10.0 and row.verdict == verdicts.VERDICT_REGRESSION
-    assert only_row(compare(bfile(bench("a", STEADY)), cur, 50)).verdict == verdicts.VERDICT_OK
+    assert only_row(compare(bfile(cost_bench("a", STEADY)), cur, 50)).verdict == verdicts.VERDICT_OK
 
 
 def test_cost_regression_is_caught() -> None:
@@ -351,7 +355,7 @@ def test_cli_current_alone_prints_what_was_measured(tmp_path: Path, capsys) -> N
 
 
 def test_baseline_verb_pools_runs_and_stores_thresholds(tmp_path: Path, capsys) -> None:
-    runs = [write(tmp_path / f"r{i}.json", bfile(bench("a", [r * f for r in STEADY])))
+    runs = [write(tmp_path / f"r{i}.json", bfile(cost_bench("a", [r * f for r in STEADY])))
             for i, f in enumerate((1.0, 1.1, 1.2))]
     out = tmp_path / "baselines" / "microbench.json"
     assert cli.main(["baseline", "--out", str(out), *map(str, runs)]) == 0
