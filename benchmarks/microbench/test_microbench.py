@@ -137,13 +137,14 @@ def check_measured(result: BenchResult, benchmark: Any, recorder: Recorder) -> N
 
 
 def test_forwarders_run_the_intended_paths(dataplane: Dataplane) -> None:
-    """The copy forwarder copies; the default one splices unless the caller disabled it."""
+    """The copy forwarder copies; the default one (and slow-accept) splices unless the caller disabled it."""
     from portunus.dataplane import SPLICE_AVAILABLE
 
     assert dataplane.splice_state["copy"] == "off"
     env_off = os.environ.get("PORTUNUS_DISABLE_SPLICE", "") not in ("", "0")
     variant = os.environ.get("PORTUNUS_BENCH_FORWARDER", "standalone")
-    expected = "on" if SPLICE_AVAILABLE and not env_off and variant == "standalone" else "off"
+    copies = variant == "small-buffer-copy"  # slow-accept keeps the splice path (slow_forwarder.py)
+    expected = "on" if SPLICE_AVAILABLE and not env_off and not copies else "off"
     assert dataplane.splice_state["splice"] == expected
 
 
