@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.present.format import DASH, table
-from harness.summarise.cost import UNITS, CostCell, CostTable
+from harness.summarise.cost import DIRECT, UNITS, CostCell, CostTable
 
 # Why per-process CPU and whole-host CPU differ on loopback and veth (the report prints this under the table).
 SOFTIRQ_ATTRIBUTION = (
@@ -21,8 +21,9 @@ SOFTIRQ_ATTRIBUTION = (
     "steal and idle excluded) over the client's run, every process included; `direct` is then what the "
     "endpoints alone cost, and *above direct* is what forwarding adds, kernel paths included. The softirq share "
     "is part of the busy time, not extra, and is sampled at the tick (4 ms at HZ=250): a coarse split. On a "
-    "host shared with other work the whole-host figures include that work too (see the run's load average); "
-    "the forwarder figures do not."
+    "host shared with other work the whole-host figures include that work too: over interleaved, shuffled "
+    "rounds it adds to every path alike on average and widens their spread; the forwarder figures do not "
+    "contain it."
 )
 
 
@@ -58,7 +59,7 @@ def render_cost_table(t: CostTable, kernel_paths: frozenset[str] = frozenset()) 
             c = t.get(u, path)
             fwd = _cell_fwd(c, digits[u])
             if c is not None and fwd == DASH:
-                fwd = "kernel (see host)" if path in kernel_paths else ("none" if path == "direct" else DASH)
+                fwd = "none" if path == DIRECT else ("kernel (see host)" if path in kernel_paths else DASH)
             row += [fwd, _cell_host(c, digits[u])]
         rows.append(row)
     return table(header, rows)

@@ -35,8 +35,9 @@ def test_cost_per_gb_forwarder_and_host_with_the_direct_difference() -> None:
     assert ipt.above_direct == pytest.approx(0.25) and ipt.host_softirq.median == pytest.approx(0.3)
     st = cells["standalone"]  # the failed round is not counted
     assert st.forwarder.n == 3 and st.forwarder.median == pytest.approx(0.25) and st.host.median == pytest.approx(1.0)
+    # direct has no forwarder process either (like a kernel path), and says so as "none".
     text = render_cost_table(build_cost_table({"GB": cells}, ["direct", "iptables", "standalone"]),
-                             frozenset({"iptables"}))
+                             frozenset({"direct", "iptables"}))
     assert "| `iptables` | kernel (see host) | 0.800 (+0.250 vs direct, softirq 38%) |" in text
     assert "| `direct` | none | 0.550 (softirq 18%) |" in text
     assert "| `standalone` | 0.250 | 1.000 (+0.450 vs direct, softirq 20%) |" in text

@@ -119,10 +119,10 @@ def test_thresholds_follow_the_spread_of_the_runs_medians() -> None:
     assert t["a"].spread_pct == pytest.approx(18.18, abs=0.01)
     assert t["a"].max_regression_pct == pytest.approx(36.4)
     # b never moved: the cost floor applies, not zero.
-    assert t["b"].spread_pct == 0 and t["b"].max_regression_pct == 10.0
+    assert t["b"].spread_pct == 0 and t["b"].max_regression_pct == 20.0
     # A timing benchmark with a's spread: its kind's floor (50%) is above twice the spread.
     assert t["t"].spread_pct == t["a"].spread_pct and t["t"].max_regression_pct == 50.0
-    assert "50%" in t["t"].rule and "10%" in t["b"].rule
+    assert "50%" in t["t"].rule and "20%" in t["b"].rule
     with pytest.raises(ValueError, match=">= 2 runs"):
         derive_thresholds(runs[:1])
 
@@ -130,9 +130,9 @@ def test_thresholds_follow_the_spread_of_the_runs_medians() -> None:
 def test_the_baselines_threshold_overrides_the_default() -> None:
     base = dataclasses.replace(bfile(cost_bench("a", STEADY)), thresholds=derive_thresholds(
         [bfile(cost_bench("a", STEADY)), bfile(cost_bench("a", STEADY))]))
-    cur = bfile(cost_bench("a", [r * 1.2 for r in STEADY]))  # +20%: under the default 50%, over the baseline's 10%
+    cur = bfile(cost_bench("a", [r * 1.3 for r in STEADY]))  # +30%: under the default 50%, over the baseline's 20%
     row = only_row(compare(base, cur, 50))
-    assert row.threshold_pct == 10.0 and row.verdict == verdicts.VERDICT_REGRESSION
+    assert row.threshold_pct == 20.0 and row.verdict == verdicts.VERDICT_REGRESSION
     assert only_row(compare(bfile(cost_bench("a", STEADY)), cur, 50)).verdict == verdicts.VERDICT_OK
 
 
@@ -464,7 +464,7 @@ def test_committed_floors_and_baseline_are_usable() -> None:
         assert b.error is None and len(b.ratios()) >= verdicts.MIN_ROUNDS, b.name
         # Every benchmark has a threshold from the spread of >= 2 runs (make baseline).
         t = baseline.thresholds[b.name]
-        assert len(t.run_medians) >= 2 and t.max_regression_pct >= 10.0, b.name
+        assert len(t.run_medians) >= 2 and t.max_regression_pct >= 20.0, b.name
 
 
 # ---------------------------------------------------------------- gate proof
