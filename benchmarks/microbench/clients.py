@@ -139,3 +139,50 @@ def udp_rtt_ops(sock: socket.socket, ops: int, payload_bytes: int) -> float:
         else:
             raise BenchIOError(f"UDP: datagram {seq} unanswered after {UDP_MAX_RETRIES} tries")
     return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- fixed amounts of work (cost benchmarks)
+
+
+def bulk_send(port: int, total_bytes: int, chunk: bytes) -> float:
+    """Send `total_bytes` on one connection to a sink (echo_server's), half-close, and wait for
+    the sink's byte count: every byte has crossed the path when this returns elapsed seconds."""
+    view = memoryview(chunk)
+    t0 = time.perf_counter()
+    with open_stream(port) as s:
+        left = total_bytes
+        while left > 0:
+            s.sendall(view[:min(left, len(view))])
+            left -= min(left, len(view))
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while len(reply) < 8:
+            part = s.recv(8 - len(reply))
+            if not part:
+                raise BenchIOError(f"sink closed before reporting its byte count ({len(reply)} of 8 bytes)")
+            reply += part
+    got = struct.unpack("!Q", reply)[0]
+    if got != total_bytes:
+        raise BenchIOError(f"sink received {got} bytes, {total_bytes} were sent")
+    return time.perf_counter() - t0
+
+
+def udp_window_ops(sock: socket.socket, ops: int, payload_bytes: int, window: int) -> float:
+    """`ops` datagrams echoed, `window` in flight at a time (send a window, read its replies):
+    the forwarder sees bursts, as batched UDP traffic looks. A lost datagram fails the sample
+    (loopback with this window does not drop; a silent retry would change the work done)."""
+    pad = b"\0" * (payload_bytes - 8)
+    sent = 0
+    t0 = time.perf_counter()
+    while sent < ops:
+        n = min(window, ops - sent)
+        for seq in range(sent, sent + n):
+            sock.send(struct.pack("!Q", seq) + pad)
+        for _ in range(n):
+            try:
+                sock.recv(65535)
+            except TimeoutError:
+                raise BenchIOError(f"UDP: a datagram of the window at {sent} was not answered within "
+                                   f"{UDP_REPLY_TIMEOUT_S} s") from None
+        sent += n
+    return time.perf_counter() - t0

@@ -17,17 +17,22 @@ def add_parser(sub: Any) -> None:
     """The verb's subparser: arguments, help and description."""
     gat = sub.add_parser("gate", help="regression gate: microbenchmark ratios vs a baseline, quick-run floors",
                          description="Compare a microbenchmark run (make bench) with a baseline: per benchmark "
-                         "the median ratio proxy/direct (time per operation), a REGRESSION only if it grew more "
-                         "than --max-regression-pct AND the runs' interquartile ranges do not overlap; and/or "
-                         "check a headline-kind result file (the quick run) against committed floors.",
+                         "the per-round ratio (timing: proxy/direct time per operation; cost: forwarder CPU / "
+                         "client CPU for a fixed amount of work), a REGRESSION only if its median grew more than "
+                         "the baseline's threshold for it AND a one-sided Mann-Whitney U test of the rounds says "
+                         "slower at --alpha; and/or check a headline-kind result file (the quick run) against "
+                         "committed floors.",
                          epilog="Exit codes: 0 ok (improvements never fail), 1 regression or below a floor, "
                          "2 missing, failed or incompatible data.")
     gat.add_argument("--baseline", type=Path, metavar="FILE", help="baseline microbenchmark JSON "
                      "(results/baselines/microbench.json)")
     gat.add_argument("--current", type=Path, metavar="FILE", help="microbenchmark JSON of this run "
                      "(alone: print what it measured)")
-    gat.add_argument("--max-regression-pct", type=float, default=50.0, metavar="N",
-                     help="slowdown of the proxy/direct ratio that counts as a regression (default 50)")
+    gat.add_argument("--max-regression-pct", type=float, default=None, metavar="N",
+                     help="threshold for benchmarks the baseline has none for (a version-1 baseline, a benchmark "
+                     "added since; default 50); the baseline's own per-benchmark thresholds take precedence")
+    gat.add_argument("--alpha", type=float, default=None, metavar="P",
+                     help="significance level of the rank test (default 0.01)")
     gat.add_argument("--floors", type=Path, metavar="FILE", help="floors JSON (results/baselines/quick-floors.json)")
     gat.add_argument("--results", type=Path, metavar="FILE", help="result file (.jsonl) of a headline-kind run, "
                      "e.g. portunus-bench run configs/quick.yaml")
@@ -44,8 +49,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise HarnessError("gate: give --baseline with --current, and/or --floors with --results")
     if args.current is None and args.floors is None:
         raise HarnessError("gate: nothing to check: give --current [--baseline] and/or --floors/--results")
-    if args.max_regression_pct < 0:
-        raise HarnessError(f"--max-regression-pct must be >= 0, got {args.max_regression_pct:g}")
+    default_pct = verdicts.DEFAULT_THRESHOLD_PCT if args.max_regression_pct is None else args.max_regression_pct
+    alpha = verdicts.SIGNIFICANCE_ALPHA if args.alpha is None else args.alpha
+    if default_pct < 0:
+        raise HarnessError(f"--max-regression-pct must be >= 0, got {default_pct:g}")
+    if not 0 < alpha < 1:
+        raise HarnessError(f"--alpha must be between 0 and 1, got {alpha:g}")
     codes = []
     if args.current is not None:
         try:
@@ -55,10 +64,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"gate: incompatible data: {e}", file=sys.stderr)
             codes.append(verdicts.EXIT_DATA)
         else:
-            print(f"Microbenchmarks ({args.current}): median of rounds; proxy/direct time median [IQR]")
+            print(f"Microbenchmarks ({args.current}): median of rounds; ratio median [IQR]")
             print(gate_tables.render_bench_summary(current))
             if baseline is not None:
-                report = verdicts.compare(baseline, current, args.max_regression_pct)
+                report = verdicts.compare(baseline, current, default_pct, alpha)
                 print(gate_tables.render_gate(report))
                 codes.append(report.exit_code)
             else:

@@ -5,11 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.records.bench_file import BenchFile, BenchResult
-from harness.summarise.bench import RatioStats, summarise_ratios
+from harness.summarise.bench import RatioStats, shift_test, summarise_ratios
 
-# Fewer rounds than this and an interquartile range says nothing about
-# run-to-run spread; such a file cannot be gated (it is a smoke run).
+# Fewer measured rounds than this on either side and the file cannot be gated
+# (a smoke run has one): with 3 or 4 rounds, one descheduled round moves the
+# median by a whole round's worth, and the rank test's p-value is driven by a
+# handful of orderings.
 MIN_ROUNDS = 5
+# Significance level of the one-sided Mann-Whitney U test: a slowdown beyond
+# the threshold fails the gate only if p < ALPHA (1% false alarms from the
+# test alone, before the threshold filters run-to-run shifts).
+SIGNIFICANCE_ALPHA = 0.01
+# Threshold for a benchmark the baseline gives none (a version-1 baseline, or
+# a benchmark added since): the old flat rule.
+DEFAULT_THRESHOLD_PCT = 50.0
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -34,15 +43,18 @@ class Comparison:
     verdict: str
     baseline: RatioStats | None = None
     current: RatioStats | None = None
-    delta_pct: float | None = None  # current median ratio vs baseline's, + = slower through the proxy
+    delta_pct: float | None = None  # current median ratio vs baseline's, + = slower / more CPU
+    threshold_pct: float | None = None  # the regression threshold that applied
     beyond_threshold: bool | None = None
-    outside_spread: bool | None = None
+    p_slower: float | None = None  # one-sided Mann-Whitney U: current > baseline
+    significant: bool | None = None  # p_slower < alpha
     note: str = ""
 
 
 @dataclass(frozen=True)
 class GateReport:
-    max_regression_pct: float
+    default_threshold_pct: float  # for benchmarks the baseline gives no threshold
+    alpha: float
     rows: tuple[Comparison, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -61,7 +73,8 @@ class GateReport:
         return EXIT_OK
 
 
-def compare_bench(base: BenchResult, cur: BenchResult, max_regression_pct: float) -> Comparison:
+def compare_bench(base: BenchResult, cur: BenchResult, threshold_pct: float,
+                  alpha: float = SIGNIFICANCE_ALPHA) -> Comparison:
     """Verdict for one benchmark present in both files (see the module docstring)."""
     name = base.name
     b = summarise_ratios(base.ratios())
@@ -70,9 +83,11 @@ def compare_bench(base: BenchResult, cur: BenchResult, max_regression_pct: float
         return Comparison(name, VERDICT_FAILED, b, note=f"current run failed: {cur.error}")
     if base.error:
         return Comparison(name, VERDICT_FAILED, None, c, note=f"baseline failed: {base.error}")
-    if dict(base.params) != dict(cur.params):
+    if base.kind != cur.kind or dict(base.params) != dict(cur.params):
         diff = sorted(k for k in set(base.params) | set(cur.params) if base.params.get(k) != cur.params.get(k))
-        detail = ", ".join(f"{k}: {base.params.get(k)!r} -> {cur.params.get(k)!r}" for k in diff)
+        if base.kind != cur.kind:
+            diff.insert(0, "kind")
+        detail = ", ".join(f"{k}: {_param(base, k)!r} -> {_param(cur, k)!r}" for k in diff)
         return Comparison(name, VERDICT_INCOMPATIBLE, b, c, note=f"parameters differ ({detail}): refresh the "
                           "baseline (make baseline)")
     for label, s in (("baseline", b), ("current", c)):
@@ -82,29 +97,45 @@ def compare_bench(base: BenchResult, cur: BenchResult, max_regression_pct: float
                               note=f"{label} has {n} measured round(s), the gate needs >= {MIN_ROUNDS}")
     assert b is not None and c is not None
     delta = 100.0 * (c.median / b.median - 1.0)
-    beyond = delta > max_regression_pct
-    outside = c.q1 > b.q3
-    if beyond and outside:
-        verdict = VERDICT_REGRESSION
-        note = f"median ratio +{delta:.0f}% > {max_regression_pct:g}% and IQRs do not overlap"
-    elif beyond:
-        verdict = VERDICT_NOISE
-        note = f"+{delta:.0f}% > {max_regression_pct:g}%, but the IQRs overlap: within run-to-run spread"
-    elif c.median * (1.0 + max_regression_pct / 100.0) < b.median and c.q3 < b.q1:
+    beyond = delta > threshold_pct
+    test = shift_test(base.ratios(), cur.ratios())
+    significant = test.p_slower < alpha
+    common = dict(delta_pct=delta, threshold_pct=threshold_pct, beyond_threshold=beyond, p_slower=test.p_slower,
+                  significant=significant)
+    if beyond and significant:
+        return Comparison(name, VERDICT_REGRESSION, b, c, **common,  # type: ignore[arg-type]
+                          note=f"median +{delta:.0f}% > {threshold_pct:g}% and significant "
+                          f"(Mann-Whitney p = {test.p_slower:.2g} < {alpha:g})")
+    if beyond:
+        return Comparison(name, VERDICT_NOISE, b, c, **common,  # type: ignore[arg-type]
+                          note=f"+{delta:.0f}% > {threshold_pct:g}%, but not significant "
+                          f"(p = {test.p_slower:.2g} >= {alpha:g}): within the rounds' spread")
+    if c.median * (1.0 + threshold_pct / 100.0) < b.median and test.p_faster < alpha:
         # The mirror image of a regression: as much faster as a regression is slower.
-        verdict = VERDICT_IMPROVED
-        note = f"{delta:.0f}%, IQRs do not overlap"
-    else:
-        verdict = VERDICT_OK
-        note = "slower, within threshold" if (delta > 0 and outside) else ""
-    return Comparison(name, verdict, b, c, delta, beyond, outside, note)
+        return Comparison(name, VERDICT_IMPROVED, b, c, **common,  # type: ignore[arg-type]
+                          note=f"{delta:.0f}%, significant (p = {test.p_faster:.2g})")
+    note = "slower, within threshold" if (delta > 0 and significant) else ""
+    return Comparison(name, VERDICT_OK, b, c, **common, note=note)  # type: ignore[arg-type]
 
 
-def compare(baseline: BenchFile, current: BenchFile, max_regression_pct: float) -> GateReport:
+def _param(b: BenchResult, key: str) -> object:
+    return b.kind if key == "kind" else b.params.get(key)
+
+
+def threshold_for(baseline: BenchFile, name: str, default_pct: float) -> float:
+    """The baseline's threshold for a benchmark, or the default (a baseline without one)."""
+    t = baseline.thresholds.get(name)
+    return t.max_regression_pct if t is not None else default_pct
+
+
+def compare(baseline: BenchFile, current: BenchFile, default_threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+            alpha: float = SIGNIFICANCE_ALPHA) -> GateReport:
     """Compare every baseline benchmark with the current run; benchmarks only in the
     current run are listed as `new` (not gated until the baseline is refreshed)."""
-    if max_regression_pct < 0:
-        raise ValueError(f"max_regression_pct must be >= 0, got {max_regression_pct}")
+    if default_threshold_pct < 0:
+        raise ValueError(f"default_threshold_pct must be >= 0, got {default_threshold_pct}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     rows = []
     for base in baseline.benchmarks:
         cur = current.get(base.name)
@@ -112,12 +143,12 @@ def compare(baseline: BenchFile, current: BenchFile, max_regression_pct: float) 
             rows.append(Comparison(base.name, VERDICT_MISSING, summarise_ratios(base.ratios()),
                                    note="in the baseline, not in the current run"))
         else:
-            rows.append(compare_bench(base, cur, max_regression_pct))
+            rows.append(compare_bench(base, cur, threshold_for(baseline, base.name, default_threshold_pct), alpha))
     for cur in current.benchmarks:
         if baseline.get(cur.name) is None:
             rows.append(Comparison(cur.name, VERDICT_NEW, current=summarise_ratios(cur.ratios()),
                                    note="no baseline yet (make baseline)"))
-    return GateReport(max_regression_pct, tuple(rows), tuple(_host_notes(baseline, current)))
+    return GateReport(default_threshold_pct, alpha, tuple(rows), tuple(_host_notes(baseline, current)))
 
 
 def _host_notes(baseline: BenchFile, current: BenchFile) -> list[str]:

@@ -22,6 +22,7 @@ from harness.kinds.headline import summarise_headline
 from harness.kinds.http import HttpSummary
 from harness.kinds.latency import LatencySummary
 from harness.kinds.udp import UdpSummary
+from harness.present.cost import SOFTIRQ_ATTRIBUTION, render_cost_table
 from harness.present.format import (
     DASH,
     fmt_bytes,
@@ -39,6 +40,15 @@ from harness.present.format import (
 from harness.present.plots import FIG_SIZE_IN, caption, color, finish, hbars, new_figure
 from harness.records.header import PathFacts
 from harness.records.results import Record, ResultSet
+from harness.summarise.cost import (
+    CostCell,
+    CostTable,
+    build_cost_table,
+    connections_of,
+    datagrams_of,
+    gb_of,
+    summarise_cost_cells,
+)
 from harness.summarise.stats import Summary, ratio_pct
 
 if TYPE_CHECKING:
@@ -252,6 +262,14 @@ def _section(fs: FileSummary[PeersSummary], ctx: ReportContext) -> list[str]:
         facts = {p: f for o in (*others.values(), fs) if o is not None for p, f in o.header.path_facts.items()}
         out += ["All experiments of this directory at a glance (medians over rounds; details in their sections):",
                 render_peers_overview(s, lat, cr, udp, facts, http)]
+    cost = cost_table(fs, others["connrate"], others["udp"])
+    if any(c.host.n for cells in cost.cells.values() for c in cells.values()):
+        kernel = frozenset(p for o in (fs, *others.values()) if o is not None
+                           for p, f in o.header.path_facts.items() if not f.forwarder_process)
+        out += ["CPU per unit of work (medians over rounds): the forwarder process tree's, and the whole host's "
+                "(all cores, every process and the kernel) over the same client run; bytes from this experiment, "
+                "connections from connrate, datagrams from udp at its highest offered rate.",
+                render_cost_table(cost, kernel), SOFTIRQ_ATTRIBUTION]
     out.append("Not measured here:\n\n" + "\n".join(f"- {name}: {why}" for name, why in s.not_measured))
     notes = list(s.notes)
     for r in s.rows:
@@ -260,6 +278,20 @@ def _section(fs: FileSummary[PeersSummary], ctx: ReportContext) -> list[str]:
             notes.append(f"{r.path}: no TCP half-close (on the first EOF it closes both ways; a reply still in "
                          "flight is lost). iperf3 never half-closes mid-test, so the throughput stands.")
     return out + notes_block(notes)
+
+
+def cost_table(peers: FileSummary[Any], connrate: FileSummary[Any] | None, udp: FileSummary[Any] | None) -> CostTable:
+    """CPU per GB (this file's uncapped runs), per connection (connrate), per datagram (udp, top rate)."""
+    by_unit: dict[str, dict[str, CostCell]] = {
+        "GB": summarise_cost_cells((r for r in peers.result_set.records
+                                    if r.cap_bytes_per_s is None and r.offered_mbps is None), "GB", gb_of)}
+    if connrate is not None:
+        by_unit["connection"] = summarise_cost_cells(connrate.result_set.records, "connection", connections_of)
+    if udp is not None and udp.config.datagram_bytes and udp.config.offered_mbps:
+        top = max(udp.config.offered_mbps)
+        by_unit["datagram"] = summarise_cost_cells((r for r in udp.result_set.records if r.offered_mbps == top),
+                                                   "datagram", datagrams_of(udp.config.datagram_bytes))
+    return build_cost_table(by_unit, peers.config.paths)
 
 
 # ---------------------------------------------------------------- figures

@@ -101,6 +101,7 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     raw: str | None = None
     pids: tuple[int, ...] = ()
     cpu_s: float | None = None
+    host: procs.HostCpu | None = None
     info: dict = {}
     error: str | None = None
     fields: dict | None = None
@@ -120,7 +121,9 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
                 # Each pid's whole process tree: workers and per-connection forks count too.
                 counted = driver.edge_counters(site.edge, endpoint, pids, cfg)
                 before = [site.edge.tree_cpu_seconds(p) for p in pids]
+                host0 = site.edge.host_cpu()  # the whole host: kernel paths and softirq too (procs.HostCpu)
                 raw = driver.run_client(topo.client, endpoint, cfg, m, topo.client.mirror_dir(workdir))
+                host = site.edge.host_cpu() - host0
                 after = [site.edge.tree_cpu_seconds(p) for p in pids]
                 counted = {k: v - counted[k] for k, v in driver.edge_counters(site.edge, endpoint, pids, cfg).items()
                            if k in counted}
@@ -149,7 +152,10 @@ def measure_one(m: Measurement, cfg: ExperimentConfig, path: ForwardPath, workdi
     )
     if fields is None:
         return Record(status=STATUS_FAILED, error=error or "unknown failure", **base)  # type: ignore[arg-type]
-    return Record(status=STATUS_OK, error=None, forwarder_cpu_s=cpu_s, **fields, **base)  # type: ignore[arg-type]
+    host_busy = None if host is None else round(host.busy_s, 4)
+    host_soft = None if host is None else round(host.softirq_s, 4)
+    return Record(status=STATUS_OK, error=None, forwarder_cpu_s=cpu_s, host_busy_cpu_s=host_busy,
+                  host_softirq_s=host_soft, **fields, **base)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -224,7 +230,7 @@ def _run_plan(cfg: ExperimentConfig, plan: Sequence[Measurement], done: set, res
               workdir_root: Path | None, keep_workdir: bool, progress_stream: TextIO | None) -> RunOutcome:
     """The measurement loop over an open topology; the result file gets its run_end on every exit path."""
     if resuming:
-        writer, _ = resume_results(results_path)
+        writer, _ = resume_results(results_path, collect_sysinfo())  # who measures from here on
     else:
         header = Header(experiment=cfg.name, kind=cfg.kind, created_at=utc_now(), config=cfg,
                         sysinfo=SysInfo.from_dict(collect_sysinfo()), argv=list(argv), unavailable_paths=unavailable,

@@ -95,6 +95,26 @@ def report_host(files: Sequence[FileSummary[Any]]) -> Header | None:
     return min((fs.header for fs in files), key=lambda h: h.created_at, default=None)
 
 
+def render_provenance(files: Sequence[FileSummary[Any]]) -> str | None:
+    """A warning when the directory's runs (resumed ones included) mix commits or ran on a dirty tree."""
+    runs = [(fs.result_set.path.name, commit, dirty) for fs in ordered(files)
+            for commit, dirty in fs.result_set.provenance()]
+    commits = sorted({(c or "?")[:12] for _, c, _ in runs})
+    dirty = sorted({name for name, _, d in runs if d})
+    if len(commits) <= 1 and not dirty:
+        return None
+    lines = ["**Provenance warning**: these numbers do not all come from one clean commit."]
+    if len(commits) > 1:
+        lines.append(f"The runs of this directory (resumed runs included) measured {len(commits)} commits: "
+                     + "; ".join(f"`{c}`: " + ", ".join(sorted({f'`{n}`' for n, cc, _ in runs
+                                                             if (cc or '?')[:12] == c})) for c in commits)
+                     + ". Compare paths within one file; across files only with that in mind.")
+    if dirty:
+        lines.append("Measured with uncommitted changes (dirty tree): " + ", ".join(f"`{n}`" for n in dirty)
+                     + "; the commit alone does not say what ran.")
+    return " ".join(lines)
+
+
 def _sections(summaries: DirectorySummary, plots: Mapping[str, Sequence[str]], level: int) -> list[str]:
     files = summaries.files
     ctx = ReportContext(files, plots)
@@ -104,6 +124,9 @@ def _sections(summaries: DirectorySummary, plots: Mapping[str, Sequence[str]], l
         si = host.sysinfo
         out += [f"{'#' * level} Host", f"`{si.hostname}`, {si.cpu_cores} cores, "
                 f"{(si.memory_kib or 0) / 2**20:.1f} GiB RAM.", render_sysinfo(host)]
+        warning = render_provenance(files)
+        if warning:
+            out.append(warning)
     out += [render_file(fs, ctx, host, level).rstrip("\n") for fs in ordered(files)]
     if summaries.topologies is not None:
         out += render_topology_section(summaries.topologies, level)

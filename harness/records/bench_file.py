@@ -1,16 +1,28 @@
 """Microbenchmark files (benchmarks/microbench) and the gate's floor files: formats, loaders, pooling.
 
-A microbenchmark file holds raw round times, so every statistic can be
-recomputed: each benchmark measures the same operation through the proxy and
-directly (no proxy), interleaved round by round (harness.summarise.bench
-turns the rounds into ratio statistics, harness.gate into verdicts).
+A microbenchmark file holds raw round measurements, so every statistic can be
+recomputed. Every round is a pair measured at the same time, and the gate
+reads the pair's ratio (harness.summarise.bench turns the rounds into ratio
+statistics, harness.gate into verdicts):
+
+* timing benchmarks (kinds throughput, latency, rate): the same operation
+  through the proxy and directly (no proxy), interleaved; ratio = proxy
+  time / direct time;
+* cost benchmarks (kind cost): a fixed amount of work through the proxy;
+  the forwarder process tree's CPU time and, over the same interval, the
+  measuring client's CPU time for the same work; ratio = forwarder CPU /
+  client CPU (the absolute cost per unit of work is kept and shown too).
+
+A baseline is a file of this format pooled from several runs, plus the
+gate's threshold per benchmark with the run-to-run spread it was derived
+from (harness.gate.thresholds).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +34,33 @@ BENCH_FORMAT = "portunus-microbench"
 #   1: first version: {schema_version, format, created_at, sysinfo, settings, host_load,
 #      benchmarks: [{name, description, kind, params, rounds: [{direct_s,
 #      proxy_s, ops, warmup}], error}]}. Times are seconds for `ops` operations.
-# Loaders refuse newer versions; an older one gets an entry in BENCH_UPGRADES.
-BENCH_SCHEMA_VERSION = 1
-BENCH_UPGRADES: dict[int, Any] = {}  # version -> function(doc) -> doc of version + 1
+#   2: kind "cost" (params.unit: GB | connection | datagram), whose rounds are
+#      {forwarder_cpu_s, client_cpu_s, units, wall_s, warmup}; a baseline's
+#      `thresholds` {benchmark: {max_regression_pct, spread_pct, run_medians, rule}}
+#      (the gate's per-benchmark threshold and the evidence for it). A version-1
+#      file has timing benchmarks only and no thresholds: it upgrades to
+#      `thresholds: {}` (the gate then uses its --max-regression-pct for all).
+# Loaders refuse newer versions; an older one is upgraded by BENCH_UPGRADES, step by step.
+BENCH_SCHEMA_VERSION = 2
+
+
+def _bench_upgrade_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "schema_version": 2, "thresholds": {}}
+
+
+BENCH_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _bench_upgrade_1_to_2}
 
 FLOORS_FORMAT = "portunus-floors"
 # Format history of floor files (FLOORS_SCHEMA_VERSION):
 #   1: first version: {schema_version, format, floors: [{path, vs, min_pct, why}], evidence}.
 FLOORS_SCHEMA_VERSION = 1
 
-# Benchmark kinds, and how their seconds per operation read for a person.
-BENCH_KINDS = ("throughput", "latency", "rate")
+# Benchmark kinds: timing ones (how their seconds per operation read for a person) and cost.
+TIMING_KINDS = ("throughput", "latency", "rate")
+COST_KIND = "cost"
+BENCH_KINDS = (*TIMING_KINDS, COST_KIND)
+# Units of work of a cost benchmark (params.unit).
+COST_UNITS = ("GB", "connection", "datagram")
 
 
 class GateDataError(HarnessError):
@@ -54,6 +82,41 @@ class Round:
 
 
 @dataclass(frozen=True)
+class CostRound:
+    """One round of a cost benchmark: a fixed amount of work through the forwarder, and the CPU
+    time the forwarder's process tree and the measuring client each used for it (same interval)."""
+
+    forwarder_cpu_s: float
+    client_cpu_s: float
+    units: float  # work done, in the benchmark's unit (params.unit)
+    wall_s: float
+    warmup: bool = False
+
+    @property
+    def ratio(self) -> float:
+        """Forwarder CPU / client CPU: what the gate compares (a busy host inflates both alike)."""
+        return self.forwarder_cpu_s / self.client_cpu_s
+
+    @property
+    def forwarder_per_unit(self) -> float:
+        return self.forwarder_cpu_s / self.units
+
+    @property
+    def client_per_unit(self) -> float:
+        return self.client_cpu_s / self.units
+
+
+AnyRound = Round | CostRound
+
+
+def _round_dict(r: AnyRound) -> dict[str, Any]:
+    if isinstance(r, CostRound):
+        return {"forwarder_cpu_s": r.forwarder_cpu_s, "client_cpu_s": r.client_cpu_s, "units": r.units,
+                "wall_s": r.wall_s, "warmup": r.warmup}
+    return {"direct_s": r.direct_s, "proxy_s": r.proxy_s, "ops": r.ops, "warmup": r.warmup}
+
+
+@dataclass(frozen=True)
 class BenchResult:
     """One benchmark of a run: its parameters and every round (warm-ups kept, flagged)."""
 
@@ -61,22 +124,40 @@ class BenchResult:
     description: str
     kind: str  # one of BENCH_KINDS
     params: Mapping[str, Any]
-    rounds: tuple[Round, ...]
+    rounds: tuple[AnyRound, ...]  # CostRound for kind "cost", else Round
     error: str | None = None
 
     @property
-    def measured(self) -> tuple[Round, ...]:
+    def is_cost(self) -> bool:
+        return self.kind == COST_KIND
+
+    @property
+    def measured(self) -> tuple[AnyRound, ...]:
         """Rounds that count (warm-ups excluded)."""
         return tuple(r for r in self.rounds if not r.warmup)
 
     def ratios(self) -> list[float]:
+        """The gated value of every measured round (see the module docstring)."""
         return [r.ratio for r in self.measured]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "kind": self.kind,
                 "params": dict(self.params), "error": self.error,
-                "rounds": [{"direct_s": r.direct_s, "proxy_s": r.proxy_s, "ops": r.ops, "warmup": r.warmup}
-                           for r in self.rounds]}
+                "rounds": [_round_dict(r) for r in self.rounds]}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A baseline's regression threshold for one benchmark, and the run-to-run spread behind it."""
+
+    max_regression_pct: float
+    spread_pct: float  # (max - min) of the runs' median ratios, % of the pooled median
+    run_medians: tuple[float, ...]  # each pooled run's median ratio
+    rule: str = ""  # how max_regression_pct follows from spread_pct
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_regression_pct": self.max_regression_pct, "spread_pct": self.spread_pct,
+                "run_medians": list(self.run_medians), "rule": self.rule}
 
 
 @dataclass(frozen=True)
@@ -88,6 +169,7 @@ class BenchFile:
     settings: Mapping[str, Any]
     benchmarks: tuple[BenchResult, ...]
     host_load: Mapping[str, Any] = field(default_factory=dict)  # load average at start and end
+    thresholds: Mapping[str, Threshold] = field(default_factory=dict)  # a baseline's, per benchmark
     schema_version: int = BENCH_SCHEMA_VERSION
 
     def get(self, name: str) -> BenchResult | None:
@@ -95,10 +177,13 @@ class BenchFile:
 
 
 def dump_bench_file(bf: BenchFile) -> dict[str, Any]:
-    """The JSON document of a BenchFile (written by the benchmark session)."""
-    return {"schema_version": BENCH_SCHEMA_VERSION, "format": BENCH_FORMAT, "created_at": bf.created_at,
-            "sysinfo": dict(bf.sysinfo), "settings": dict(bf.settings), "host_load": dict(bf.host_load),
-            "benchmarks": [b.to_dict() for b in bf.benchmarks]}
+    """The JSON document of a BenchFile (written by the benchmark session and `baseline`)."""
+    doc = {"schema_version": BENCH_SCHEMA_VERSION, "format": BENCH_FORMAT, "created_at": bf.created_at,
+           "sysinfo": dict(bf.sysinfo), "settings": dict(bf.settings), "host_load": dict(bf.host_load),
+           "benchmarks": [b.to_dict() for b in bf.benchmarks]}
+    if bf.thresholds:
+        doc["thresholds"] = {name: t.to_dict() for name, t in bf.thresholds.items()}
+    return doc
 
 
 def _require(cond: bool, source: str, what: str) -> None:
@@ -115,6 +200,31 @@ def _parse_round(obj: Any, source: str) -> Round:
     _require(r.direct_s > 0 and r.proxy_s > 0 and r.ops > 0 and math.isfinite(r.direct_s + r.proxy_s), source,
              f"round times and ops must be positive, got {obj!r}")
     return r
+
+
+def _parse_cost_round(obj: Any, source: str) -> CostRound:
+    _require(isinstance(obj, dict), source, "a round must be an object")
+    try:
+        r = CostRound(float(obj["forwarder_cpu_s"]), float(obj["client_cpu_s"]), float(obj["units"]),
+                      float(obj["wall_s"]), bool(obj.get("warmup", False)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise GateDataError(f"{source}: bad cost round {obj!r}: {e}") from None
+    values = (r.forwarder_cpu_s, r.client_cpu_s, r.units, r.wall_s)
+    _require(all(v > 0 and math.isfinite(v) for v in values), source,
+             f"CPU times, units and wall time must be positive, got {obj!r}")
+    return r
+
+
+def _parse_threshold(name: str, obj: Any, source: str) -> Threshold:
+    where = f"{source}: thresholds[{name!r}]"
+    _require(isinstance(obj, dict), where, "must be an object")
+    try:
+        t = Threshold(float(obj["max_regression_pct"]), float(obj["spread_pct"]),
+                      tuple(float(v) for v in obj.get("run_medians") or ()), str(obj.get("rule", "")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise GateDataError(f"{where}: {e!r}") from None
+    _require(t.max_regression_pct >= 0 and t.spread_pct >= 0, where, "percentages must be >= 0")
+    return t
 
 
 def parse_bench_file(doc: Any, source: str = "<bench file>") -> BenchFile:
@@ -144,16 +254,24 @@ def parse_bench_file(doc: Any, source: str = "<bench file>") -> BenchFile:
         _require(kind in BENCH_KINDS, where, f"kind must be one of {BENCH_KINDS}, got {kind!r}")
         rounds = b.get("rounds", [])
         _require(isinstance(rounds, list), where, "'rounds' must be a list")
+        params = dict(b.get("params") or {})
+        parse = _parse_round
+        if kind == COST_KIND:
+            _require(params.get("unit") in COST_UNITS, where,
+                     f"a cost benchmark's params.unit must be one of {COST_UNITS}, got {params.get('unit')!r}")
+            parse = _parse_cost_round  # type: ignore[assignment]
         out.append(BenchResult(name=b["name"], description=str(b.get("description", "")), kind=kind,
-                               params=dict(b.get("params") or {}),
-                               rounds=tuple(_parse_round(r, f"{where} ({b['name']})") for r in rounds),
+                               params=params, rounds=tuple(parse(r, f"{where} ({b['name']})") for r in rounds),
                                error=b.get("error")))
     names = [b.name for b in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     _require(not dupes, source, f"duplicate benchmark names: {', '.join(dupes)}")
+    thresholds = doc.get("thresholds") or {}
+    _require(isinstance(thresholds, dict), source, "'thresholds' must be an object")
     return BenchFile(created_at=str(doc.get("created_at", "")), sysinfo=dict(doc.get("sysinfo") or {}),
                      settings=dict(doc.get("settings") or {}), benchmarks=tuple(out),
-                     host_load=dict(doc.get("host_load") or {}))
+                     host_load=dict(doc.get("host_load") or {}),
+                     thresholds={str(k): _parse_threshold(str(k), v, source) for k, v in thresholds.items()})
 
 
 def _load_json(path: str | Path) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,9 @@ class Record:
     latency_p999_us: float | None = None
     http_errors: dict[str, int] | None = None  # connect / read / write / timeout / status (>= 400)
     wrk_raw: str | None = None  # wrk's command line, context and stdout (harness.records.wrk_report.WrkRun)
+    # also since schema 5 (the cost fields): the edge host's CPU, all cores (/proc/stat), from client start to client end
+    host_busy_cpu_s: float | None = None  # user + nice + system + irq + softirq: every process and the kernel
+    host_softirq_s: float | None = None  # of which softirq (loopback / veth packet processing, mostly)
 
     @property
     def ok(self) -> bool:
@@ -147,6 +150,15 @@ class ResultSet:
     records: tuple[Record, ...]
     events: tuple[dict[str, Any], ...]  # run_end / run_resumed lines, in order
     file_schema_version: int = schema.SCHEMA_VERSION  # as written on disk, before in-memory upgrades
+
+    def provenance(self) -> list[tuple[str | None, bool | None]]:
+        """(commit, dirty) of the run that started the file and of every resumed run that recorded it."""
+        out = [(self.header.sysinfo.commit, self.header.sysinfo.dirty)]
+        for e in self.events:
+            si = e.get("sysinfo")
+            if e["type"] == "run_resumed" and isinstance(si, dict):
+                out.append((si.get("commit"), si.get("dirty")))
+        return out
 
     @property
     def complete(self) -> bool:
@@ -192,8 +204,12 @@ def create_results(path: Path, header: Header) -> ResultWriter:
     return w
 
 
-def resume_results(path: Path) -> tuple[ResultWriter, ResultSet]:
-    """Reopen an existing result file for appending; returns the writer and what it holds."""
+def resume_results(path: Path, sysinfo: Mapping[str, Any] | None = None) -> tuple[ResultWriter, ResultSet]:
+    """Reopen an existing result file for appending; returns the writer and what it holds.
+
+    sysinfo: the host and commit that measure from here on (collect_sysinfo), kept in the
+    run_resumed line so a file continued on another commit or a dirty tree says so.
+    """
     existing = load_results(path)
     if existing.file_schema_version != schema.SCHEMA_VERSION:
         # Appending current-version lines under an older header would mix two formats in one file.
@@ -202,7 +218,7 @@ def resume_results(path: Path) -> tuple[ResultWriter, ResultSet]:
                            "start a new --out")
     fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - owned by the returned writer
     w = ResultWriter(path, fh)
-    w._write({"type": "run_resumed", "at": utc_now()})
+    w._write({"type": "run_resumed", "at": utc_now(), **({"sysinfo": dict(sysinfo)} if sysinfo is not None else {})})
     return w, existing
 
 

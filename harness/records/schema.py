@@ -34,6 +34,9 @@ FORMAT_NAME = "portunus-bench-results"
 #      `socket_drops` at the forwarder's UDP socket). Version-4 lines carry none of
 #      them: they read with those fields None (a udp file's datagram size is then its
 #      config's `datagram_bytes`).
+#      The same version also added the whole host's CPU over the client's run
+#      (`host_busy_cpu_s`, `host_softirq_s`: /proc/stat of the edge host, all cores),
+#      for kernel paths too; older lines read with both None (not measured).
 SCHEMA_VERSION = 5
 
 LOOPBACK_TOPOLOGY = {"kind": "loopback", "address": "127.0.0.1"}

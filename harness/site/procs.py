@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,25 +193,89 @@ def parse_proc_stat_tree_ticks(text: str) -> int:
     return sum(int(x) for x in rest[11:15])
 
 
+def parse_proc_stat_reaped_ticks(text: str) -> int:
+    """cutime + cstime (clock ticks) from the text of /proc/PID/stat: CPU of reaped children."""
+    rest = text[text.rindex(")") + 2:].split()
+    return int(rest[13]) + int(rest[14])
+
+
+def cpu_clock_id(pid: int) -> int:
+    """The clock id of another process's CPU-time clock (what clock_getcpuclockid(3) returns:
+    the kernel's MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED))."""
+    return ((~pid) << 3) | 2
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime+stime of a live process, all threads (exited ones too), with nanosecond resolution.
+
+    The process's CPU-time clock reads the scheduler's sum_exec_runtime, the
+    quantity /proc/PID/stat's utime+stime are scaled to, without their
+    rounding to clock ticks (10 ms): a 0.1 s sample is then exact to well
+    under 1%, where ticks would be +-10%. None if the process is gone.
+    """
+    try:
+        return time.clock_gettime(cpu_clock_id(pid))
+    except OSError:  # EINVAL: no such process (any more)
+        return None
+
+
 def tree_cpu_seconds(pid: int) -> float | None:
     """CPU seconds of pid and every descendant, live or already reaped; None if pid is gone.
 
-    Each process is counted once: live ones by their own utime+stime, reaped
-    ones through their reaper's cutime+cstime. A child reaped exactly between
-    the two /proc reads can count twice or not at all (a window of
+    Each process is counted once: live ones by their own CPU-time clock
+    (process_cpu_seconds: utime+stime at nanosecond resolution), reaped ones
+    through their reaper's cutime+cstime (clock ticks). A child reaped exactly
+    between the reads can count twice or not at all (a window of
     microseconds, against runs of seconds). For a process without children
-    this equals cpu_seconds(pid).
+    this equals cpu_seconds(pid), without its rounding to ticks.
     """
-    try:
-        ticks = parse_proc_stat_tree_ticks(Path(f"/proc/{pid}/stat").read_text())
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    for child in descendants(pid):
+    total = 0.0
+    for i, p in enumerate([pid, *descendants(pid)]):
         try:
-            ticks += parse_proc_stat_tree_ticks(Path(f"/proc/{child}/stat").read_text())
+            reaped = parse_proc_stat_reaped_ticks(Path(f"/proc/{p}/stat").read_text())
         except (FileNotFoundError, ProcessLookupError):
+            if i == 0:
+                return None
             continue  # exited and reaped since the scan: its CPU is in its reaper's cutime now
-    return ticks / _CLK_TCK
+        own = process_cpu_seconds(p)
+        if own is None:
+            if i == 0:
+                return None
+            continue
+        total += own + reaped / _CLK_TCK
+    return total
+
+
+@dataclass(frozen=True)
+class HostCpu:
+    """Cumulative CPU time of the whole host, all cores, from /proc/stat's `cpu` line (seconds).
+
+    busy_s = user + nice + system + irq + softirq: everything the cores did
+    that was not idle, iowait or stolen by the hypervisor (guest time is
+    already inside user). softirq_s on its own because loopback and veth
+    do most of their packet processing there (see harness/README.md, "Whole-host CPU").
+    """
+
+    busy_s: float
+    softirq_s: float
+
+    def __sub__(self, earlier: HostCpu) -> HostCpu:
+        return HostCpu(self.busy_s - earlier.busy_s, self.softirq_s - earlier.softirq_s)
+
+
+def parse_proc_stat_host(text: str, clk_tck: int = _CLK_TCK) -> HostCpu:
+    """HostCpu from the text of /proc/stat (fields of the aggregate `cpu` line, in ticks)."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            f = [int(x) for x in line.split()[1:8]]
+            user, nice, system, _idle, _iowait, irq, softirq = f
+            return HostCpu((user + nice + system + irq + softirq) / clk_tck, softirq / clk_tck)
+    raise ValueError("no aggregate 'cpu' line in /proc/stat")
+
+
+def host_cpu() -> HostCpu:
+    """This host's cumulative CPU time (all cores) now."""
+    return parse_proc_stat_host(Path("/proc/stat").read_text())
 
 
 def parse_stat_pid(text: str) -> int:

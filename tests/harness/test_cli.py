@@ -182,6 +182,10 @@ def test_resume_runs_only_what_is_missing(tmp_path: Path) -> None:
     assert second.skipped_done == 2 and [r.round for r in second.records] == [3]
     rs = load_results(path)
     assert sorted(r.round for r in rs.records) == [1, 2, 3] and rs.complete
+    # The resumed run recorded who measured round 3: the same checkout here, so one commit twice.
+    resumed = [e for e in rs.events if e["type"] == "run_resumed"]
+    assert len(resumed) == 1 and resumed[0]["sysinfo"]["commit"] == rs.header.sysinfo.commit
+    assert rs.provenance() == [(rs.header.sysinfo.commit, rs.header.sysinfo.dirty)] * 2
     changed = parse_config({**cfg.to_dict(), "seconds": 2})
     with pytest.raises(Exception, match="different config"):
         run_experiment(changed, path, resume=True)

@@ -319,4 +319,6 @@ def test_every_role_over_ssh_including_the_edge_and_the_control_server(lab: Lab,
     assert recs["reference"].path_info["binary"].startswith("/tmp/portunus-bench-remote-")
     assert recs["haproxy"].path_info["spliced"] is None  # the splice check needs the edge's /proc
     assert all(recs[p].forwarder_cpu_s is not None for p in ("standalone", "reference", "client", "socat"))
+    # The edge host's /proc/stat, read over SSH: busy time for kernel paths too.
+    assert all(r.host_busy_cpu_s is not None and r.host_busy_cpu_s > 0 for r in recs.values())
     assert lab.topo.site.edge.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"

@@ -50,6 +50,9 @@ def test_path_measures_a_nonzero_rate(name: str, tmp_path: Path) -> None:
     assert rec.ok, rec.error
     assert rec.throughput_mbps and rec.throughput_mbps > 0 and rec.receiver_mbps and rec.receiver_mbps > 0
     assert rec.iperf_raw and '"end"' in rec.iperf_raw
+    # The whole host's busy CPU over the run, kernel paths included: at least the endpoints' and forwarder's.
+    assert rec.host_busy_cpu_s is not None and rec.host_busy_cpu_s >= (rec.forwarder_cpu_s or 0.0) * 0.9
+    assert rec.host_softirq_s is not None and 0 <= rec.host_softirq_s <= rec.host_busy_cpu_s
     if path.has_forwarder_process:
         assert rec.forwarder_pids and rec.forwarder_cpu_s is not None and rec.forwarder_cpu_s >= 0
         assert rec.cpu_s_per_gb is not None

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.site import procs
 from harness.site.netutil import (
     free_port,
@@ -59,6 +61,24 @@ def test_cpu_seconds_counts_all_threads_of_a_busy_child(tmp_path: Path) -> None:
     assert procs.cpu_seconds(p.pid) is None  # gone
 
 
+def test_process_cpu_clock_reads_another_process_to_the_nanosecond() -> None:
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)\n"
+    p = procs.spawn([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while (procs.cpu_seconds(p.pid) or 0.0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        precise, ticks = procs.process_cpu_seconds(p.pid), procs.cpu_seconds(p.pid)
+        assert precise is not None and ticks is not None
+        # The same quantity: ticks are the precise clock rounded down to 10 ms (a tick or two).
+        assert precise >= 0.3 and abs(precise - ticks) < 0.03
+        assert precise != round(precise, 2)  # not a multiple of a tick: the scheduler's own clock
+        assert procs.tree_cpu_seconds(p.pid) == pytest.approx(procs.process_cpu_seconds(p.pid), abs=0.01)
+    finally:
+        procs.stop(p)
+    assert procs.process_cpu_seconds(p.pid) is None and procs.tree_cpu_seconds(p.pid) is None
+
+
 def test_stop_escalates_and_kills_the_whole_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild"
     code = (f"import subprocess,signal,time,sys\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -95,3 +115,31 @@ def test_wait_listening_sees_the_owner_without_connecting() -> None:
         procs.stop(p)
     out = p.stdout.read().decode() if p.stdout else ""
     assert "CONNECTED" not in out  # readiness never opened a connection
+
+
+PROC_STAT = """\
+cpu  1000 50 400 9000 30 20 130 70 0 0
+cpu0 500 25 200 4500 15 10 65 35 0 0
+intr 12345
+"""
+
+
+def test_parse_proc_stat_host_counts_busy_time_without_idle_iowait_or_steal() -> None:
+    h = procs.parse_proc_stat_host(PROC_STAT, clk_tck=100)
+    # user 1000 + nice 50 + system 400 + irq 20 + softirq 130 ticks; idle, iowait and steal excluded.
+    assert h.busy_s == pytest.approx(16.0) and h.softirq_s == pytest.approx(1.3)
+    assert (h - procs.HostCpu(10.0, 1.0)) == procs.HostCpu(pytest.approx(6.0), pytest.approx(0.3))
+    with pytest.raises(ValueError, match="no aggregate"):
+        procs.parse_proc_stat_host("cpu0 1 2 3 4 5 6 7\n")
+
+
+def test_host_cpu_sees_a_busy_child() -> None:
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\n"
+    before = procs.host_cpu()
+    p = procs.spawn([sys.executable, "-c", code])
+    try:
+        p.wait(timeout=60)
+    finally:
+        procs.stop(p)
+    used = procs.host_cpu() - before
+    assert used.busy_s >= 0.4  # the child's 0.5 s at least (ticks: +-4 ms per core), other work on top

@@ -27,8 +27,8 @@ def config(**kw) -> ExperimentConfig:
 
 
 def header(**kw) -> Header:
-    return Header(experiment="t", kind="headline", created_at=results.utc_now(), config=config(),
-                  sysinfo=SysInfo(kernel="x"), **kw)
+    kw.setdefault("sysinfo", SysInfo(kernel="x"))
+    return Header(experiment="t", kind="headline", created_at=results.utc_now(), config=config(), **kw)
 
 
 def record(path: str = "direct", rnd: int = 1, mbps: float | None = 100.0, **kw) -> Record:
@@ -78,6 +78,29 @@ def test_resume_appends(tmp_path: Path) -> None:
     rs = load_results(p)
     assert len(rs.records) == 2 and rs.complete
     assert [e["type"] for e in rs.events] == ["run_end", "run_resumed", "run_end"]
+
+
+def test_provenance_lists_the_commit_of_every_run_and_the_report_warns_on_a_mix(tmp_path: Path) -> None:
+    from harness.kinds import summarise_file
+    from harness.present.report import render_provenance
+
+    clean = tmp_path / "a.jsonl"
+    w = create_results(clean, header(sysinfo=SysInfo(commit="a" * 40, dirty=False)))
+    w.append(record(rnd=1))
+    w.end("interrupted")
+    w.close()
+    rs = load_results(clean)
+    assert rs.provenance() == [("a" * 40, False)]
+    assert render_provenance([summarise_file(rs)]) is None  # one clean commit: nothing to say
+    w, _ = resume_results(clean, {"commit": "b" * 40, "dirty": True, "hostname": "h"})
+    w.append(record(rnd=2))
+    w.end("complete")
+    w.close()
+    rs = load_results(clean)
+    assert rs.provenance() == [("a" * 40, False), ("b" * 40, True)]
+    text = render_provenance([summarise_file(rs)])
+    assert text is not None and "2 commits" in text and f"`{'b' * 12}`: `a.jsonl`" in text
+    assert "dirty tree): `a.jsonl`" in text
 
 
 def _write(p: Path, lines: list[str], newline_at_end: bool = True) -> None:

@@ -14,6 +14,7 @@ network namespaces (NetnsExecutor) or on real hosts (SshExecutor).
     ex.wait_listening(port, proc, timeout_s)      # never by connecting (see harness.paths.base)
     ex.wait_udp_bound(port, procs, timeout_s)
     ex.tree_cpu_seconds(pid)     # CPU of a process tree on that host (harness.site.procs semantics)
+    ex.host_cpu()                # that host's cumulative busy / softirq CPU, all cores (/proc/stat)
     ex.connect(host, port, timeout_s) -> socket   # a TCP connection from that host's network position
     ex.close()
 
@@ -30,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from harness.site.procs import HostCpu
 
 
 class Proc(Protocol):
@@ -126,6 +129,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def tree_cpu_seconds(self, pid: int) -> float | None:
         """CPU seconds of pid and all its descendants, live or reaped; None if pid is gone."""
+
+    @abc.abstractmethod
+    def host_cpu(self) -> HostCpu:
+        """That host's cumulative CPU time, all cores (harness.site.procs.HostCpu)."""
 
     @abc.abstractmethod
     def descendants(self, pid: int) -> list[int]:

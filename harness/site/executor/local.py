@@ -120,6 +120,9 @@ class LocalExecutor(Executor):
     def tree_cpu_seconds(self, pid: int) -> float | None:
         return procs.tree_cpu_seconds(pid)
 
+    def host_cpu(self) -> procs.HostCpu:
+        return procs.host_cpu()
+
     def descendants(self, pid: int) -> list[int]:
         return procs.descendants(pid)
 

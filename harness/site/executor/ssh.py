@@ -400,6 +400,14 @@ class SshExecutor(Executor):
         ticks = procs.tree_ticks_in(pid, stats)
         return None if ticks is None else ticks / clk
 
+    def host_cpu(self) -> procs.HostCpu:
+        r = self._sh("getconf CLK_TCK; cat /proc/stat")
+        try:
+            clk, _, stat = r.stdout.partition("\n")
+            return procs.parse_proc_stat_host(stat, int(clk))
+        except ValueError as e:
+            raise ExecutorError(f"{self.name}: cannot read /proc/stat: {e}: {r.why()}") from None
+
     def descendants(self, pid: int) -> list[int]:
         _, stats = self._snapshot()
         return procs.descendants_in(pid, procs.children_map(stats))
