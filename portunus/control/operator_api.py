@@ -16,6 +16,8 @@
     GET    /v1/tokens                                 admin
     DELETE /v1/tokens/{id}                            admin
     GET    /healthz                                   no auth
+    GET    /, /ui/...                                 no auth   the web UI's static pages (web_ui)
+    GET    /v1/auth/session                           no auth   {"authenticated", "user", "csrf_token"} of the cookie
     users, login sessions, grants, quotas             see tenants_api
 
 The roles above are token scopes (rbac). On top of them a user (role "user")
@@ -27,7 +29,7 @@ administration the admin scope (a user manages their own tokens).
 Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
 lists every issue), 401, 403 (code "forbidden" and a machine-readable "reason":
 role_required, not_owner, client_not_granted, protocol_not_granted,
-port_outside_grant, csrf_origin_mismatch; every denial is audited), 404, 409 (port in use on that client, duplicate
+port_outside_grant, csrf_origin_mismatch, csrf_token_missing, csrf_token_mismatch; every denial is audited), 404, 409 (port in use on that client, duplicate
 name, enrollment already used), 429 (too many failed authentications from
 that address: see `guard`), 422 (the client could not activate the rule: the change is rolled
 back) and 504 (the client did not ack in time: the change stays stored and is
@@ -56,7 +58,7 @@ from portunus.config import (
     sni_ports,
     valid_name,
 )
-from portunus.control import rbac
+from portunus.control import csrf, rbac, web_ui
 from portunus.control.api_errors import ApiError, denied
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.guard import Guard
@@ -154,6 +156,7 @@ class OperatorApi(TenantRoutes):
         r.add_get("/v1/tokens", self._reader(self.list_tokens, rbac.ADMIN))
         r.add_delete("/v1/tokens/{id}", self._audited("token.revoke", rbac.ADMIN, self.revoke_token))
         self._add_tenant_routes(r)
+        web_ui.add_routes(r, self)
         return app
 
     # ------------------------------------------------------------ middleware
@@ -187,7 +190,7 @@ class OperatorApi(TenantRoutes):
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/v1/auth/login"):
+        if request.path in ("/healthz", "/v1/auth/login", web_ui.SESSION_PATH) or web_ui.is_asset_path(request.path):
             return await handler(request)
         peer = request.remote or "unknown"
         wait_s = self.guard.retry_after_s("http", peer)
@@ -207,6 +210,7 @@ class OperatorApi(TenantRoutes):
                 raise ApiError(401, "unauthenticated", "session expired or logged out (POST /v1/auth/login)")
             if request.method not in SAFE_METHODS:
                 self._check_origin(request, principal)
+                self._check_csrf_token(request, principal, cookie)
             request["principal"] = principal
             return await handler(request)
         if scheme.lower() != "bearer" or not token:
@@ -219,6 +223,18 @@ class OperatorApi(TenantRoutes):
             raise ApiError(401, "unauthenticated", "invalid or revoked token")
         request["principal"] = principal
         return await handler(request)
+
+    def _check_csrf_token(self, request: web.Request, p: rbac.Principal, cookie: str) -> None:
+        """Refuse a cookie-authenticated change without the session's CSRF token (see `csrf`)."""
+        given = request.headers.get(csrf.HEADER)
+        if csrf.token_matches(cookie, given):
+            return
+        reason = "csrf_token_missing" if given is None else "csrf_token_mismatch"
+        self.store.add_audit(p.actor, p.audit_role, "csrf.refused", f"{request.method} {request.path}",
+                             None, f"denied: {reason}", reason=reason, user_id=p.user_id)
+        raise denied(reason, f"cross-site request refused: {'no' if given is None else 'wrong'} {csrf.HEADER} "
+                     "header (a change made with the session cookie must carry the token the login answer and "
+                     f"GET {web_ui.SESSION_PATH} give; scripts use a bearer token)")
 
     def _auth_failed(self, request: web.Request, peer: str, reason: str, why: str) -> None:
         self.metrics.auth_failures.labels("http", reason).inc()

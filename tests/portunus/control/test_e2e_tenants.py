@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from portunus.control import csrf
 from portunus.control.tenants_api import LOGIN_FAILURE_BURST
 from tests.portunus.control.support import ControlPlane, new_plane, remove_plane, through
 from tests.support.net import ExchangeServer, free_port_range
@@ -39,6 +40,7 @@ class Http:
             headers["Authorization"] = f"Bearer {token}"
         if cookie:
             headers["Cookie"] = cookie
+            headers[csrf.HEADER] = csrf.token_for(cookie.split("=", 1)[1])  # what the UI sends
         if origin:
             headers["Origin"] = origin
         try:
