@@ -35,7 +35,9 @@ function fmtRate(n) {
 function fmtTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
-  return d.toLocaleString();
+  const p = (n) => String(n).padStart(2, "0");
+  return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" +
+    p(d.getMinutes()) + ":" + p(d.getSeconds());
 }
 
 function ago(iso) {
@@ -197,7 +199,7 @@ function showLogin(message) {
   state.csrf = null;
   document.getElementById("top").hidden = true;
   const view = document.getElementById("view");
-  const user = h("input", { type: "text", autocomplete: "username", required: true, autofocus: true });
+  const user = h("input", { type: "text", autocomplete: "username", required: true });
   const pass = h("input", { type: "password", autocomplete: "current-password", required: true });
   const form = h("form", { id: "login-form", novalidate: true },
     h("h1", {}, "Sign in to Portunus"),
@@ -709,7 +711,11 @@ PAGES.owners = (view) => {
           setText(c.ports, g.listen_port_start + "–" + g.listen_port_end); setText(c.protocols, g.protocols.join(", "));
           setText(c.created, fmtTime(g.created_at) + " by " + g.created_by);
           if (superadmin() && !c.actions.firstChild) {
-            c.actions.append(confirmButton("Delete", async () => { await api("DELETE", "/v1/grants/" + g.id); refresh(); }));
+            c.actions.append(confirmButton("Delete", async () => {
+              const d = await api("DELETE", "/v1/grants/" + g.id);
+              if (d.status !== 200) c.actions.replaceChildren(h("span", { class: "field-error", role: "alert" }, errorText(d)));
+              refresh();
+            }));
           }
         });
     }

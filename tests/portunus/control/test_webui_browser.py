@@ -75,7 +75,7 @@ class UI:
         self.driver.get(self.base + "/")
         self.wait(lambda: self.css("#login-form"), "the sign-in form")
         self.fill("f-username", username)
-        self.fill("f-password", password).submit()
+        self.fill("f-password", password + "\n")  # Enter submits: keyboard use
 
     def rule_row(self, name: str) -> Any:
         rows = self.css(f"#rules-table tr[data-rule-name='{name}']")
@@ -159,7 +159,7 @@ def test_sign_in_enroll_a_client_and_see_it_online(ui: UI) -> None:
     ui.wait(lambda: "root (superadmin)" in ui.by_id("who").text, "signed in as root")
     ui.go("clients")
     ui.fill("f-enroll-name", "edge")
-    ui.fill("f-enroll-address", "127.0.0.1").submit()  # Enter in the form: keyboard use
+    ui.fill("f-enroll-address", "127.0.0.1\n")  # Enter in the form: keyboard use
     uri = ui.wait(lambda: ui.by_id("enroll-uri").get_attribute("value"), "the enrollment URI")
     assert uri.startswith("portunus://") and "secret=" in uri, uri
     ui.by_id("copy-uri").click()
@@ -218,6 +218,17 @@ def test_create_a_rule_and_see_live_bytes_then_errors_then_delete(ui: UI) -> Non
         traffic.stop()
         traffic = None
         assert sink.total > 0
+
+        # Edit: the form comes back filled in; another key goes through the JSON box.
+        ui.rule_row("web").find_element("css selector", "button[aria-label='Edit rule web']").click()
+        ui.wait(lambda: ui.by_id("f-rule-target").get_attribute("value") == f"127.0.0.1:{sink.port}", "edit form")
+        assert ui.by_id("f-rule-client").get_attribute("disabled") is not None  # rules do not move
+        ui.fill("f-rule-extra", '{"idle_timeout_secs": 600}')
+        ui.by_id("rule-submit").click()
+        ui.wait(lambda: "is active" in ui.by_id("rules-notice").text and not ui.css("#rule-form"), "rule saved", 30)
+        rule_id = ui.rule_row("web").get_attribute("data-rule-id")
+        stored = ui.plane.api().get(f"/v1/rules/{rule_id}").body["rule"]
+        assert stored["idle_timeout_secs"] == 600 and stored["listen_port"] == port, stored
 
         # An invalid target: the API's validation message next to the Target field.
         ui.by_id("new-rule").click()
@@ -328,6 +339,43 @@ def test_a_user_sees_the_grant_refusal_next_to_the_port(ui: UI) -> None:
             "alice's grant only")
     ui.no_console_errors(("/v1/rules", 403))
 
+
+def test_quota_and_owner_limit_set_from_the_pages(ui: UI) -> None:
+    ui.by_id("logout").click()
+    ui.wait(lambda: ui.css("#login-form"), "signed out")
+    ui.sign_in("root", ROOT_PASSWORD)
+    ui.wait(lambda: "root (superadmin)" in ui.by_id("who").text, "signed in as root")
+    alice = next(u["id"] for u in ui.plane.api().get("/v1/users").body["users"] if u["username"] == "alice")
+    ui.go("quotas")
+    ui.select("f-quota-user", str(alice))
+    ui.select("f-quota-client", "edge")
+    ui.fill("f-quota-bytes", "not a size")
+    ui.by_id("quota-form").find_element("css selector", "button[type='submit']").click()
+    ui.wait(lambda: ui.field_error("f-quota-bytes"), "the bytes error")
+    ui.fill("f-quota-bytes", "1GiB")
+    ui.by_id("quota-form").find_element("css selector", "button[type='submit']").click()
+    row = ui.wait(lambda: next((r for r in ui.css("#quotas-table tbody tr[data-key]") if "alice" in r.text), None),
+                  "alice's quota row")
+    assert ui.cell(row, "limit") == "1.07 GB" and ui.cell(row, "status") == "ok", row.text
+    quota = ui.plane.api().get("/v1/quotas").body["quotas"][0]
+    assert quota["limit_bytes"] == 2**30 and quota["period"] == "monthly", quota
+
+    ui.go("owners")
+    ui.select("f-limit-client", "edge")
+    ui.fill("f-limit-owner", "user:alice")
+    ui.fill("f-limit-bandwidth_in_bps", "0")
+    ui.by_id("limit-form").find_element("css selector", "button[type='submit']").click()
+    ui.wait(lambda: ui.field_error("f-limit-bandwidth_in_bps"), "the zero-bandwidth error")
+    ui.fill("f-limit-bandwidth_in_bps", "5000000")
+    ui.by_id("limit-form").find_element("css selector", "button[type='submit']").click()
+    ui.wait(lambda: any("bandwidth_in_bps = 5000000" in r.text for r in ui.css("#limits-table tbody tr[data-key]")),
+            "the limit listed")
+    assert ui.plane.client_view("edge")["owners"]["user:alice"] == {"bandwidth_in_bps": 5000000}
+    ui.go("audit")
+    ui.wait(lambda: {"quota.set", "owner.rate_limit.set"} <= {ui.cell(r, "action") for r in
+                                                            ui.css("#audit-table tbody tr[data-key]")}, "audited")
+    ui.no_console_errors((f"/v1/users/{alice}/quotas/edge", 400), ("/v1/clients/edge/owners/user%3Aalice/rate-limit", 400),
+                         ("/v1/clients/edge/owners/user:alice/rate-limit", 400))
 
 def test_the_console_check_catches_script_errors(ui: UI) -> None:
     """The check the other tests end with is not blind: a console.error and an uncaught error show."""
