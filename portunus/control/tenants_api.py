@@ -10,7 +10,7 @@
     POST   /v1/grants                           superadmin {"user_id", "client" (name or "*"), "listen_port_start",
                                                             "listen_port_end", "protocols": ["tcp", "udp"]} -> 201
     GET    /v1/grants[?user_id=N]               any        a user sees their own
-    DELETE /v1/grants/{id}                      superadmin
+    DELETE /v1/grants/{id}                      superadmin 409 grant_in_use while it alone covers some of the user's rules
     PUT    /v1/users/{id}/quotas/{client}       superadmin {"bytes", "period": "monthly"|"daily"|"never", "reset_day"}
     GET    /v1/users/{id}/quotas/{client}/status  self or superadmin  used, limit, period end, exhausted
     DELETE /v1/users/{id}/quotas/{client}       superadmin
@@ -42,7 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from portunus.bounds import show
-from portunus.config import ConfigError, parse_quota
+from portunus.config import ConfigError, parse_quota, parse_rule
 from portunus.control import csrf, rbac
 from portunus.control import grants as grants_mod
 from portunus.control.api_errors import ApiError, denied
@@ -382,8 +382,31 @@ class TenantRoutes:
         if row is None:
             raise ApiError(404, "grant_not_found", f"no grant with id {show(request.match_info['id'])}")
         request["audit_target"] = f"grant {row.id} of {row.username}"
+        stranded = self._rules_only_this_grant_covers(row)
+        if stranded:
+            raise ApiError(409, "grant_in_use", f"grant {row.id} is the only grant of {row.username} covering their "
+                           f"rule(s) {', '.join(map(str, stranded))}; delete those rules (or grant their ports "
+                           "again) first", rule_ids=stranded)
         self.tenants.delete_grant(row.id)
         return web.json_response({"id": row.id, "status": "deleted"})
+
+    def _rules_only_this_grant_covers(self, row: GrantRow) -> list[int]:
+        """Ids of the user's rules no other grant of theirs allows (a user's rules stay inside their grants)."""
+        user = self.tenants.user(row.user_id)
+        if user is None or user.role == "superadmin":
+            return []
+        others = [_grant(g) for g in self.tenants.grants(row.user_id) if g.id != row.id]
+        stranded = []
+        for rule_row in self.store.list_rules():
+            if rule_row.user_id != row.user_id or not _grant(row).covers_client(rule_row.client):
+                continue
+            try:
+                rule = parse_rule(rule_row.spec, source=f"stored rule {rule_row.id}")
+            except ConfigError:
+                continue  # stored by an older server; its client refuses it anyway
+            if grants_mod.refusal(others, rule_row.client, rule) is not None:
+                stranded.append(rule_row.id)
+        return stranded
 
     # ------------------------------------------------------------ quotas
 

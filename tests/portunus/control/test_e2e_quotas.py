@@ -2,7 +2,8 @@
 
 The client enforces (its data plane counts each byte of the user's rules and
 cuts at the budget); the server keeps the ledger in state.db from the
-client's reports. Checked here: the budget holds across a client kill -9, a
+client's reports. Checked here: a 10 MiB budget is cut within one chunk on
+splice, copy and UDP (a new UDP flow refused), the budget holds across a client kill -9, a
 server restart and a server outage (the client reconciles when it is back),
 re-creating a rule does not reset it, the period resets at its boundary
 (test clock), and the status is the same through API, CLI and metrics.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from portunus.dataplane.pipes import PIPE_SIZE_BYTES
+from portunus.dataplane.tcp import COPY_BUFFER_BYTES
 from tests.portunus.control.support import ControlPlane, wait_until
 from tests.portunus.control.test_e2e_tenants import PASSWORD, grant, make_user, rule
 from tests.support.net import free_port, free_port_range
@@ -112,8 +114,9 @@ def test_quota_holds_across_restarts_and_outages(plane: ControlPlane) -> None:
     assert 'portunus_rule_rejected_total{client="edge",reason="quota",rule="web2"}' in metrics
     audit = plane.api().get("/v1/audit?limit=1000").body["entries"]
     assert [e["target"] for e in audit if e["action"] == "quota.exhausted"] == ["quota of user alice on client edge"]
-    # Raising the budget opens the way again at once (pushed to the client).
-    set_quota(plane, uid, "edge", 3 * QUOTA_BYTES)
+    # Raising the budget opens the way again at once (pushed to the client), and keeps the count.
+    raised = set_quota(plane, uid, "edge", 3 * QUOTA_BYTES)
+    assert (raised["used_bytes"], raised["exhausted"]) == (st["used_bytes"], False), raised
     assert not status(plane, uid, "edge")["exhausted"]
 
 
@@ -169,21 +172,49 @@ def test_quota_requests_are_validated(plane: ControlPlane) -> None:
     assert resp.status == 200 and resp.body["client_acked"] is False and resp.body["reset_day"] == 31
 
 
+def test_copy_path_quota_through_the_client(plane: ControlPlane) -> None:
+    """The client forced onto the copy path: cut within one copy buffer of 10 MiB."""
+    client = plane.start_client(plane.enroll("edge"), env={"PORTUNUS_DISABLE_SPLICE": "1"})
+    plane.wait_online("edge")
+    uid = make_user(plane, "erin")
+    port = free_port()
+    grant(plane, uid, "edge", port, port, ["tcp"])
+    set_quota(plane, uid, "edge", QUOTA_BYTES)
+    erin = plane.api(plane.api().post("/v1/tokens", {"name": "erin-t", "role": "operator", "user_id": uid}).body["token"])
+    with ByteSink() as sink:
+        assert erin.post("/v1/rules", rule("edge", "bulk", port, sink.port)).status == 201
+        assert blast(port, 3 * QUOTA_BYTES)[1], "30 MiB went through a 10 MiB quota"
+        st = wait_until(lambda: (s := status(plane, uid, "edge"))["exhausted"] and s, 20, "exhausted in the ledger")
+        assert QUOTA_BYTES <= st["used_bytes"] <= QUOTA_BYTES + COPY_BUFFER_BYTES, st
+        wait_until(lambda: len(sink.per_conn) == 1, 10, "the sink saw the connection end")
+        assert sink.total <= st["used_bytes"]
+        assert connection_refused(port)
+    counters = client.stats()["rules"]["bulk"]
+    assert counters["copy_connections"] == 1 and counters["quota_cuts"] == 1, counters
+
+
 def test_udp_quota_through_the_client(plane: ControlPlane) -> None:
-    plane.start_client(plane.enroll("edge"))
+    client = plane.start_client(plane.enroll("edge"))
     plane.wait_online("edge")
     uid = make_user(plane, "dora")
     port = free_port(socket.SOCK_DGRAM)
     grant(plane, uid, "edge", port, port, ["udp"])
-    set_quota(plane, uid, "edge", 2 * MIB, period="monthly")
+    set_quota(plane, uid, "edge", QUOTA_BYTES, period="monthly")
     sink = UdpSink()
     try:
         resp = plane.api().post("/v1/rules", rule("edge", "dns", port, sink.port, "udp") | {"owner": "user:dora"})
         assert resp.status == 201, resp
-        sock, _ = udp_blast(port, 2 * MIB // 1000 + 500, 1000)
+        sock, _ = udp_blast(port, QUOTA_BYTES // 1000 + 500, 1000)
         sock.close()
         st = wait_until(lambda: (s := status(plane, uid, "edge"))["exhausted"] and s, 20, "exhausted in the ledger")
-        assert 2 * MIB <= st["used_bytes"] <= 2 * MIB + 1000, st
+        assert QUOTA_BYTES <= st["used_bytes"] <= QUOTA_BYTES + 1000, st
         assert sink.bytes == st["used_bytes"]  # one way only: the sink does not answer
+        # A new flow (another source port) is refused at its first datagram.
+        refused_before = client.stats()["rules"]["dns"]["rejected"].get("quota", 0)
+        sock, _ = udp_blast(port, 5, 1000)
+        sock.close()
+        wait_until(lambda: client.stats()["rules"]["dns"]["rejected"].get("quota", 0) == refused_before + 5, 10,
+                   "the new flow's 5 datagrams refused (reason quota)")
+        assert sink.bytes == st["used_bytes"]
     finally:
         sink.close()

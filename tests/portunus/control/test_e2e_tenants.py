@@ -10,12 +10,16 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import secrets
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from portunus.control import csrf
+from portunus.control.rbac import token_hash
+from portunus.control.store import _MIGRATIONS
 from portunus.control.tenants_api import LOGIN_FAILURE_BURST
 from tests.portunus.control.support import ControlPlane, new_plane, remove_plane, through
 from tests.support.net import ExchangeServer, free_port_range
@@ -84,10 +88,11 @@ def user_token(plane: ControlPlane, name: str) -> str:
     return str(body["token"])
 
 
-def grant(plane: ControlPlane, user_id: int, client: str, start: int, end: int, protocols: list[str]) -> None:
+def grant(plane: ControlPlane, user_id: int, client: str, start: int, end: int, protocols: list[str]) -> int:
     resp = plane.api().post("/v1/grants", {"user_id": user_id, "client": client, "listen_port_start": start,
                                            "listen_port_end": end, "protocols": protocols})
     assert resp.status == 201, resp
+    return int(resp.body["id"])
 
 
 def rule(client: str, name: str, port: int, target: int, protocol: str = "tcp") -> dict[str, Any]:
@@ -103,7 +108,7 @@ def forbidden(resp: Any, reason: str) -> None:
 def test_grants_decide_what_a_user_may_push(fleet: ControlPlane) -> None:
     base = free_port_range(100)  # "20000-20099": a range free on this host
     alice_id, bob_id = make_user(fleet, "alice"), make_user(fleet, "bob")
-    grant(fleet, alice_id, "edge-a", base, base + 99, ["tcp"])
+    alice_grant = grant(fleet, alice_id, "edge-a", base, base + 99, ["tcp"])
     grant(fleet, bob_id, "edge-a", base + 50, base + 99, ["tcp", "udp"])
     alice, bob = fleet.api(user_token(fleet, "alice")), fleet.api(user_token(fleet, "bob"))
     target = ExchangeServer(lambda tag: 2048, random.Random(5))
@@ -145,12 +150,22 @@ def test_grants_decide_what_a_user_may_push(fleet: ControlPlane) -> None:
         forbidden(alice.put(f"/v1/rules/{rule_id}", rule("edge-a", "web", base + 200, target.port)),
                   "port_outside_grant")
 
-        # The superadmin sees every rule and may delete any of them.
+        # Her grant is not taken away from under her running rule, unless another grant covers it.
         admin = fleet.api()
+        resp = admin.delete(f"/v1/grants/{alice_grant}")
+        assert resp.status == 409 and resp.error["code"] == "grant_in_use" and resp.error["rule_ids"] == [rule_id], resp
+        wider = grant(fleet, alice_id, "*", base + 20, base + 20, ["tcp"])
+        assert admin.delete(f"/v1/grants/{alice_grant}").status == 200
+        assert admin.delete(f"/v1/grants/{wider}").error["rule_ids"] == [rule_id]  # now the only one
+        forbidden(alice.put(f"/v1/rules/{rule_id}", rule("edge-a", "web", base + 10, target.port)), "port_outside_grant")
+
+        # The superadmin sees every rule and may delete any of them.
         assert rule_id in [r["id"] for r in admin.get("/v1/rules").body["rules"]]
         assert alice.get("/v1/rules").body["rules"][0]["id"] == rule_id
         assert admin.delete(f"/v1/rules/{rule_id}").status == 200
         assert alice.get("/v1/rules").body["rules"] == []
+        assert admin.delete(f"/v1/grants/{wider}").status == 200
+        assert alice.get("/v1/grants").body["grants"] == []
 
         # Every denial is in the audit log with actor, role and reason; users read only their own entries.
         entries = admin.get("/v1/audit?limit=1000").body["entries"]
@@ -251,3 +266,39 @@ def test_users_and_grants_through_the_cli(fleet: ControlPlane) -> None:
     assert run_cli("portunus-server", "grants", "delete", str(grant_id), *ep, env=env).returncode == 0
     assert run_cli("portunus-server", "users", "delete", "frank", *ep, env=env).returncode == 0
     assert fleet.api(frank).get("/v1/rules").status == 401  # his tokens went with him
+
+
+def test_a_schema_2_data_dir_keeps_its_tokens_scopes() -> None:
+    """A state.db of the three-role server, opened by this one: the tokens act as root within their old role."""
+    p = new_plane()
+    try:
+        db = sqlite3.connect(p.data_dir / "state.db")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for version in (1, 2):
+            for stmt in _MIGRATIONS[version]:
+                db.execute(stmt)
+        db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        db.execute("INSERT INTO clients (name, address, created_at) VALUES ('edge', '127.0.0.1', 0)")
+        spec = json.dumps(rule("edge", "old", 20000, 9))
+        db.execute("INSERT INTO rules (client_id, name, spec_json, created_at, updated_at) VALUES (1, 'old', ?, 0, 0)",
+                   (spec,))
+        tokens = {role: secrets.token_urlsafe(32) for role in ("admin", "operator", "viewer")}
+        for role, token in tokens.items():
+            db.execute("INSERT INTO tokens (name, role, token_sha256, created_at, created_by) VALUES (?, ?, ?, 0, 'op')",
+                       (f"old-{role}", role, token_hash(token)))
+        db.commit()
+        db.close()
+        p.start_server()
+        viewer, operator, admin = (p.api(tokens[r]) for r in ("viewer", "operator", "admin"))
+        assert viewer.get("/v1/auth/whoami").body == {"actor": "token:old-viewer", "user_id": 1, "username": "root",
+                                                      "role": "superadmin", "scope": "viewer", "via": "token"}
+        assert [r["name"] for r in viewer.get("/v1/rules").body["rules"]] == ["old"]  # root owns the old rules
+        forbidden(viewer.post("/v1/client-enrollments", {"name": "edge-2", "address": "127.0.0.1"}), "role_required")
+        assert operator.post("/v1/client-enrollments", {"name": "edge-2", "address": "127.0.0.1"}).status == 201
+        forbidden(operator.post("/v1/users", {"username": "x", "password": PASSWORD}), "role_required")
+        assert admin.post("/v1/users", {"username": "x", "password": PASSWORD}).status == 201
+        assert {(t["name"], t["role"], t["user_id"]) for t in admin.get("/v1/tokens").body["tokens"]} == {
+            ("old-admin", "admin", 1), ("old-operator", "operator", 1), ("old-viewer", "viewer", 1)}
+        assert p.server is not None and "(schema 3)" in p.server.log()
+    finally:
+        remove_plane(p)
