@@ -187,7 +187,8 @@ class ClientPath(ForwardPath):
         control_port, http, metrics = setup.alloc_port(), setup.alloc_port(), setup.alloc_port()
         token = secrets.token_urlsafe(32)
         control.write_text(data_dir / "server.toml",
-                           render_server_toml(control_port, http, metrics, token, site.control_host))
+                           render_server_toml(control_port, http, metrics, token, site.control_host),
+                           private=True)  # it holds the operator token
         base = f"http://{LOOPBACK}:{http}"
         self._connect = control.connect
 

@@ -136,6 +136,10 @@ class _Listener:
     sock: socket.socket
     state: RuleState           # reassigned in place when a reload changes the rule
     routes: sni.RouteTable | None = None  # rules chosen by server name (SNI listeners only)
+    family: int = 0            # sock.family as a plain int (the property builds an enum per call)
+
+    def __post_init__(self) -> None:
+        self.family = int(self.sock.family)
 
 
 def socket_keys(rule: Rule) -> list[tuple[str, str, int]]:
@@ -418,7 +422,7 @@ class Forwarder:
 
     def _accept_batch(self, lst: _Listener) -> None:
         accept = lst.sock._accept  # type: ignore[attr-defined]  # (fd, address): no socket object until admitted
-        family = lst.sock.family
+        family = lst.family
         port = lst.key[2]
         for _ in range(ACCEPT_BATCH):
             try:
@@ -506,7 +510,7 @@ class Forwarder:
 
     def closed(self, conn: TcpConnection, opened: bool) -> None:
         if opened:
-            conn.rule_state.stats.closed(conn)
+            conn.rule_state.stats.closed_tcp(conn, conn.relay_in.bytes, conn.relay_out.bytes)
         release(conn.sets)
         self.connections.discard(conn)
         if self._closing and not self.connections:

@@ -73,6 +73,13 @@ class RuleStats:
             self.datagrams_in_done += dgrams_in
             self.datagrams_out_done += dgrams_out
 
+    def closed_tcp(self, flow: LiveFlow, bytes_in: int, bytes_out: int) -> None:
+        """closed() for a TCP connection (no datagrams; the hot path of short connections)."""
+        with self.lock:
+            self.live.discard(flow)
+            self.bytes_in_done += bytes_in
+            self.bytes_out_done += bytes_out
+
     def count(self, field: str, n: int = 1) -> None:
         with self.lock:
             setattr(self, field, getattr(self, field) + n)

@@ -78,6 +78,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 # ---------------------------------------------------------------- pure parts
 
 
+def test_local_private_write_is_0600_even_over_an_existing_file(tmp_path: Path) -> None:
+    from harness.site.executor.local import LOCAL
+    f = tmp_path / "d" / "server.toml"
+    LOCAL.write_text(f, "public\n")
+    f.chmod(0o644)
+    LOCAL.write_text(f, 'operator_token = "x"\n', private=True)
+    assert (f.stat().st_mode & 0o777, f.read_text()) == (0o600, 'operator_token = "x"\n')
+
+
 def test_env_delta_sends_differences_only() -> None:
     base = {"HOME": "/root", "PATH": "/usr/bin", "PORTUNUS_DISABLE_SPLICE": "1", "BASH_FUNC_x%%": "()"}
     sets, unsets = env_delta({**base, "A": "x y", "PATH": "/usr/bin"}, base)
@@ -204,6 +213,8 @@ def test_ssh_executor_files_cpu_listeners_and_connections(lab: Lab, tmp_path: Pa
         assert str(d).startswith("/tmp/portunus-bench-remote-") and not (tmp_path / "0001-x").exists()
         ex.write_text(d / "sub" / "a.txt", "héllo\n")
         assert ex.read_text(d / "sub" / "a.txt") == "héllo\n" and ex.read_text(d / "missing") == ""
+        ex.write_text(d / "sub" / "a.txt", "token\n", private=True)  # an existing 0644 file becomes 0600
+        assert ex.run(["stat", "-c", "%a", str(d / "sub" / "a.txt")]).stdout.strip() == "600"
         busy = ex.spawn(["sh", "-c", "i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done; sleep 60"])
         time.sleep(1.5)
         cpu = ex.tree_cpu_seconds(busy.pid)

@@ -104,8 +104,8 @@ class Executor(abc.ABC):
         """Where `name` is on that host (harness venv first for local kinds), or None."""
 
     @abc.abstractmethod
-    def write_text(self, path: Path, text: str) -> None:
-        """Write a file there."""
+    def write_text(self, path: Path, text: str, private: bool = False) -> None:
+        """Write a file there (private: mode 0600 from the start, for files that hold secrets)."""
 
     @abc.abstractmethod
     def read_text(self, path: Path) -> str:

@@ -87,9 +87,15 @@ class LocalExecutor(Executor):
     def which(self, name: str) -> str | None:
         return find_local_executable(name)
 
-    def write_text(self, path: Path, text: str) -> None:
+    def write_text(self, path: Path, text: str, private: bool = False) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+        if not private:
+            Path(path).write_text(text)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     def read_text(self, path: Path) -> str:
         try:

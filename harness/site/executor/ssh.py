@@ -334,9 +334,10 @@ class SshExecutor(Executor):
         out = r.stdout.strip().splitlines()
         return out[0] if out else None
 
-    def write_text(self, path: Path, text: str) -> None:
+    def write_text(self, path: Path, text: str, private: bool = False) -> None:
         p = shlex.quote(str(path))
-        r = self._sh(f"mkdir -p -- \"$(dirname -- {p})\" && cat > {p}", input=text)
+        write = f"(umask 077 && cat > {p} && chmod 600 -- {p})" if private else f"cat > {p}"
+        r = self._sh(f"mkdir -p -- \"$(dirname -- {p})\" && {write}", input=text)
         if not r.ok:
             raise ExecutorError(f"{self.name}: cannot write {path}: {r.why()}")
 
