@@ -427,7 +427,8 @@ PAGES.clients = (view) => {
         setText(x.name, c.name);
         setText(x.address, c.address);
         if (x.status.dataset.v !== c.status) { x.status.dataset.v = c.status; x.status.replaceChildren(badge(c.status)); }
-        setText(x.last_seen, ago(c.last_seen_at));
+        // The server stamps last_seen when a stream opens or closes: an online client is seen now.
+        setText(x.last_seen, c.status === "online" ? "now (connected since " + fmtTime(c.last_seen_at) + ")" : ago(c.last_seen_at));
         x.last_seen.title = fmtTime(c.last_seen_at);
         const applied = c.acked_version === null || c.acked_version === undefined ? "—" : String(c.acked_version);
         setText(x.version, applied + " of " + c.ruleset_version);
