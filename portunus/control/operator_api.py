@@ -11,7 +11,9 @@
     GET    /v1/rules/{id}                             viewer
     PUT    /v1/rules/{id}                             operator  full replacement -> 200
     DELETE /v1/rules/{id}                             operator  -> 200
-    GET    /v1/audit[?limit=N&after_id=ID]            viewer
+    GET    /v1/audit[?limit=N&after_id=ID&before_id=ID&action=A&actor=A&result=PREFIX&q=TEXT]   viewer
+                                                      newest first; filters: exact action / actor, result
+                                                      prefix (ok, denied, error), q in target or detail
     POST   /v1/tokens                                 admin     {"name", "role", "user_id"?} -> 201 {"token", ...}
     GET    /v1/tokens                                 admin
     DELETE /v1/tokens/{id}                            admin
@@ -74,6 +76,7 @@ log = logging.getLogger("portunus.server.api")
 # Request bodies are small JSON documents; refuse anything that is not.
 MAX_BODY_BYTES = 1 << 20
 MAX_AUDIT_PAGE = 1000
+MAX_AUDIT_FILTER_CHARS = 256
 # Row ids are SQLite INTEGERs: at most 2^63 - 1 (19 digits); a longer path segment names no row.
 _ID_RE = re.compile(r"[0-9]{1,19}")
 _MAX_ROW_ID = 2**63 - 1
@@ -573,8 +576,19 @@ class OperatorApi(TenantRoutes):
     async def list_audit(self, request: web.Request) -> web.Response:
         limit = self._query_int(request, "limit", 100, AUDIT_LIMIT)
         after = self._query_int(request, "after_id", 0, AUDIT_AFTER_ID)
+        before = self._query_int(request, "before_id", 0, AUDIT_AFTER_ID) if "before_id" in request.query else None
+        filters: dict[str, str] = {}
+        for key, arg in (("action", "action"), ("actor", "actor"), ("result", "result"), ("q", "text")):
+            value = request.query.get(key)
+            if value is None or value == "":
+                continue
+            if len(value) > MAX_AUDIT_FILTER_CHARS or not value.isprintable():
+                raise ApiError(400, "invalid", f"{key} must be printable text of at most {MAX_AUDIT_FILTER_CHARS} "
+                               f"characters, got {show(value)}")
+            filters[arg] = value
         p: rbac.Principal = request["principal"]
-        entries = self.store.list_audit(limit=limit, after_id=after, user_id=None if p.superadmin else p.user_id)
+        entries = self.store.list_audit(limit=limit, after_id=after, before_id=before,
+                                        user_id=None if p.superadmin else p.user_id, **filters)
         return web.json_response({"entries": [render_audit(e) for e in entries]})
 
     async def create_token(self, request: web.Request) -> web.Response:

@@ -807,7 +807,7 @@ PAGES.quotas = (view) => {
 // ------------------------------------------------------------------ audit log
 
 PAGES.audit = (view) => {
-  const actor = h("input", { type: "search" });
+  const actor = h("select", {}, h("option", { value: "" }, "any"));
   const action = h("select", {}, h("option", { value: "" }, "any"));
   const result = h("select", {}, [["", "any"], ["ok", "ok"], ["denied", "denied"], ["error", "error"], ["refused", "refused"]]
     .map(([v, l]) => h("option", { value: v }, l)));
@@ -817,23 +817,45 @@ PAGES.audit = (view) => {
   const filters = h("form", { class: "filters", id: "audit-filters", role: "search" },
     field("Actor", "actor", actor, { idPrefix: "audit" }), field("Action", "action", action, { idPrefix: "audit" }),
     field("Result", "result", result, { idPrefix: "audit" }), field("Text", "text", text, { idPrefix: "audit" }),
-    field("Newest", "limit", limit, { idPrefix: "audit" }), count);
+    field("Per page", "limit", limit, { idPrefix: "audit" }), count);
   filters.addEventListener("submit", (ev) => ev.preventDefault());
   const [wrap, tbody] = table("audit-table", [["ID", "num"], ["Time"], ["Actor"], ["Role"], ["Action"], ["Target"],
     ["Result"]]);
-  view.append(h("h1", {}, "Audit log", h("span", { class: "live" }, "refreshed every 3 s")), filters, wrap);
+  const newer = h("button", { type: "button", id: "audit-newest", disabled: true }, "Newest");
+  const older = h("button", { type: "button", id: "audit-older" }, "Older entries");
+  view.append(h("h1", {}, "Audit log", h("span", { class: "live" }, "newest page refreshed every 3 s")), filters, wrap,
+    h("p", { class: "actions" }, newer, older));
+  const seenActors = new Set();
+  const seenActions = new Set();
+  let before = null;  // paging back: entries older than this id (no auto refresh then)
   let entries = [];
 
-  function render() {
-    const a = actor.value.trim().toLowerCase();
-    const t = text.value.trim().toLowerCase();
-    const shown = entries.filter((e) =>
-      (!a || e.actor.toLowerCase().includes(a)) &&
-      (!action.value || e.action === action.value) &&
-      (!result.value || e.result.startsWith(result.value)) &&
-      (!t || ((e.target || "") + " " + JSON.stringify(e.detail || "")).toLowerCase().includes(t)));
-    setText(count, shown.length + " of " + entries.length + " entries");
-    syncRows(tbody, shown, (e) => e.id,
+  function query() {
+    const q = new URLSearchParams({ limit: limit.value });
+    if (before !== null) q.set("before_id", String(before));
+    if (actor.value) q.set("actor", actor.value);
+    if (action.value) q.set("action", action.value);
+    if (result.value) q.set("result", result.value);
+    if (text.value.trim()) q.set("q", text.value.trim());
+    return "/v1/audit?" + q.toString();
+  }
+
+  let issued = 0;
+  async function load(gen) {
+    if (before !== null && gen !== "now") return;  // a page of older entries stays put
+    const mine = ++issued;
+    const resp = await api("GET", query());
+    // Only the newest request's answer is shown: a slower one sent before a filter change is stale.
+    if (resp.status !== 200 || mine !== issued || (gen !== "now" && gen !== state.gen)) return;
+    entries = resp.body.entries;
+    for (const e of entries) { seenActors.add(e.actor); seenActions.add(e.action); }
+    fillSelect(actor, [["", "any"], ...[...seenActors].sort().map((x) => [x, x])], true);
+    fillSelect(action, [["", "any"], ...[...seenActions].sort().map((x) => [x, x])], true);
+    setText(count, entries.length + (entries.length === Number(limit.value) ? "+" : "") + " entries" +
+      (before !== null ? " older than #" + before : ""));
+    newer.disabled = before === null;
+    older.disabled = entries.length < Number(limit.value);
+    syncRows(tbody, entries, (e) => e.id,
       () => h("tr", {}, ["id", "ts", "actor", "role", "action", "target", "result"].map((c) => h("td", { "data-col": c, class: c === "id" ? "num" : null }))),
       (tr, e) => {
         const c = cells(tr);
@@ -842,18 +864,16 @@ PAGES.audit = (view) => {
         c.result.className = e.result === "ok" ? "status-ok" : (/^(denied|error|refused)/.test(e.result) ? "status-error" : "");
       });
   }
-  for (const el of [actor, text]) el.addEventListener("input", render);
-  for (const el of [action, result]) el.addEventListener("change", render);
-  limit.addEventListener("change", () => load(state.gen));
-
-  async function load(gen) {
-    const resp = await api("GET", "/v1/audit?limit=" + limit.value);
-    if (resp.status !== 200 || gen !== state.gen) return;
-    entries = resp.body.entries;
-    const actions = [...new Set(entries.map((e) => e.action))].sort();
-    fillSelect(action, [["", "any"], ...actions.map((x) => [x, x])], true);
-    render();
-  }
+  const reload = () => { before = null; load("now"); };
+  let typing = null;
+  text.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
+  for (const el of [actor, action, result, limit]) el.addEventListener("change", reload);
+  newer.addEventListener("click", () => { reload(); older.focus(); });
+  older.addEventListener("click", () => {
+    if (!entries.length) return;
+    before = entries[entries.length - 1].id;
+    load("now");
+  });
   poll(load, 3000);
 };
 

@@ -276,21 +276,30 @@ def test_create_a_rule_and_see_live_bytes_then_errors_then_delete(ui: UI) -> Non
 
 def test_audit_log_shows_the_changes_and_filters(ui: UI) -> None:
     ui.go("audit")
-    ui.wait(lambda: len(ui.css("#audit-table tbody tr[data-key]")) > 3, "audit rows")
-    actions = {ui.cell(r, "action") for r in ui.css("#audit-table tbody tr[data-key]")}
-    assert {"auth.login", "enrollment.create", "rule.create", "rule.delete"} <= actions, actions
-    ui.select("f-audit-action", "rule.create")
-    rows = ui.wait(lambda: ui.css("#audit-table tbody tr[data-key]") if all(
-        ui.cell(r, "action") == "rule.create" for r in ui.css("#audit-table tbody tr[data-key]")) else None,
-        "only rule.create rows")
-    results = [ui.cell(r, "result") for r in rows]
+
+    def rows() -> list[Any]:
+        return ui.css("#audit-table tbody tr[data-key]")
+
+    ui.wait(lambda: len(rows()) > 3, "audit rows")
+    actions = {ui.cell(r, "action") for r in rows()}
+    assert {"auth.login", "enrollment.create", "rule.create", "rule.update", "rule.delete"} <= actions, actions
+    ui.select("f-audit-action", "rule.create")  # filtered by the server
+    ui.wait(lambda: rows() and all(ui.cell(r, "action") == "rule.create" for r in rows()), "only rule.create rows")
+    results = [ui.cell(r, "result") for r in rows()]
     assert "ok" in results and any(x.startswith("error 400") for x in results), results
     ui.select("f-audit-result", "error")
-    ui.wait(lambda: all(ui.cell(r, "result").startswith("error") for r in ui.css("#audit-table tbody tr[data-key]")),
-            "only errors")
-    ui.fill("f-audit-actor", "nobody-has-this-name")
-    ui.wait(lambda: not ui.css("#audit-table tbody tr[data-key]"), "no rows for an unknown actor")
-    assert ui.by_id("audit-count").text.startswith("0 of ")
+    ui.wait(lambda: rows() and all(ui.cell(r, "result").startswith("error") for r in rows()), "only errors")
+    ui.fill("f-audit-text", "no-port-here")  # the invalid target is in the entry's detail
+    ui.wait(lambda: len(rows()) == 1 and "missing port" in ui.cell(rows()[0], "result"), "the invalid-target entry")
+    ui.fill("f-audit-text", "nothing-has-this-text")
+    ui.wait(lambda: not rows(), "no rows for an unknown text")
+    assert ui.by_id("audit-count").text.startswith("0 entries")
+    ui.fill("f-audit-text", "")
+    ui.select("f-audit-action", "")
+    ui.select("f-audit-result", "")
+    ui.select("f-audit-actor", "user:root")
+    ui.wait(lambda: rows() and all(ui.cell(r, "actor") == "user:root" for r in rows()) and
+            "auth.login" in {ui.cell(r, "action") for r in rows()}, "only root's entries")
     ui.no_console_errors()
 
 
