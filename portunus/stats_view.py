@@ -17,8 +17,9 @@ from typing import Any
 # How often a pressed key is noticed between two refreshes.
 KEY_POLL_MS = 100
 COLUMNS = ("RULE", "PROTO", "LISTEN", "IN/s", "OUT/s", "CONNS", "FLOWS", "TOTAL", "ERRORS")
-_WIDTHS = (20, 5, 21, 11, 11, 6, 6, 9, 7)
-
+_WIDTHS = (16, 5, 21, 10, 10, 5, 5, 8, 6)
+# On a narrow terminal these columns go first, in this order (the rest fit 80 columns).
+_DROP_ORDER = ("TOTAL", "PROTO")
 
 @dataclass(frozen=True)
 class RuleRow:
@@ -75,19 +76,34 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def format_row(row: RuleRow) -> str:
+def columns_for(width: int) -> tuple[int, ...]:
+    """Indexes of the columns to show in `width` characters (dropping TOTAL, then PROTO)."""
+    shown = list(range(len(COLUMNS)))
+    for name in _DROP_ORDER:
+        if _span(shown) <= width - 1:
+            break
+        shown.remove(COLUMNS.index(name))
+    return tuple(shown)
+
+
+def _span(shown: list[int]) -> int:
+    return sum(_WIDTHS[i] for i in shown) + len(shown) - 1
+
+
+def format_row(row: RuleRow, shown: tuple[int, ...] | None = None) -> str:
     cells = (row.name, row.protocol, row.listen, human_rate(row.in_bytes_per_s), human_rate(row.out_bytes_per_s),
              _cell(row.connections), _cell(row.flows), str(row.total), str(row.errors))
-    return _join(cells)
+    return _join(cells, shown)
 
 
-def header() -> str:
-    return _join(COLUMNS)
+def header(shown: tuple[int, ...] | None = None) -> str:
+    return _join(COLUMNS, shown)
 
 
-def _join(cells: tuple[str, ...]) -> str:
+def _join(cells: tuple[str, ...], shown: tuple[int, ...] | None) -> str:
     parts = []
-    for i, (text, width) in enumerate(zip(cells, _WIDTHS, strict=True)):
+    for i in shown if shown is not None else range(len(cells)):
+        text, width = cells[i], _WIDTHS[i]
         text = text if len(text) <= width else text[:width - 1] + "~"
         parts.append(text.ljust(width) if i < 3 else text.rjust(width))
     return " ".join(parts)
@@ -130,7 +146,8 @@ def _loop(scr: Any, fetch: Callable[[], dict[str, Any]], addr: str, interval_s: 
         lines = [f"portunus-standalone stats  {addr}  {time.strftime('%H:%M:%S')}   (q quits)", ""]
         if snap is not None:
             rows = rule_rows(prev, snap, now - prev_t if prev is not None else 0.0)
-            lines += [header(), *(format_row(r) for r in rows)]
+            shown = columns_for(scr.getmaxyx()[1])
+            lines += [header(shown), *(format_row(r, shown) for r in rows)]
             if not rows:
                 lines.append("(no rules)")
             prev, prev_t = snap, now

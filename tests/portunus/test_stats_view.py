@@ -13,7 +13,7 @@ import pexpect
 import pyte
 import pytest
 
-from portunus.stats_view import human_rate, rule_rows
+from portunus.stats_view import columns_for, format_row, header, human_rate, rule_rows
 from tests.support.net import UdpEchoServer, free_port, free_ports
 from tests.support.proc import BIN, Standalone
 from tests.support.traffic import ByteSink
@@ -47,6 +47,18 @@ def test_rates_are_counter_deltas_over_elapsed_time() -> None:
 def test_human_rate() -> None:
     assert [human_rate(v) for v in (0, 999, 1500, 12_345_678, 2.5e9)] == \
         ["0 B/s", "999 B/s", "1.50 KB/s", "12.3 MB/s", "2.50 GB/s"]
+
+
+def test_narrow_terminals_drop_total_then_protocol() -> None:
+    row = rule_rows(None, {"rules": {"a-rule-with-a-long-name": _counters(listen="[2001:db8::1]:65535")}}, 0)[0]
+    assert header(columns_for(120)).split() == ["RULE", "PROTO", "LISTEN", "IN/s", "OUT/s", "CONNS", "FLOWS",
+                                                "TOTAL", "ERRORS"]
+    assert "TOTAL" not in header(columns_for(90)).split() and "PROTO" in header(columns_for(90)).split()
+    narrow = columns_for(80)
+    assert header(narrow).split() == ["RULE", "LISTEN", "IN/s", "OUT/s", "CONNS", "FLOWS", "ERRORS"]
+    line = format_row(row, narrow)
+    assert len(header(narrow)) < 80 and len(line) == len(header(narrow)), line
+    assert line.startswith("a-rule-with-a-l~ ")  # a cut name says so
 
 
 class _Traffic:
