@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         driver = start_browser()
         base = f"http://{bench.http}"
         _sign_in(driver, base)
-        ports = _free_port_block(args.pushes)
         cookie = _session_cookie(bench)
         for rnd in range(args.rounds):
             order = list(cases) if rnd % 2 == 0 else list(reversed(cases))
@@ -120,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 elif case == "http_polling":
                     poller = subprocess.Popen([sys.executable, "-c", _POLLER, base + "/v1/rules", cookie])
                 time.sleep(1.5)  # the page settled (and its first polls done) before measuring
+                # Fresh ports for every block: on a shared host another program may take one meanwhile.
+                ports = _free_port_block(args.pushes)
                 before = _polling_requests(bench)
                 samples[case] += bench.push_latency(ports)
                 polls[case] += _polling_requests(bench) - before
