@@ -22,6 +22,7 @@ import pytest
 
 from portunus.dataplane.pipes import PIPE_SIZE_BYTES
 from portunus.dataplane.tcp import COPY_BUFFER_BYTES
+from tests.support.clock import TestClock
 from tests.support.net import echo_handler, free_port, random_payload, recv_all, tcp_server
 from tests.support.proc import run_cli
 from tests.support.tls import client_hello
@@ -168,23 +169,19 @@ def test_usage_survives_restart_reload_and_re_created_rules(standalone, tmp_path
         assert blast(port, 1 * MIB) == (1 * MIB, False)
 
 
-def _next_utc_midnight() -> float:
-    t = time.gmtime()
-    return calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)) + 86400.0
-
-
 def test_daily_quota_resets_at_midnight_utc(standalone, tmp_path: Path) -> None:
-    """The test clock (PORTUNUS_CLOCK_OFFSET_FILE) puts the forwarder 6 s before midnight UTC."""
-    clock = tmp_path / "clock-offset"
-    clock.write_text(str(_next_utc_midnight() - 6.0 - time.time()))
+    """The test clock (PORTUNUS_CLOCK_OFFSET_FILE) puts the forwarder an hour before midnight UTC,
+    then 3 s before it once the budget is spent."""
+    clock = TestClock(tmp_path / "clock-offset")
     port, maddr = free_port(), f"127.0.0.1:{free_port()}"
     with ByteSink() as sink:
         fwd = standalone(quota_toml(tmp_path, port, sink.port, quota='bytes = 1048576, period = "daily"'),
-                         env={"PORTUNUS_CLOCK_OFFSET_FILE": str(clock)}, metrics_addr=maddr, wait_ports=[port])
+                         env=clock.env, metrics_addr=maddr, wait_ports=[port])
         before = quota_status(maddr)
         assert blast(port, 4 * MIB)[1]
-        wait_for(lambda: quota_status(maddr)["exhausted"], 5, "exhausted")
+        wait_for(lambda: quota_status(maddr)["exhausted"], 10, "exhausted")
         assert connection_refused(port)
+        clock.set_before_midnight(3.0)
         log = fwd.wait_log("quota period ended", timeout_s=15)
         assert "new period from" in log
         after = quota_status(maddr)

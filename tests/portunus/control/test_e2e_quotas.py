@@ -11,11 +11,9 @@ re-creating a rule does not reset it, the period resets at its boundary
 
 from __future__ import annotations
 
-import calendar
 import json
 import re
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from portunus.dataplane.pipes import PIPE_SIZE_BYTES
 from portunus.dataplane.tcp import COPY_BUFFER_BYTES
 from tests.portunus.control.support import ControlPlane, wait_until
 from tests.portunus.control.test_e2e_tenants import PASSWORD, grant, make_user, rule
+from tests.support.clock import TestClock
 from tests.support.net import free_port, free_port_range
 from tests.support.proc import run_cli
 from tests.support.traffic import ByteSink, UdpSink, blast, connection_refused, udp_blast
@@ -120,16 +119,11 @@ def test_quota_holds_across_restarts_and_outages(plane: ControlPlane) -> None:
     assert not status(plane, uid, "edge")["exhausted"]
 
 
-def _next_utc_midnight() -> float:
-    t = time.gmtime()
-    return calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)) + 86400.0
-
-
 def test_quota_resets_at_the_period_boundary(plane: ControlPlane, tmp_path: Path) -> None:
-    """Server and client run on a test clock 10 s before midnight UTC; the daily period rolls over."""
-    clock = tmp_path / "clock-offset"
-    clock.write_text(str(_next_utc_midnight() - 10.0 - time.time()))
-    env = {"PORTUNUS_CLOCK_OFFSET_FILE": str(clock)}
+    """Server and client run on a test clock an hour before midnight UTC, moved to 3 s before once the
+    budget is spent; the daily period rolls over."""
+    clock = TestClock(tmp_path / "clock-offset")
+    env = clock.env
     assert plane.server is not None
     plane.server.stop()
     plane.start_server(env=env)
@@ -144,6 +138,7 @@ def test_quota_resets_at_the_period_boundary(plane: ControlPlane, tmp_path: Path
         assert blast(base, 4 * MIB)[1]
         wait_until(lambda: status(plane, uid, "edge")["exhausted"], 10, "exhausted")
         assert connection_refused(base)
+        clock.set_before_midnight(3.0)
         after = wait_until(lambda: (s := status(plane, uid, "edge"))["period_start"] != before["period_start"] and s,
                            30, "a new period in the ledger")
         assert after["period_start"] == before["period_end"] and not after["exhausted"]
