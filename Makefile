@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: ui-screenshots setup test lint headline sweep peers netns report gate bench baseline gate-proof bench-control clean cleanup
+.PHONY: setup test lint headline sweep peers netns report notebook ui-screenshots gate bench baseline gate-proof bench-control clean cleanup
 
 setup: $(STAMP)
 
@@ -94,7 +94,7 @@ ui-screenshots: setup
 	$(BIN)/python -m tests.portunus.control.webui_screenshots docs/ui
 
 lint: setup
-	$(BIN)/ruff check portunus harness tests benchmarks
+	$(BIN)/ruff check portunus harness tests benchmarks notebooks
 	$(BIN)/mypy
 
 headline: setup
@@ -141,6 +141,25 @@ peers: setup
 # Re-render report.md and plots/ of a saved run (measures nothing): make report RESULTS=results/<run>
 report: setup
 	$(BIN)/portunus-bench report $(RESULTS)
+
+# `make notebook`: JupyterLab (installed by `make setup`, the `notebook` extra) on notebooks/analysis.ipynb,
+# bound to 127.0.0.1; it prints its URL with the token, Ctrl-C stops it. The notebook reads
+# PORTUNUS_RESULTS = RESULTS when given (make notebook RESULTS=results/<run>), else the newest committed run
+# directory under results/ (notebooks/analysis_support.py chooses and checks it). NOTEBOOK_PORT: where to
+# listen (JupyterLab takes the next free port if it is taken, and prints that one). As root (this project's
+# machines run the harness as root for iptables and namespaces) JupyterLab needs --allow-root to start.
+# answer_yes: one Ctrl-C stops it (and its kernels); without it JupyterLab asks "Shut down (y/[n])?" and,
+# unanswered for 5 s, keeps running.
+NOTEBOOK_PORT ?= 8888
+NOTEBOOK_RESULTS = $(if $(filter-out file,$(origin RESULTS)),$(RESULTS))
+
+notebook: setup
+	@dir=$$($(BIN)/python notebooks/analysis_support.py resolve $(NOTEBOOK_RESULTS)) || exit 2; \
+	echo "notebook: JupyterLab on notebooks/analysis.ipynb with PORTUNUS_RESULTS=$$dir; its URL with the token follows"; \
+	root=; [ "$$(id -u)" -ne 0 ] || root=--allow-root; \
+	PORTUNUS_RESULTS=$$dir exec $(BIN)/jupyter lab --no-browser $$root --ServerApp.ip=127.0.0.1 \
+	  --ServerApp.port=$(NOTEBOOK_PORT) --ServerApp.root_dir=$(CURDIR) \
+	  --ServerApp.answer_yes=True --LabApp.default_url=/lab/tree/notebooks/analysis.ipynb
 
 cleanup: setup
 	$(BIN)/portunus-bench cleanup
