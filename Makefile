@@ -138,6 +138,17 @@ peers: setup
 	done; \
 	$(BIN)/portunus-bench report $(RESULTS) && exit $$rc
 
+# `make fleet`: the control plane at fleet scale (benchmarks/fleet): one real portunus-server; sequential
+# pushes to one real client up to 10,000 rules, 100 real portunus-client processes through 3 s and 60 s
+# server outages, 1,000, 2,000 and 4,000 simulated clients (real TLS control streams, many per process).
+# Writes results/fleet/$(FLEET_RUN).json, its PNG plots and $(FLEET_RUN).md. ~35 min here.
+.PHONY: fleet
+FLEET_RUN ?= $(RUN)
+FLEET_ARGS ?=
+
+fleet: setup
+	$(BIN)/python -m benchmarks.fleet --out results/fleet --run $(FLEET_RUN) $(FLEET_ARGS)
+
 # Re-render report.md and plots/ of a saved run (measures nothing): make report RESULTS=results/<run>
 report: setup
 	$(BIN)/portunus-bench report $(RESULTS)

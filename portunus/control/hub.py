@@ -6,18 +6,28 @@ matching signed delta is queued on its stream right away. Everything runs on
 the event loop's thread and nothing awaits between "commit" and "queue", so a
 stream always sees versions in order: the full set at attach time, then each
 delta on top of it.
+
+The hub also keeps, per client, the parsed rules in a port index (built from
+the store on first use, then kept in step with every change), so checking a
+new rule for overlaps costs its own ports, not a read of the client's rules.
+
+When clients were last seen is kept in memory and written for all of them
+at most once per TOUCH_FLUSH_S: one fsynced transaction per session start
+and end was most of the server's time when a fleet reconnects at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from portunus.config import Rule
+from portunus.config import ConfigError, Rule, parse_rule
 from portunus.control import wire
 from portunus.control.pki import ServerKeys
+from portunus.control.portindex import PortIndex
 from portunus.control.quota_ledger import QuotaLedger, quota_payload
 from portunus.control.ruleset import delta_payload, full_payload, rule_to_dict
 from portunus.control.server_metrics import ServerMetrics
@@ -26,6 +36,9 @@ from portunus.control.store import ClientRow, RuleRow, Store
 from portunus.control.tenants_db import QuotaRow
 
 log = logging.getLogger("portunus.server.hub")
+
+# last_seen_at is informational: written in batches, this often at most.
+TOUCH_FLUSH_S = 1.0
 
 
 @dataclass
@@ -54,6 +67,9 @@ class Hub:
         self._waiters: dict[int, list[tuple[int, asyncio.Future[AckResult]]]] = {}
         self._reports: dict[str, dict[str, Any]] = {}
         self._acked: dict[int, int] = {}  # client id -> last version acked on the current stream
+        self._indexes: dict[int, PortIndex[int]] = {}  # client id -> its rules by rule id
+        self._seen: dict[int, float] = {}  # client id -> last seen, not yet in the store
+        self._flush: asyncio.TimerHandle | None = None
         self.ledger = QuotaLedger(store)
         # Read by the metrics thread: refreshed here, on the loop thread, never read from the store there.
         self.quota_metrics: dict[tuple[str, str], dict[str, Any]] = self.ledger.metrics()
@@ -70,7 +86,7 @@ class Hub:
         self.sessions[client.id] = session
         self._acked.pop(client.id, None)
         self.metrics.clients_connected.set(len(self.sessions))
-        self.store.touch_client(client.id)
+        self._touch(client.id)
         session.queue.put_nowait(self.full_message(client.id))
         return session
 
@@ -79,7 +95,25 @@ class Hub:
             del self.sessions[session.client_id]
             self._acked.pop(session.client_id, None)
             self.metrics.clients_connected.set(len(self.sessions))
-            self.store.touch_client(session.client_id)
+            self._touch(session.client_id)
+
+    def _touch(self, client_id: int) -> None:
+        self._seen[client_id] = time.time()
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(TOUCH_FLUSH_S, self.flush_seen)
+
+    def flush_seen(self) -> None:
+        """Write the pending last-seen times (the server calls this once more when it stops)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        seen, self._seen = self._seen, {}
+        if seen:
+            self.store.touch_clients(seen)
+
+    def last_seen(self, client: ClientRow) -> float | None:
+        """When `client` was last seen, including a time not yet written."""
+        return self._seen.get(client.id, client.last_seen_at)
 
     def is_online(self, client_id: int) -> bool:
         return client_id in self.sessions
@@ -110,27 +144,51 @@ class Hub:
         session.queue.put_nowait(wire.ruleset(sign_document(self.keys.signing_key, payload)))
         self.metrics.rulesets_sent.labels("delta").inc()
 
+    def _index(self, client_id: int) -> PortIndex[int]:
+        index = self._indexes.get(client_id)
+        if index is None:
+            index = self._indexes[client_id] = PortIndex()
+            for row in self.store.rules_for_client(client_id):
+                try:
+                    index.add(row.id, parse_rule(row.spec, source=f"stored rule {row.id}"))
+                except ConfigError as e:
+                    # Stored by an older, laxer server: its client refuses it anyway, and it
+                    # must not block every other change on that client.
+                    log.warning("stored rule %d no longer validates: %s", row.id, "; ".join(e.problems))
+        return index
+
+    def overlapping(self, client: ClientRow, rule: Rule, replacing: int | None = None) -> tuple[int, str] | None:
+        """(id, why) for a rule of `client` that `rule` cannot listen next to, leaving out rule `replacing`."""
+        found = self._index(client.id).overlapping(rule, ignore=() if replacing is None else (replacing,))
+        return found[0] if found else None
+
     def create_rule(self, client: ClientRow, rule: Rule, user_id: int | None = None) -> tuple[RuleRow, int]:
         spec = rule_to_dict(rule)
+        index = self._index(client.id)
         with self.store.transaction():
             row = self.store.add_rule(client.id, rule.name, spec, user_id)
             version = self.store.bump_version(client.id)
+        index.add(row.id, rule)
         self._push(client.id, client.name, version, upsert=[spec])
         return row, version
 
     def replace_rule(self, row: RuleRow, rule: Rule) -> int:
         spec = rule_to_dict(rule)
+        index = self._index(row.client_id)
         with self.store.transaction():
             self.store.replace_rule(row.id, rule.name, spec)
             version = self.store.bump_version(row.client_id)
+        index.add(row.id, rule)
         remove = [row.name] if row.name != rule.name else []
         self._push(row.client_id, row.client, version, upsert=[spec], remove=remove)
         return version
 
     def delete_rule(self, row: RuleRow) -> int:
+        index = self._index(row.client_id)
         with self.store.transaction():
             self.store.delete_rule(row.id)
             version = self.store.bump_version(row.client_id)
+        index.discard(row.id)
         self._push(row.client_id, row.client, version, remove=[row.name])
         return version
 

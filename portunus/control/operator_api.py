@@ -2,12 +2,12 @@
 
     POST   /v1/client-enrollments                     operator  {"name", "address", "ttl_secs"?} -> 201 {"uri", "id", ...}
                                                       (a newer URI for a client revokes its outstanding one)
-    GET    /v1/client-enrollments                     viewer    every URI: id, client, status, expiry (no secret)
+    GET    /v1/client-enrollments[?client=&limit=&after=]   viewer    URIs: id, client, status, expiry (no secret)
     DELETE /v1/client-enrollments/{id}                operator  revoke an unused URI -> 200
-    GET    /v1/clients                                viewer
+    GET    /v1/clients[?client=&limit=&after=]        viewer
     PUT    /v1/clients/{client}/owners/{owner}/rate-limit   operator  {rate_limit keys} -> 200
     POST   /v1/rules[?wait=false]                     operator  rule (TOML keys) + "client" -> 201 | 202
-    GET    /v1/rules[?client=NAME]                    viewer
+    GET    /v1/rules[?client=NAME&limit=N&after=ID]   viewer
     GET    /v1/rules/{id}                             viewer
     PUT    /v1/rules/{id}                             operator  full replacement -> 200
     DELETE /v1/rules/{id}                             operator  -> 200
@@ -27,6 +27,11 @@ sees and changes only the rules they own and creates rules only inside their
 grants; enrollments, owner limits, users, grants and quotas are a
 superadmin's. Enrollments and owner limits need a superadmin, token
 administration the admin scope (a user manages their own tokens).
+
+List calls page by row id: at most `limit` rows (default and maximum
+MAX_PAGE) after row id `after`, oldest first, and "next_after": the `after`
+of the next page, or null on the last one. `client=NAME` keeps one client's
+rows (404 if there is no such client).
 
 Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
 lists every issue), 401, 403 (code "forbidden" and a machine-readable "reason":
@@ -54,10 +59,8 @@ from portunus.bounds import Bounded, show
 from portunus.config import (
     ConfigError,
     Rule,
-    listen_conflict,
     parse_owner_rate_limit,
     parse_rule,
-    sni_ports,
     valid_name,
 )
 from portunus.control import csrf, rbac, web_ui
@@ -84,6 +87,11 @@ _MAX_ROW_ID = 2**63 - 1
 _MAX_ISO_TS = 253402300800.0
 AUDIT_LIMIT = Bounded(True, 1, MAX_AUDIT_PAGE, "entries")
 AUDIT_AFTER_ID = Bounded(True, 0, _MAX_ROW_ID, "audit entry id")
+# A page of 1,000 rules is ~700 KB of JSON: big enough for scripts, small enough to render at once.
+MAX_PAGE = 1000
+PAGE_LIMIT = Bounded(True, 1, MAX_PAGE, "rows")
+PAGE_AFTER = Bounded(True, 0, _MAX_ROW_ID, "row id")
+LIST_QUERY_KEYS = ("client", "limit", "after")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -136,7 +144,6 @@ class OperatorApi(TenantRoutes):
         self.fingerprint = fingerprint
         self._iso = _iso
         self._init_tenants()
-        self._parsed: dict[int, tuple[float, Rule]] = {}  # rule id -> (updated_at, parsed), for conflict checks
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._count, self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
@@ -335,6 +342,22 @@ class OperatorApi(TenantRoutes):
             raise ApiError(400, "invalid", f"{key} must be {typ.describe()}, got {show(raw)}")
         return value
 
+    def _list_query(self, request: web.Request) -> tuple[ClientRow | None, int, int]:
+        """(client filter, limit, after) of a list call; unknown query keys are refused."""
+        unknown = sorted(set(request.query) - set(LIST_QUERY_KEYS))
+        if unknown:
+            raise ApiError(400, "invalid", f"unknown query parameter(s) {', '.join(show(k) for k in unknown)} "
+                           f"(allowed: {', '.join(LIST_QUERY_KEYS)})")
+        name = request.query.get("client")
+        client = self._client(name) if name is not None else None
+        return (client, self._query_int(request, "limit", MAX_PAGE, PAGE_LIMIT),
+                self._query_int(request, "after", 0, PAGE_AFTER))
+
+    @staticmethod
+    def _page(key: str, items: list[dict[str, Any]], ids: list[int], limit: int) -> web.Response:
+        """One page of a list call; `ids` are the row ids fetched (up to limit + 1, to see if more follow)."""
+        return web.json_response({key: items[:limit], "next_after": ids[limit - 1] if len(ids) > limit else None})
+
     def _client(self, name: Any) -> ClientRow:
         if not isinstance(name, str):
             raise ApiError(400, "invalid", f"client must be a client name string, got {show(name)}")
@@ -358,31 +381,16 @@ class OperatorApi(TenantRoutes):
             raise ApiError(400, "invalid_rule", "; ".join(e.problems), problems=e.problems) from None
 
     def _check_conflicts(self, client: ClientRow, rule: Rule, replacing: int | None = None) -> None:
-        others: list[tuple[RuleRow, Rule]] = []
-        for other in self.store.rules_for_client(client.id):
-            if other.id == replacing:
-                continue
-            if other.name == rule.name:
-                raise ApiError(409, "duplicate_name", f'client "{client.name}" already has a rule named '
-                               f'"{rule.name}" (id {other.id})', conflicting_rule_id=other.id)
-            cached = self._parsed.get(other.id)
-            if cached is None or cached[0] != other.updated_at:
-                try:
-                    cached = (other.updated_at, parse_rule(other.spec, source=f"stored rule {other.id}"))
-                except ConfigError as e:
-                    # Stored by an older, laxer server: its client refuses it anyway, and it
-                    # must not block every other change on that client.
-                    log.warning("stored rule %d no longer validates: %s", other.id, "; ".join(e.problems))
-                    continue
-                self._parsed[other.id] = cached
-            others.append((other, cached[1]))
-        routed = sni_ports([rule, *(r for _, r in others)])
-        for other, other_rule in others:
-            problem = listen_conflict(rule, other_rule, rule.listen_key in routed)
-            if problem is not None:
-                code = "port_in_use" if "overlaps" in problem else "sni_conflict"
-                raise ApiError(409, code, f'{problem} (id {other.id}) on client "{client.name}"',
-                               conflicting_rule_id=other.id)
+        other = self.store.rule_by_name(client.id, rule.name)
+        if other is not None and other.id != replacing:
+            raise ApiError(409, "duplicate_name", f'client "{client.name}" already has a rule named '
+                           f'"{rule.name}" (id {other.id})', conflicting_rule_id=other.id)
+        found = self.hub.overlapping(client, rule, replacing)
+        if found is not None:
+            other_id, problem = found
+            code = "port_in_use" if "overlaps" in problem else "sni_conflict"
+            raise ApiError(409, code, f'{problem} (id {other_id}) on client "{client.name}"',
+                           conflicting_rule_id=other_id)
 
     async def _await_rule(self, client: ClientRow, version: int, rule_name: str) -> tuple[AckResult | None, str | None]:
         """(ack, failure reason of `rule_name`) once the client acked `version`; ack None on timeout."""
@@ -442,8 +450,10 @@ class OperatorApi(TenantRoutes):
 
     async def list_enrollments(self, request: web.Request) -> web.Response:
         self._require_superadmin(request, "list enrollments")
+        client, limit, after = self._list_query(request)
+        rows = self.store.list_enrollments(client_id=client.id if client else None, after_id=after, limit=limit + 1)
         now = time.time()
-        return web.json_response({"enrollments": [render_enrollment(e, now) for e in self.store.list_enrollments()]})
+        return self._page("enrollments", [render_enrollment(e, now) for e in rows[:limit]], [e.id for e in rows], limit)
 
     async def revoke_enrollment(self, request: web.Request) -> web.Response:
         self._require_superadmin(request, "revoke enrollments")
@@ -461,21 +471,24 @@ class OperatorApi(TenantRoutes):
         return web.json_response(render_enrollment(updated, time.time()))
 
     def _client_view(self, c: ClientRow) -> dict[str, Any]:
-        rules = self.store.rules_for_client(c.id)
-        counts = {"active": 0, "failed": 0, "pending": 0}
-        for r in rules:
-            counts[r.status] = counts.get(r.status, 0) + 1
+        counts = {"active": 0, "failed": 0, "pending": 0, **self.store.rule_status_counts(c.id)}
         report = self.hub.report(c.name)
         status = "pending_enrollment" if c.public_key is None else ("online" if self.hub.is_online(c.id) else "offline")
         return {"name": c.name, "address": c.address, "status": status, "enrolled_at": _iso(c.enrolled_at),
-                "last_seen_at": _iso(c.last_seen_at), "ruleset_version": c.ruleset_version,
+                "last_seen_at": _iso(self.hub.last_seen(c)), "ruleset_version": c.ruleset_version,
                 "acked_version": self.hub.acked_version(c.id), "rules": counts,
                 "owners": self.store.owners_for_client(c.id),
                 "active_connections": report.get("active_connections") if report else None}
 
     async def list_clients(self, request: web.Request) -> web.Response:
-        clients = self._visible_clients(request, self.store.list_clients())
-        return web.json_response({"clients": [self._client_view(c) for c in clients]})
+        client, limit, after = self._list_query(request)
+        if client is not None:
+            rows = [client] if client.id > after else []
+        else:
+            rows = self.store.list_clients(after_id=after, limit=limit + 1)
+        # A user sees the clients of their grants: the page is filtered, paging goes by every row.
+        visible = self._visible_clients(request, rows[:limit])
+        return self._page("clients", [self._client_view(c) for c in visible], [c.id for c in rows], limit)
 
     async def set_owner_rate_limit(self, request: web.Request) -> web.Response:
         self._require_superadmin(request, "set owner limits")
@@ -520,10 +533,12 @@ class OperatorApi(TenantRoutes):
         return web.json_response({"id": row.id, "status": "active"}, status=201)
 
     async def list_rules(self, request: web.Request) -> web.Response:
-        rows = self._visible_rules(request, self.store.list_rules())
-        if "client" in request.query:
-            rows = [r for r in rows if r.client == request.query["client"]]
-        return web.json_response({"rules": [render_rule(r, self._rule_stats(r)) for r in rows]})
+        client, limit, after = self._list_query(request)
+        rows = self.store.list_rules(client_id=client.id if client else None, after_id=after, limit=limit + 1)
+        # A user sees their own rules: the page is filtered, paging goes by every row.
+        visible = self._visible_rules(request, rows[:limit])
+        return self._page("rules", [render_rule(r, self._rule_stats(r)) for r in visible], [r.id for r in rows],
+                          limit)
 
     def _rule_stats(self, row: RuleRow) -> dict[str, Any] | None:
         report = self.hub.report(row.client)
@@ -566,7 +581,6 @@ class OperatorApi(TenantRoutes):
         request["audit_target"] = f'rule {row.id} "{row.name}" on client {row.client}'
         self._check_owner(request, row)
         version = self.hub.delete_rule(row)
-        self._parsed.pop(row.id, None)
         # An offline client drops the rule when it syncs; only an online one is worth waiting for.
         ack = None
         if self.hub.is_online(row.client_id):

@@ -24,7 +24,7 @@ is refused and the running rules stay as they are.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from portunus.bounds import Bounded
@@ -39,13 +39,13 @@ from portunus.config import (
     QuotaSpec,
     RateLimit,
     Rule,
-    listen_conflict,
     listen_conflicts,
     parse_owner_rate_limit,
     parse_quota,
     parse_rule,
     sni_ports,
 )
+from portunus.control.portindex import PortIndex, overlap
 
 # Payload format history:
 #   1  full / delta rule sets with per-owner rate limits
@@ -168,16 +168,17 @@ def _quotas(data: Any, allow_null: bool) -> dict[str, QuotaState | None]:
     return out
 
 
-def _rules(specs: Any, where: str) -> list[Rule]:
+def _parse(spec: Any, where: str) -> Rule:
+    try:
+        return parse_rule(spec, source=where)
+    except ConfigError as e:
+        raise BundleRejected("; ".join(e.problems)) from None
+
+
+def _rule_specs(specs: Any, where: str) -> list[Any]:
     if not isinstance(specs, list):
         raise BundleRejected(f"{where} must be a list")
-    out = []
-    for i, spec in enumerate(specs):
-        try:
-            out.append(parse_rule(spec, source=f"{where}[{i}]"))
-        except ConfigError as e:
-            raise BundleRejected("; ".join(e.problems)) from None
-    return out
+    return specs
 
 
 def _owners(data: Any) -> dict[str, Owner]:
@@ -192,14 +193,8 @@ def _owners(data: Any) -> dict[str, Owner]:
     return out
 
 
-def _may_overlap(a: Rule, b: Rule) -> bool:
-    """Cheap pre-filter: same protocol and intersecting port ranges."""
-    return a.protocol == b.protocol and a.listen_port <= b.listen_port_end and b.listen_port <= a.listen_port_end
-
-
-def _problem(a: Rule, b: Rule, routed: set) -> list[str]:
-    problem = listen_conflict(a, b, a.listen_key in routed)
-    return [] if problem is None else [f'rule set: rule "{a.name}": {problem}']
+def _about(rule: Rule, problem: str) -> str:
+    return f'rule set: rule "{rule.name}": {problem}'
 
 
 def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
@@ -212,38 +207,89 @@ def conflicts_with(new: list[Rule], rules: list[Rule]) -> list[str]:
     routed = sni_ports([*new, *rules])
     for a in new:
         for b in rules:
-            if b.name != a.name and _may_overlap(a, b):
-                problems.extend(_problem(a, b, routed))
+            problem = overlap(a, b, a.listen_key in routed) if b.name != a.name else None
+            if problem is not None:
+                problems.append(_about(a, problem))
     return problems
 
 
 def conflicts(rules: list[Rule]) -> list[str]:
     """All conflicts of a whole rule set (`listen_conflicts`: O(n log n) for disjoint listeners)."""
-    return [f'rule set: rule "{rules[i].name}": {problem}' for i, _j, problem in listen_conflicts(rules)]
+    return [_about(rules[i], problem) for i, _j, problem in listen_conflicts(rules)]
 
 
 @dataclass(frozen=True)
-class RuleBook:
-    """The client's verified desired state: version, rules by name, owners by name."""
+class Plan:
+    """A verified rule set, checked against a book but not yet in it (see `RuleBook.plan`)."""
 
-    client: str
-    version: int = 0
-    rules: Mapping[str, Rule] = field(default_factory=dict)
-    owners: Mapping[str, Owner] = field(default_factory=dict)
-    quotas: Mapping[str, QuotaState] = field(default_factory=dict)
+    kind: str
+    version: int
+    defines: list[str]          # rule names the payload (re)defines: what the client acks
+    upsert: dict[str, Rule]     # rules new or different from the book's
+    specs: dict[str, Any]       # their definitions as received
+    remove: list[str]           # book rules the rule set drops
+    owners: dict[str, Owner]    # every owner after the change
+    owners_changed: bool
+    quotas: dict[str, QuotaState]  # every quota after the change (budgets and the ledger's counts)
+    quota_specs_changed: bool      # a budget set, changed or lifted (counts alone do not count)
+
+    @property
+    def changes_rules(self) -> bool:
+        """False if applying it leaves every rule, owner limit and quota budget as the book has them."""
+        return bool(self.upsert or self.remove or self.owners_changed or self.quota_specs_changed)
+
+    def data_plane_owners(self) -> list[Owner]:
+        """Owners for the Forwarder after the change: rate limits and quota budgets together."""
+        return _data_plane_owners(self.owners, self.quotas)
+
+
+def _data_plane_owners(owners: Mapping[str, Owner], quotas: Mapping[str, QuotaState]) -> list[Owner]:
+    out = []
+    for name in sorted(set(owners) | set(quotas)):
+        rl = owners[name].rate_limit if name in owners else RateLimit()
+        q = quotas.get(name)
+        out.append(Owner(name, rl, q.spec if q is not None else None))
+    return out
+
+
+def _specs_of(quotas: Mapping[str, QuotaState]) -> dict[str, QuotaSpec]:
+    return {name: q.spec for name, q in quotas.items()}
+
+
+class RuleBook:
+    """The client's verified desired state: version, rules by name, owners by name.
+
+    `plan` checks a rule set against the book without changing it; `commit`
+    makes a plan the book's state. Both cost what the rule set names, not the
+    size of the book: a delta parses and indexes only its own rules, and a
+    full set re-parses only the rules whose definition changed.
+    """
+
+    def __init__(self, client: str, version: int = 0, rules: Mapping[str, Rule] | None = None,
+                 owners: Mapping[str, Owner] | None = None,
+                 quotas: Mapping[str, QuotaState] | None = None) -> None:
+        self.client = client
+        self.version = version
+        self.rules: dict[str, Rule] = {}
+        self.owners: dict[str, Owner] = dict(owners or {})
+        self.quotas: dict[str, QuotaState] = dict(quotas or {})
+        self._specs: dict[str, Any] = {}  # name -> definition as received (absent: re-parse on the next full set)
+        self._index: PortIndex[str] = PortIndex()
+        for name, rule in (rules or {}).items():
+            self.rules[name] = rule
+            self._index.add(name, rule)
+
+    def copy(self) -> RuleBook:
+        out = RuleBook(self.client, self.version, self.rules, self.owners, self.quotas)
+        out._specs = dict(self._specs)
+        return out
 
     def data_plane_owners(self) -> list[Owner]:
         """Owners for Forwarder.apply: rate limits and quota budgets together."""
-        names = sorted(set(self.owners) | set(self.quotas))
-        out = []
-        for name in names:
-            rl = self.owners[name].rate_limit if name in self.owners else RateLimit()
-            q = self.quotas.get(name)
-            out.append(Owner(name, rl, q.spec if q is not None else None))
-        return out
+        return _data_plane_owners(self.owners, self.quotas)
 
-    def advance(self, payload: Mapping[str, Any]) -> tuple[RuleBook, list[str]]:
-        """The book after `payload` and the names of rules it (re)defines.
+    def plan(self, payload: Mapping[str, Any]) -> Plan:
+        """Check `payload` against the book; the book is not changed.
 
         Raises BundleRejected (keep the current book) or NeedResync (delta gap).
         """
@@ -260,41 +306,105 @@ class RuleBook:
         if kind == "full":
             if version < self.version:
                 raise BundleRejected(f"stale rule set: version {version} is older than the running {self.version}")
-            parsed = _rules(payload.get("rules"), "rules")
-            rules = {r.name: r for r in parsed}
-            if len(rules) != len(parsed):
-                raise BundleRejected("duplicate rule names in the rule set")
-            owners = _owners(payload.get("owners", {}))
-            quotas = {k: v for k, v in _quotas(payload.get("quotas", {}), False).items() if v is not None}
-            changed = list(rules)
-        elif kind == "delta":
+            return self._plan_full(version, payload)
+        if kind == "delta":
             if version <= self.version:
                 raise BundleRejected(f"stale delta: version {version} is not newer than the running {self.version}")
             if payload.get("base_version") != self.version:
                 raise NeedResync(f"delta {payload.get('base_version')}->{version} does not follow version {self.version}")
-            rules = dict(self.rules)
-            removes = payload.get("remove", [])
-            if not isinstance(removes, list) or not all(isinstance(n, str) for n in removes):
-                raise BundleRejected("remove must be a list of rule names")
-            for name in removes:
-                rules.pop(name, None)
-            upserts = _rules(payload.get("upsert", []), "upsert")
-            for r in upserts:
-                rules[r.name] = r
-            owners = {**self.owners, **_owners(payload.get("owners", {}))}
-            quotas = dict(self.quotas)
-            for name, q in _quotas(payload.get("quotas", {}), True).items():
-                if q is None:
-                    quotas.pop(name, None)
-                else:
-                    quotas[name] = q
-            changed = [r.name for r in upserts]
-        else:
-            raise BundleRejected(f"unknown rule-set kind {kind!r}")
-        if kind == "full":
-            problems = conflicts(list(rules.values()))
-        else:
-            problems = conflicts_with([rules[n] for n in changed], list(rules.values()))
+            return self._plan_delta(version, payload)
+        raise BundleRejected(f"unknown rule-set kind {kind!r}")
+
+    def _plan_full(self, version: int, payload: Mapping[str, Any]) -> Plan:
+        specs = _rule_specs(payload.get("rules"), "rules")
+        defines: list[str] = []
+        rules: dict[str, Rule] = {}
+        upsert: dict[str, Rule] = {}
+        upsert_specs: dict[str, Any] = {}
+        for i, spec in enumerate(specs):
+            name = spec.get("name") if isinstance(spec, Mapping) else None
+            if isinstance(name, str) and name in self._specs and self._specs[name] == spec:
+                rule = self.rules[name]  # unchanged definition: no need to parse it again
+            else:
+                rule = _parse(spec, f"rules[{i}]")
+                if self.rules.get(rule.name) != rule:
+                    upsert[rule.name] = rule
+                upsert_specs[rule.name] = spec
+            if rule.name in rules:
+                raise BundleRejected("duplicate rule names in the rule set")
+            rules[rule.name] = rule
+            defines.append(rule.name)
+        owners = _owners(payload.get("owners", {}))
+        remove = [n for n in self.rules if n not in rules]
+        # Rules the book keeps unchanged do not overlap each other; check the rest against everything.
+        problems = conflicts(list(rules.values())) if len(upsert) * 8 > len(rules) else \
+            self._overlaps(list(upsert.values()), ignore={*remove, *upsert})
         if problems:
             raise BundleRejected("; ".join(problems))
-        return RuleBook(self.client, version, rules, owners, quotas), changed
+        quotas = {k: v for k, v in _quotas(payload.get("quotas", {}), False).items() if v is not None}
+        return Plan("full", version, defines, upsert, upsert_specs, remove, owners, owners != self.owners,
+                    quotas, _specs_of(quotas) != _specs_of(self.quotas))
+
+    def _plan_delta(self, version: int, payload: Mapping[str, Any]) -> Plan:
+        removes = payload.get("remove", [])
+        if not isinstance(removes, list) or not all(isinstance(n, str) for n in removes):
+            raise BundleRejected("remove must be a list of rule names")
+        upsert: dict[str, Rule] = {}
+        specs: dict[str, Any] = {}
+        defines: list[str] = []
+        for i, spec in enumerate(_rule_specs(payload.get("upsert", []), "upsert")):
+            rule = _parse(spec, f"upsert[{i}]")
+            upsert[rule.name] = rule
+            specs[rule.name] = spec
+            defines.append(rule.name)
+        remove = [n for n in dict.fromkeys(removes) if n in self.rules and n not in upsert]
+        changed_owners = _owners(payload.get("owners", {}))
+        owners = {**self.owners, **changed_owners}
+        problems = self._overlaps(list(upsert.values()), ignore={*remove, *upsert})
+        if problems:
+            raise BundleRejected("; ".join(problems))
+        real_upsert = {n: r for n, r in upsert.items() if self.rules.get(n) != r}
+        quotas = dict(self.quotas)
+        for name, q in _quotas(payload.get("quotas", {}), True).items():
+            if q is None:
+                quotas.pop(name, None)
+            else:
+                quotas[name] = q
+        return Plan("delta", version, defines, real_upsert, specs, remove, owners,
+                    any(self.owners.get(n) != o for n, o in changed_owners.items()),
+                    quotas, _specs_of(quotas) != _specs_of(self.quotas))
+
+    def _overlaps(self, new: list[Rule], ignore: set[str]) -> list[str]:
+        """Overlaps of `new` with each other and with the book's rules not named in `ignore`."""
+        problems = conflicts(new)
+        for rule in new:
+            problems.extend(_about(rule, problem) for _, problem in self._index.overlapping(rule, ignore))
+        return problems
+
+    def commit(self, plan: Plan) -> list[str]:
+        """Make `plan` (from this book's `plan`) the book's state; return the names it defines."""
+        for name in plan.remove:
+            self.rules.pop(name, None)
+            self._specs.pop(name, None)
+            self._index.discard(name)
+        for name, rule in plan.upsert.items():
+            self.rules[name] = rule
+            self._index.add(name, rule)
+        self._specs.update(plan.specs)
+        self.owners = plan.owners
+        self.quotas = plan.quotas
+        self.version = plan.version
+        return plan.defines
+
+    def rules_after(self, plan: Plan) -> list[Rule]:
+        """The whole rule list once `plan` is committed (what the data plane runs)."""
+        gone = set(plan.remove)
+        out = [r for n, r in self.rules.items() if n not in gone and n not in plan.upsert]
+        out.extend(plan.upsert.values())
+        return out
+
+    def advance(self, payload: Mapping[str, Any]) -> tuple[RuleBook, list[str]]:
+        """A new book after `payload` and the names it (re)defines; this book is not changed."""
+        plan = self.plan(payload)
+        book = self.copy()
+        return book, book.commit(plan)

@@ -65,9 +65,9 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
     http_runner: web.AppRunner | None = None
     grpc_server: grpc.aio.Server | None = None
     metrics_http: Any = None
+    hub: Hub | None = None
     try:
         keys = load_or_create_keys(data_dir, _hosts(settings))
-        hub: Hub | None = None
         metrics = ServerMetrics(lambda: hub.reports() if hub else {}, lambda: hub.quota_metrics if hub else {})
         hub = Hub(store, keys, metrics)
         guard = Guard(store, metrics)
@@ -124,6 +124,8 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
             await grpc_server.stop(GRPC_STOP_GRACE_S)
         if metrics_http is not None:
             metrics_http.shutdown()
+        if hub is not None:
+            hub.flush_seen()  # the streams closed above were the last sightings
         store.close()
 
 

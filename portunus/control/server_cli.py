@@ -154,6 +154,7 @@ def create_enrollment(args: argparse.Namespace) -> int:
 def serve(data_dir: str | None) -> int:
     from portunus.control.server import run_server
     from portunus.control.settings import load_server_settings, readable_by_others_warning
+    from portunus.dataplane import tune_process
     from portunus.runtime import setup_logging
 
     if not data_dir:
@@ -167,6 +168,8 @@ def serve(data_dir: str | None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format, "portunus-server")
+    # Each connected client holds one fd: a default soft limit of 1,024 would cap the fleet below that.
+    tune_process()
     # Everything the server creates in D (state.db and its WAL, keys, lock) is for its own user only.
     os.umask(0o077)
     warning = readable_by_others_warning(path / "server.toml")

@@ -267,12 +267,18 @@ class Store:
         row = self.db.execute("SELECT * FROM clients WHERE id = ?", (client_id,)).fetchone()
         return _client(row) if row else None
 
-    def list_clients(self) -> list[ClientRow]:
-        return [_client(r) for r in self.db.execute("SELECT * FROM clients ORDER BY id")]
+    def list_clients(self, *, after_id: int = 0, limit: int = -1) -> list[ClientRow]:
+        """Clients by id, those after `after_id`, at most `limit` (-1: all)."""
+        rows = self.db.execute("SELECT * FROM clients WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [_client(r) for r in rows]
 
     def touch_client(self, client_id: int) -> None:
+        self.touch_clients({client_id: time.time()})
+
+    def touch_clients(self, seen: dict[int, float]) -> None:
+        """Set last_seen_at of many clients in one transaction: {client id: time}."""
         with self.transaction() as db:
-            db.execute("UPDATE clients SET last_seen_at = ? WHERE id = ?", (time.time(), client_id))
+            db.executemany("UPDATE clients SET last_seen_at = ? WHERE id = ?", [(t, c) for c, t in seen.items()])
 
     def bump_version(self, client_id: int) -> int:
         """Raise the client's rule-set version by one (inside the caller's transaction)."""
@@ -335,8 +341,12 @@ class Store:
         row = self.db.execute(_ENROLLMENT_SELECT + " WHERE e.id = ?", (enrollment_id,)).fetchone()
         return _enrollment(row) if row else None
 
-    def list_enrollments(self) -> list[EnrollmentRow]:
-        return [_enrollment(r) for r in self.db.execute(_ENROLLMENT_SELECT + " ORDER BY e.id")]
+    def list_enrollments(self, *, client_id: int | None = None, after_id: int = 0,
+                         limit: int = -1) -> list[EnrollmentRow]:
+        """Enrollments by id (of one client if `client_id`), those after `after_id`, at most `limit` (-1: all)."""
+        where, args = _page_where("e", client_id, after_id)
+        rows = self.db.execute(_ENROLLMENT_SELECT + f" {where} ORDER BY e.id LIMIT ?", (*args, limit))
+        return [_enrollment(r) for r in rows]
 
     def revoke_enrollment(self, enrollment_id: int, revoked_by: str) -> bool:
         """Revoke an unused, unrevoked URI; False if it was used or revoked already."""
@@ -394,17 +404,31 @@ class Store:
         return [_rule(r) for r in self.db.execute(_RULE_SELECT + " WHERE r.client_id = ? ORDER BY r.id",
                                                   (client_id,))]
 
-    def list_rules(self) -> list[RuleRow]:
-        return [_rule(r) for r in self.db.execute(_RULE_SELECT + " ORDER BY r.id")]
+    def list_rules(self, *, client_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[RuleRow]:
+        """Rules by id (of one client if `client_id`), those after `after_id`, at most `limit` (-1: all)."""
+        where, args = _page_where("r", client_id, after_id)
+        rows = self.db.execute(_RULE_SELECT + f" {where} ORDER BY r.id LIMIT ?", (*args, limit))
+        return [_rule(r) for r in rows]
+
+    def rule_status_counts(self, client_id: int) -> dict[str, int]:
+        """{status: number of rules} of one client (counted in SQLite: no rule is decoded)."""
+        rows = self.db.execute("SELECT status, COUNT(*) AS n FROM rules WHERE client_id = ? GROUP BY status",
+                               (client_id,))
+        return {r["status"]: r["n"] for r in rows}
 
     def set_rule_statuses(self, client_id: int, results: dict[str, str | None]) -> None:
-        """Record a client's ack: {rule name: None (active) or failure reason}."""
+        """Record a client's ack: {rule name: None (active) or failure reason}.
+
+        Only rows whose status changes are written: the ack of a full set
+        after a reconnect names every rule, and mostly nothing changed.
+        """
         now = time.time()
         with self.transaction() as db:
-            for name, reason in results.items():
-                db.execute("UPDATE rules SET status = ?, status_reason = ?, updated_at = ? "
-                           "WHERE client_id = ? AND name = ?",
-                           ("active" if reason is None else "failed", reason, now, client_id, name))
+            db.executemany("UPDATE rules SET status = ?, status_reason = ?, updated_at = ? "
+                           "WHERE client_id = ? AND name = ? AND (status != ? OR status_reason IS NOT ?)",
+                           [("active" if reason is None else "failed", reason, now, client_id, name,
+                             "active" if reason is None else "failed", reason)
+                            for name, reason in results.items()])
 
     # -------------------------------------------------------------- tokens
 
@@ -488,6 +512,13 @@ class Store:
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _page_where(alias: str, client_id: int | None, after_id: int) -> tuple[str, tuple[int, ...]]:
+    """The WHERE clause of one page: rows after `after_id`, of one client if `client_id` is given."""
+    if client_id is None:
+        return f"WHERE {alias}.id > ?", (after_id,)
+    return f"WHERE {alias}.client_id = ? AND {alias}.id > ?", (client_id, after_id)
 
 
 _RULE_SELECT = ("SELECT r.*, c.name AS client_name FROM rules r JOIN clients c ON c.id = r.client_id")

@@ -48,7 +48,10 @@ CLIENT_CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    # Our own backoff decides when to dial again; don't let the channel wait longer.
+    # While the server is away the client's one channel keeps dialing on this
+    # backoff (gRPC adds +-20% jitter), so a returning server is seen within
+    # ~2 s and the client's own, longer backoff is cut short (see client.py).
+    # A refused dial costs a SYN and a RST; a fleet of 1,000 sends ~500 a second.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )

@@ -8,7 +8,8 @@ hand-off per connection. UDP runs on its own engine (portunus.dataplane.udp).
 
 `apply` diffs a new rule set against the running one at the socket level,
 so a listener whose (protocol, address, port) survives keeps its socket and
-its connections; `close` stops accepting, drains, then resets what is left.
+its connections; `apply_changes` does the same for the rules a delta names
+only, so its cost does not grow with the rules left alone; `close` stops accepting, drains, then resets what is left.
 `apply`, `snapshot`, `active_connections` and `close` may be called from
 any thread.
 """
@@ -130,9 +131,12 @@ class RuleState:
         self._targets = {}
 
 
+Key = tuple[str, str, int]  # (protocol, address, port) of a listening socket
+
+
 @dataclass
 class _Listener:
-    key: tuple[str, str, int]  # (protocol, address, port)
+    key: Key
     sock: socket.socket
     state: RuleState           # reassigned in place when a reload changes the rule
     routes: sni.RouteTable | None = None  # rules chosen by server name (SNI listeners only)
@@ -142,8 +146,12 @@ class _Listener:
         self.family = int(self.sock.family)
 
 
-def socket_keys(rule: Rule) -> list[tuple[str, str, int]]:
+def socket_keys(rule: Rule) -> list[Key]:
     return [(rule.protocol, rule.listen_addr, p) for p in rule.listen_ports]
+
+
+def _sni_label(key: Key) -> str:
+    return f"{key[1]}:{key[2]}" if ":" not in key[1] else f"[{key[1]}]:{key[2]}"
 
 
 def set_keepalive(sock: socket.socket | RawSocket, idle_s: float) -> None:
@@ -197,7 +205,9 @@ class Forwarder:
         self._states: dict[str, RuleState] = {}
         self._stats: dict[str, RuleStats] = {}
         self._owners: dict[str, LimitSet] = {}
-        self._listeners: dict[tuple[str, str, int], _Listener] = {}
+        self._listeners: dict[Key, _Listener] = {}
+        self._holders: dict[Key, dict[str, None]] = {}  # names of the rules on each listening key
+        self._lingering: set[str] = set()  # dropped rules whose counters wait for their last connection
         self._closing = False
         self._udp: Any = None  # UDP engine, created on the first UDP rule
         # Loop-thread state (touched only on the loop thread).
@@ -226,7 +236,7 @@ class Forwarder:
             return [s.rule for s in self._states.values()]
 
     def apply(self, rules: Sequence[Rule], owners: Sequence[Owner] = (), *,
-              atomic: bool = True, sockets: dict[tuple[str, str, int], socket.socket] | None = None,
+              atomic: bool = True, sockets: dict[Key, socket.socket] | None = None,
               slots: dict[str, int] | None = None) -> dict[str, str | None]:
         """Make `rules` the running set; return {rule name: None or failure reason}.
 
@@ -241,67 +251,145 @@ class Forwarder:
                 raise RuntimeError("forwarder is closing")
             if slots is not None:
                 self._slots = slots
-            for o in owners:
-                ls = self._owners.get(o.name)
-                if ls is not None and self._same_slot(ls, "owner", o.name):
-                    ls.update(o.rate_limit)
-                else:
-                    ls = self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
-                ls.set_quota(o.quota.bytes if o.quota is not None else None)
-            known_owners = {o.name for o in owners}
-            for name, ls in self._owners.items():
-                if name not in known_owners:
-                    ls.set_quota(None)
-
-            # 1. Open every socket the new set needs that is not open yet.
-            new_socks: dict[tuple[str, str, int], socket.socket] = {}
-            failures: dict[str, str] = {}
-            for rule in rules:
-                for key in socket_keys(rule):
-                    if key in self._listeners or key in new_socks:
-                        continue
-                    try:
-                        new_socks[key] = sockets.pop(key) if sockets and key in sockets else self._open(key, rule)
-                    except OSError as e:
-                        failures[rule.name] = f"cannot listen on {key[0]} {key[1]}:{key[2]}: {e.strerror or e}"
-                        break
+            known_owners = self._apply_owners(owners)
+            new_socks, failures = self._open_keys(rules, sockets)
             if failures and atomic:
                 for s in new_socks.values():
                     s.close()
                 raise BindError(failures)
             active = [r for r in rules if r.name not in failures]
-            # Sockets opened for a rule that failed elsewhere are not needed.
-            needed = {k for r in active for k in socket_keys(r)}
-            for key in list(new_socks):
-                if key not in needed:
-                    new_socks.pop(key).close()
-
-            # 2. Update or create rule states (counters survive by name).
-            states: dict[str, RuleState] = {}
-            for rule in active:
-                owner_ls = self._owners.get(rule.owner) if rule.owner else None
-                if rule.owner and rule.owner not in known_owners and owner_ls is None:
-                    owner_ls = self._owners[rule.owner] = self._limit_set("owner", rule.owner, None)
-                st = self._states.get(rule.name)
-                if st is not None and not self._same_slot(st.limits, "rule", rule.name):
-                    st = None
-                if st is None:
-                    stats = self._stats.setdefault(rule.name, RuleStats())
-                    st = RuleState(rule, self._limit_set("rule", rule.name, rule.rate_limit), owner_ls, stats)
-                else:
-                    st.update(rule, owner_ls)
-                states[rule.name] = st
-
-            # 3. Point sockets at their (new) rule, register new ones, close dropped ones
-            #    (on the loop thread: no event can then see a half-changed table).
-            self.loop.call_and_wait(self._install, active, states, new_socks, needed)
-            self._states = states
-            for name in list(self._stats):
-                if name not in states and not self._stats[name].live:
-                    del self._stats[name]
+            holders: dict[Key, dict[str, None]] = {}
+            for r in active:
+                for key in socket_keys(r):
+                    holders.setdefault(key, {})[r.name] = None
+            self._drop_unneeded(new_socks, holders)
+            states = {rule.name: self._state_for(rule, known_owners) for rule in active}
+            by_key = {key: [states[n] for n in names] for key, names in holders.items()}
+            by_key.update({key: [] for key in self._listeners if key not in holders})
+            retired = [old for old in self._states.values() if states.get(old.rule.name) is not old]
+            # Point sockets at their (new) rule, register new ones, close dropped ones
+            # (on the loop thread: no event can then see a half-changed table).
+            self.loop.call_and_wait(self._install, by_key, new_socks, retired, list(states.values()))
+            self._states, self._holders = states, holders
+            self._prune_stats(list(self._stats))
             result: dict[str, str | None] = {r.name: None for r in active}
             result.update(failures)
             return result
+
+    def apply_changes(self, upsert: Sequence[Rule], remove: Sequence[str],
+                      owners: Sequence[Owner] = ()) -> dict[str, str | None]:
+        """Change only the rules named; return {name: None or failure reason} for `upsert`.
+
+        The same outcome as apply(running rules less `remove` and `upsert`'s names, plus
+        `upsert`, owners, atomic=False), at the cost of the rules named, not of every
+        rule running (a control-plane delta): other rules' states and listeners are
+        not looked at. Single-process forwarders only (workers take whole sets).
+        """
+        if self._shared is not None:
+            raise RuntimeError("apply_changes needs a single-process forwarder")
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("forwarder is closing")
+            known_owners = self._apply_owners(owners)
+            gone = [*remove, *(r.name for r in upsert)]
+            new_socks, failures = self._open_keys(upsert, None)
+            active = [r for r in upsert if r.name not in failures]
+            holders = self._holders
+            touched: set[Key] = set()
+            for name in gone:
+                old = self._states.get(name)
+                if old is not None:
+                    for key in socket_keys(old.rule):
+                        touched.add(key)
+                        holders.get(key, {}).pop(name, None)
+            for r in active:
+                for key in socket_keys(r):
+                    touched.add(key)
+                    holders.setdefault(key, {})[r.name] = None
+            self._drop_unneeded(new_socks, holders)
+            states = dict(self._states)  # a copy of references: snapshot() may be reading the old one
+            changed = [self._state_for(rule, known_owners) for rule in active]
+            for name in gone:
+                states.pop(name, None)
+            states.update((st.rule.name, st) for st in changed)
+            by_key = {key: [states[n] for n in holders.get(key, ())] for key in touched}
+            for key in touched:
+                if not holders.get(key):
+                    holders.pop(key, None)
+            retired = [old for name in gone if (old := self._states.get(name)) is not None
+                       and states.get(name) is not old]
+            self.loop.call_and_wait(self._install, by_key, new_socks, retired, changed)
+            self._states = states
+            self._prune_stats([*gone, *self._lingering])
+            result: dict[str, str | None] = {r.name: None for r in active}
+            result.update(failures)
+            return result
+
+    def _apply_owners(self, owners: Sequence[Owner]) -> set[str]:
+        """Update or create the owners' limit sets and quota budgets; return their names.
+
+        `owners` is every owner (a delta's too): one left out has its quota lifted."""
+        for o in owners:
+            ls = self._owners.get(o.name)
+            if ls is not None and self._same_slot(ls, "owner", o.name):
+                ls.update(o.rate_limit)
+            else:
+                ls = self._owners[o.name] = self._limit_set("owner", o.name, o.rate_limit)
+            ls.set_quota(o.quota.bytes if o.quota is not None else None)
+        known = {o.name for o in owners}
+        for name, ls in self._owners.items():
+            if name not in known:
+                ls.set_quota(None)
+        return known
+
+    def _open_keys(self, rules: Sequence[Rule], sockets: dict[Key, socket.socket] | None
+                   ) -> tuple[dict[Key, socket.socket], dict[str, str]]:
+        """Open every socket `rules` need that is not open yet: (sockets by key, {rule: failure})."""
+        new_socks: dict[Key, socket.socket] = {}
+        failures: dict[str, str] = {}
+        for rule in rules:
+            for key in socket_keys(rule):
+                if key in self._listeners or key in new_socks:
+                    continue
+                try:
+                    new_socks[key] = sockets.pop(key) if sockets and key in sockets else self._open(key, rule)
+                except OSError as e:
+                    failures[rule.name] = f"cannot listen on {key[0]} {key[1]}:{key[2]}: {e.strerror or e}"
+                    break
+        return new_socks, failures
+
+    @staticmethod
+    def _drop_unneeded(new_socks: dict[Key, socket.socket], holders: dict[Key, dict[str, None]]) -> None:
+        """Close sockets opened for a rule that failed elsewhere."""
+        for key in list(new_socks):
+            if not holders.get(key):
+                new_socks.pop(key).close()
+
+    def _state_for(self, rule: Rule, known_owners: set[str]) -> RuleState:
+        """The rule's state, updated in place or new (counters survive by name)."""
+        owner_ls = self._owners.get(rule.owner) if rule.owner else None
+        if rule.owner and rule.owner not in known_owners and owner_ls is None:
+            owner_ls = self._owners[rule.owner] = self._limit_set("owner", rule.owner, None)
+        st = self._states.get(rule.name)
+        if st is not None and not self._same_slot(st.limits, "rule", rule.name):
+            st = None
+        if st is None:
+            stats = self._stats.setdefault(rule.name, RuleStats())
+            return RuleState(rule, self._limit_set("rule", rule.name, rule.rate_limit), owner_ls, stats)
+        st.update(rule, owner_ls)
+        return st
+
+    def _prune_stats(self, names: Sequence[str]) -> None:
+        """Forget the counters of dropped rules once their last connection is gone."""
+        for name in names:
+            stats = self._stats.get(name)
+            if stats is None or name in self._states:
+                self._lingering.discard(name)
+            elif stats.live:
+                self._lingering.add(name)
+            else:
+                del self._stats[name]
+                self._lingering.discard(name)
 
     def _limit_set(self, kind: str, name: str, limits: RateLimit | None) -> LimitSet:
         """A rule's or owner's LimitSet: private, or in its shared slot in a worker process."""
@@ -314,23 +402,27 @@ class Forwarder:
         """False if the supervisor moved this name to another slot (it was gone, then came back)."""
         return self._shared is None or ls.base == self._slots[slot_name(kind, name)] * LIMIT_SET_CELLS
 
-    def _install(self, active: list[Rule], states: dict[str, RuleState],
-                 new_socks: dict[tuple[str, str, int], socket.socket], needed: set) -> None:
-        by_key: dict[tuple[str, str, int], list[RuleState]] = {}
-        for rule in active:
-            for key in socket_keys(rule):
-                by_key.setdefault(key, []).append(states[rule.name])
+    def _install(self, by_key: dict[Key, list[RuleState]], new_socks: dict[Key, socket.socket],
+                 retired: list[RuleState], synced: list[RuleState]) -> None:
+        """Listeners of the keys in `by_key` serve those states (none: closed); health checks follow."""
         for key, sts in by_key.items():
+            if not sts:
+                gone = self._listeners.pop(key, None)
+                if gone is not None:
+                    self._close_listener(gone)
+                self._forget_sni_label(key)
+                continue
             # One rule per key, or (TCP) several told apart by sni_pattern plus a fallback.
             routes = None
             if any(st.rule.sni_pattern is not None for st in sts):
                 fallback = [st for st in sts if st.rule.sni_pattern is None]
                 st = fallback[0] if fallback else sts[0]
-                label = f"{key[1]}:{key[2]}" if ":" not in key[1] else f"[{key[1]}]:{key[2]}"
+                label = _sni_label(key)
                 tally = self._sni_closed.setdefault(label, sni.new_listener_tally())
                 routes = sni.RouteTable(label, sts, st.keepalive_s, tally)
             else:
                 st = sts[0]
+                self._forget_sni_label(key)
             lst = self._listeners.get(key)
             if lst is not None:
                 if key[0] == "tcp" and lst.state.keepalive_s != st.keepalive_s:
@@ -346,17 +438,11 @@ class Forwarder:
                 self._watch_listener(lst)
             else:
                 self._udp_engine().add(lst)
-        for key in list(self._listeners):
-            if key not in needed:
-                self._close_listener(self._listeners.pop(key))
-        routed = {lst.routes.label for lst in self._listeners.values() if lst.routes is not None}
-        for label in [lb for lb in self._sni_closed if lb not in routed]:
-            del self._sni_closed[label]
-        for old in self._states.values():
-            if old.health is not None and states.get(old.rule.name) is not old:
+        for old in retired:
+            if old.health is not None:
                 old.health.stop()
                 old.health = None
-        for st in states.values():
+        for st in synced:
             self._sync_health(st)
         # A quota set (or lifted) on an owner applies to its live connections too, from their next chunk:
         # a connection opened before the quota is no way around it.
@@ -364,6 +450,11 @@ class Forwarder:
             quotas = conn.rule_state.quotas
             if conn.relay_in.quotas is not quotas:
                 conn.relay_in.quotas = conn.relay_out.quotas = quotas
+
+    def _forget_sni_label(self, key: Key) -> None:
+        """The key no longer routes by SNI: drop its counters of connections no rule took."""
+        if key[0] == "tcp":
+            self._sni_closed.pop(_sni_label(key), None)
 
     def _sync_health(self, st: RuleState) -> None:
         """Start, keep, restart or stop the rule's health checks (loop thread)."""
@@ -387,7 +478,7 @@ class Forwarder:
         new.start()
         st.targets_changed()
 
-    def _open(self, key: tuple[str, str, int], rule: Rule) -> socket.socket:
+    def _open(self, key: Key, rule: Rule) -> socket.socket:
         proto, addr, port = key
         if proto == "tcp":
             return open_tcp_listener(addr, port, rule.tcp_keepalive_secs)

@@ -6,6 +6,8 @@ Every process started is stopped by the owning fixture, on success and failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import random
@@ -15,13 +17,19 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from portunus.control.api_client import ApiResponse, OperatorClient
+from portunus.control.bundle import load_bundle
+from portunus.control.client import ClientOptions, ControlClient
+from portunus.control.lastknown import LastKnown
+from portunus.dataplane import Forwarder
 from tests.support.net import ExchangeServer, exchange, free_ports, random_payload, wait_port
 from tests.support.proc import BIN, run_cli
 
@@ -231,3 +239,26 @@ def remove_plane(plane: ControlPlane) -> None:
 
 def new_secret_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+@contextlib.contextmanager
+def in_process_client(bundle_path: Path, options: ClientOptions,
+                      last_known_path: Path | None = None) -> Iterator[ControlClient]:
+    """A ControlClient on a real Forwarder, its loop in a thread: for tests that look inside the client."""
+    bundle = load_bundle(bundle_path)
+    fwd = Forwarder()
+    last_known = LastKnown(last_known_path, bundle) if last_known_path is not None else None
+    control = ControlClient(bundle, fwd, options, last_known=last_known)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=lambda: loop.run_until_complete(control.run(stop)), daemon=True)
+    runner.start()
+    try:
+        yield control
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(30)
+        fwd.close()
+        if not runner.is_alive():
+            loop.close()
+    assert not runner.is_alive(), "the client's loop did not stop"

@@ -7,12 +7,23 @@ Real server and client processes; the last-known file is the client's own, verif
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.portunus.control.support import ControlPlane, refused, through, wait_until
+from portunus.control import client as client_mod
+from portunus.control import lastknown
+from portunus.control.client import ClientOptions
+from tests.portunus.control.support import (
+    ControlPlane,
+    in_process_client,
+    refused,
+    through,
+    wait_until,
+)
 from tests.support.net import ExchangeServer, free_port
 
 
@@ -95,3 +106,32 @@ def test_an_older_validly_signed_rule_set_is_refused_after_a_restart(plane: Cont
     assert f"older than the running {newest}" in client.log()
     assert client.stats()["control"]["ruleset_version"] == newest
     through(pb, target, b"newest-rules-001")  # rule "b" (newer than the backup) still runs
+
+
+def test_deltas_on_disk_are_compacted_when_pushes_pause_or_pile_up(plane: ControlPlane, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thresholds shrunk to 5 (when idle) and 12 (at once); the idle wait is 600 s at first, so only the
+    at-once path can compact, then 0.3 s."""
+    monkeypatch.setattr(lastknown, "MAX_DELTAS", 5)
+    monkeypatch.setattr(lastknown, "MAX_DELTAS_BUSY", 12)
+    monkeypatch.setattr(client_mod, "COMPACT_IDLE_S", 600.0)
+    state = tmp_path / "edge.ruleset.jsonl"
+    ports = [free_port() for _ in range(17)]
+
+    def full_sets_sent() -> float:
+        m = re.search(r'portunus_server_rulesets_sent_total\{kind="full"\} ([0-9.e+]+)', plane.metrics())
+        return float(m.group(1)) if m else 0.0
+
+    with in_process_client(plane.enroll("edge"), ClientOptions(), state) as control:
+        wait_until(lambda: control.connected and state.exists(), 30, "first full set on disk")
+        for i in range(12):
+            assert plane.push("edge", f"r{i}", ports[i], "127.0.0.1:9").status == 201
+        # 12 deltas on disk: the client asked at once, without waiting for a pause.
+        wait_until(lambda: len(state.read_text().splitlines()) == 2 and control.book.version == 12, 30,
+                   "a full set replacing 12 deltas")
+        assert full_sets_sent() == 2
+        monkeypatch.setattr(client_mod, "COMPACT_IDLE_S", 0.3)
+        for i in range(12, 17):
+            assert plane.push("edge", f"r{i}", ports[i], "127.0.0.1:9").status == 201
+        wait_until(lambda: len(state.read_text().splitlines()) == 2, 30, "a full set once pushes paused")
+        assert full_sets_sent() == 3

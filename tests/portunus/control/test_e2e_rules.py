@@ -6,6 +6,7 @@ per module; targets are ExchangeServers checked with SHA-256 both ways.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -153,6 +154,32 @@ def test_client_cannot_bind_gives_422_and_rolls_back(edge: ControlPlane) -> None
     resp = edge.push("edge", "blocked", port, "127.0.0.1:9")
     assert resp.status == 201, resp
     assert edge.api().delete(f"/v1/rules/{resp.body['id']}").status == 200
+
+
+def test_a_failed_rule_is_tried_again_with_the_next_delta(edge: ControlPlane) -> None:
+    """A rule whose port was taken stays stored; the next rule set for that client binds it once the port is free."""
+    api = edge.api()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        resp = api.post("/v1/rules?wait=false", {"client": "edge", "name": "later", "listen_addr": "127.0.0.1",
+                                                 "listen_port": port, "target": "127.0.0.1:9"})
+        assert resp.status == 202, resp
+        rule_id = resp.body["id"]
+        wait_until(lambda: api.get(f"/v1/rules/{rule_id}").body["status"] == "failed", 30, "the rule failed")
+    finally:
+        blocker.close()
+    (other_port,) = free_ports(1)
+    other = edge.push("edge", "unrelated", other_port, "127.0.0.1:9")
+    assert other.status == 201, other
+    wait_until(lambda: api.get(f"/v1/rules/{rule_id}").body["status"] == "active", 30, "the rule active")
+    # Something listens there now (the target, port 9, is closed: the forwarder may reset the connection).
+    with contextlib.suppress(ConnectionResetError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    for rid in (rule_id, other.body["id"]):
+        assert api.delete(f"/v1/rules/{rid}").status == 200
 
 
 def test_owner_rate_limit(edge: ControlPlane) -> None:

@@ -121,3 +121,37 @@ def test_conflict_checks_match_the_toml_rules() -> None:
     many = [parse_rule({"name": f"r{i}", "listen_port": 1000 + i, "target": "h:1"}) for i in range(500)]
     assert conflicts(many) == []
     assert len(conflicts([*many, parse_rule({"name": "x", "listen_ports": "1100-1102", "target": "h:1"})])) == 3
+
+
+def test_full_set_reparses_only_what_changed() -> None:
+    book, _ = RuleBook("edge").advance(full_payload("edge", 1, [spec("a", 1000), spec("b", 1001)], {}))
+    a, b = book.rules["a"], book.rules["b"]
+    same = book.plan(full_payload("edge", 1, [spec("a", 1000), spec("b", 1001)], {}))
+    assert not same.changes_rules and same.defines == ["a", "b"]
+    plan = book.plan(full_payload("edge", 2, [spec("a", 1000), spec("b", 1001, "127.0.0.1:81"), spec("c", 1002)], {}))
+    assert sorted(plan.upsert) == ["b", "c"] and plan.remove == []
+    book.commit(plan)
+    assert book.rules["a"] is a and book.rules["b"] is not b and book.version == 2
+    # Dropping a rule frees its port within the same full set.
+    plan = book.plan(full_payload("edge", 3, [spec("a", 1000), spec("d", 1001)], {}))
+    assert plan.remove == ["b", "c"] and list(plan.upsert) == ["d"]
+
+
+def test_delta_checks_only_its_rules_against_the_index() -> None:
+    book, _ = RuleBook("edge").advance(full_payload("edge", 1, [spec(f"r{i}", 2000 + i) for i in range(300)], {}))
+    with pytest.raises(BundleRejected, match='overlaps rule "r7"'):
+        book.plan(delta_payload("edge", 2, upsert=[spec("x", 2007)]))
+    # A rule may move onto its own old port, or onto a port removed in the same delta.
+    plan = book.plan(delta_payload("edge", 2, upsert=[spec("r7", 2007, "127.0.0.1:99"), spec("y", 2008)],
+                                   remove=["r8"]))
+    assert sorted(plan.upsert) == ["r7", "y"] and plan.remove == ["r8"]
+    after = book.rules_after(plan)
+    assert len(after) == 300 and {r.name for r in after} >= {"r7", "y"} and "r8" not in {r.name for r in after}
+    book.commit(plan)
+    with pytest.raises(BundleRejected, match='overlaps rule "y"'):
+        book.plan(delta_payload("edge", 3, upsert=[spec("z", 2008)]))
+    # Two rules of one delta that overlap each other are refused too.
+    with pytest.raises(BundleRejected, match="overlaps"):
+        book.plan(delta_payload("edge", 3, upsert=[spec("p", 5000), spec("q", 5000)]))
+    # Re-sending a rule exactly as it runs changes nothing for the data plane.
+    assert not book.plan(delta_payload("edge", 3, upsert=[spec("y", 2008)])).changes_rules
