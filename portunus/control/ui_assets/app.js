@@ -258,8 +258,23 @@ async function logout() {
   showLogin("Signed out.");
 }
 
+// List calls answer a page (up to 1000 rows) and "next_after" while more follow: read every page.
+const MAX_PAGES = 50;
+async function listAll(path, key) {
+  let items = [];
+  let after = 0;
+  for (let i = 0; i < MAX_PAGES; i++) {
+    const resp = await api("GET", path + (path.includes("?") ? "&" : "?") + "after=" + after);
+    if (resp.status !== 200) return i === 0 ? resp : { status: 200, body: { [key]: items } };
+    items = items.concat(resp.body[key]);
+    if (resp.body.next_after === null || resp.body.next_after === undefined) break;
+    after = resp.body.next_after;
+  }
+  return { status: 200, body: { [key]: items } };
+}
+
 async function loadClients() {
-  const resp = await api("GET", "/v1/clients");
+  const resp = await listAll("/v1/clients", "clients");
   if (resp.status === 200) state.clients = resp.body.clients;
   return state.clients;
 }
@@ -392,7 +407,7 @@ PAGES.clients = (view) => {
 
   async function refreshEnrollments() {
     if (!enrollTbody) return;
-    const resp = await api("GET", "/v1/client-enrollments");
+    const resp = await listAll("/v1/client-enrollments", "enrollments");
     if (resp.status !== 200) return;
     const rows = resp.body.enrollments.slice().reverse();
     syncRows(enrollTbody, rows, (e) => e.id,
@@ -542,7 +557,7 @@ PAGES.rules = (view) => {
 
   poll(async (gen) => {
     if (!state.clients.length) await loadClients();
-    const resp = await api("GET", "/v1/rules");
+    const resp = await listAll("/v1/rules", "rules");
     if (gen !== state.gen || resp.status !== 200) return;
     const cols = ["id", "client", "name", "protocol", "listen", "target", "owner", "status", "rate_in", "rate_out",
       "conns", "bytes_in", "bytes_out", "actions"];
