@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint headline sweep peers netns report notebook gate bench baseline gate-proof bench-control clean cleanup
+.PHONY: setup test lint headline sweep peers netns report notebook ui-screenshots gate bench baseline gate-proof bench-control clean cleanup
 
 setup: $(STAMP)
 
@@ -83,6 +83,10 @@ CONTROL_BENCH_ARGS ?=
 
 bench-control: setup
 	$(BIN)/python -m benchmarks.control_push $(CONTROL_BENCH_ARGS)
+
+# make ui-screenshots  docs/ui/*.png: the web UI's pages from a real server, client and traffic (headless Chromium).
+ui-screenshots: setup
+	$(BIN)/python -m tests.portunus.control.webui_screenshots docs/ui
 
 lint: setup
 	$(BIN)/ruff check portunus harness tests benchmarks notebooks

@@ -1,7 +1,7 @@
 """`portunus-standalone`: run the rules of a TOML file.
 
     portunus-standalone --config FILE [--check] [--metrics-addr HOST:PORT]
-    portunus-standalone stats [--once] [--metrics-addr HOST:PORT] [--interval-secs N]
+    portunus-standalone stats [--once] [--metrics-addr HOST:PORT] [--interval-secs N]   (live view on a terminal)
 
 Exit codes: 0 ok (also after a SIGINT/SIGTERM drain), 1 a rule or the metrics
 endpoint cannot bind at start, 2 bad config or usage.
@@ -32,6 +32,7 @@ from portunus.runtime import (
     setup_logging,
     wait_signal,
 )
+from portunus.stats_view import run_live
 
 log = logging.getLogger("portunus.standalone")
 
@@ -58,12 +59,14 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def _stats_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="portunus-standalone stats",
-                                description="Print per-rule counters (bytes in/out, connections, failures) "
-                                "of a running portunus-standalone, read from its --metrics-addr endpoint.")
+                                description="Per-rule counters of a running portunus-standalone, read from its "
+                                "--metrics-addr endpoint. On a terminal: a live view (per rule: in/out rate, "
+                                "connections, UDP flows, errors) redrawn each interval; q or Ctrl-C quits. "
+                                "--once prints one JSON snapshot; piped, one JSON line per interval.")
     p.add_argument("--metrics-addr", default=DEFAULT_STATS_ADDR, metavar="HOST:PORT",
                    help=f"the instance's --metrics-addr (default {DEFAULT_STATS_ADDR})")
     p.add_argument("--once", action="store_true", help="print one JSON snapshot and exit")
-    p.add_argument("--interval-secs", type=float, default=1.0, help="seconds between snapshots without --once")
+    p.add_argument("--interval-secs", type=float, default=1.0, help="seconds between refreshes without --once")
     return p
 
 
@@ -77,20 +80,27 @@ def _fetch_stats(addr: str) -> dict:
 def stats_main(argv: Sequence[str]) -> int:
     args = _stats_parser().parse_args(argv)
     try:
+        parse_host_port(args.metrics_addr, "--metrics-addr")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.interval_secs > 0:
+        print(f"error: --interval-secs must be > 0 (got {args.interval_secs:g})", file=sys.stderr)
+        return 2
+    try:
         while True:
             try:
                 snap = _fetch_stats(args.metrics_addr)
-            except ValueError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            except (urllib.error.URLError, OSError) as e:
+            except (urllib.error.URLError, OSError, ValueError) as e:
                 print(f"error: cannot read stats from {args.metrics_addr}: {getattr(e, 'reason', e)} "
                       "(is portunus-standalone running with --metrics-addr?)", file=sys.stderr)
                 return 1
+            if not args.once and sys.stdout.isatty() and sys.stdin.isatty():
+                return run_live(lambda: _fetch_stats(args.metrics_addr), args.metrics_addr, args.interval_secs)
             print(json.dumps(snap, sort_keys=True))
             if args.once:
                 return 0
-            sys.stdout.flush()
+            sys.stdout.flush()  # piped: one JSON line per interval, as before the live view
             time.sleep(args.interval_secs)
     except KeyboardInterrupt:
         return 0

@@ -13,6 +13,7 @@ PACKAGES=(
     haproxy nginx libnginx-mod-stream socat rinetd openssh-server openssh-client  # comparable forwarders
     gcc libc6-dev make        # builds the C splice reference forwarder
     python3-venv
+    chromium chromium-driver  # headless browser + WebDriver for the web UI's browser tests (tests/webui)
 )
 
 missing=()

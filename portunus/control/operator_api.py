@@ -11,11 +11,15 @@
     GET    /v1/rules/{id}                             viewer
     PUT    /v1/rules/{id}                             operator  full replacement -> 200
     DELETE /v1/rules/{id}                             operator  -> 200
-    GET    /v1/audit[?limit=N&after_id=ID]            viewer
+    GET    /v1/audit[?limit=N&after_id=ID&before_id=ID&action=A&actor=A&result=PREFIX&q=TEXT]   viewer
+                                                      newest first; filters: exact action / actor, result
+                                                      prefix (ok, denied, error), q in target or detail
     POST   /v1/tokens                                 admin     {"name", "role", "user_id"?} -> 201 {"token", ...}
     GET    /v1/tokens                                 admin
     DELETE /v1/tokens/{id}                            admin
     GET    /healthz                                   no auth
+    GET    /, /ui/...                                 no auth   the web UI's static pages (web_ui)
+    GET    /v1/auth/session                           no auth   {"authenticated", "user", "csrf_token"} of the cookie
     users, login sessions, grants, quotas             see tenants_api
 
 The roles above are token scopes (rbac). On top of them a user (role "user")
@@ -32,7 +36,7 @@ rows (404 if there is no such client).
 Errors are {"error": {"code", "message"}} with 400 (validation; "problems"
 lists every issue), 401, 403 (code "forbidden" and a machine-readable "reason":
 role_required, not_owner, client_not_granted, protocol_not_granted,
-port_outside_grant, csrf_origin_mismatch; every denial is audited), 404, 409 (port in use on that client, duplicate
+port_outside_grant, csrf_origin_mismatch, csrf_token_missing, csrf_token_mismatch; every denial is audited), 404, 409 (port in use on that client, duplicate
 name, enrollment already used), 429 (too many failed authentications from
 that address: see `guard`), 422 (the client could not activate the rule: the change is rolled
 back) and 504 (the client did not ack in time: the change stays stored and is
@@ -59,7 +63,7 @@ from portunus.config import (
     parse_rule,
     valid_name,
 )
-from portunus.control import rbac
+from portunus.control import csrf, rbac, web_ui
 from portunus.control.api_errors import ApiError, denied
 from portunus.control.enrollment import EnrollmentUri, new_secret, secret_hash
 from portunus.control.guard import Guard
@@ -75,6 +79,7 @@ log = logging.getLogger("portunus.server.api")
 # Request bodies are small JSON documents; refuse anything that is not.
 MAX_BODY_BYTES = 1 << 20
 MAX_AUDIT_PAGE = 1000
+MAX_AUDIT_FILTER_CHARS = 256
 # Row ids are SQLite INTEGERs: at most 2^63 - 1 (19 digits); a longer path segment names no row.
 _ID_RE = re.compile(r"[0-9]{1,19}")
 _MAX_ROW_ID = 2**63 - 1
@@ -161,6 +166,7 @@ class OperatorApi(TenantRoutes):
         r.add_get("/v1/tokens", self._reader(self.list_tokens, rbac.ADMIN))
         r.add_delete("/v1/tokens/{id}", self._audited("token.revoke", rbac.ADMIN, self.revoke_token))
         self._add_tenant_routes(r)
+        web_ui.add_routes(r, self)
         return app
 
     # ------------------------------------------------------------ middleware
@@ -194,7 +200,7 @@ class OperatorApi(TenantRoutes):
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/v1/auth/login"):
+        if request.path in ("/healthz", "/v1/auth/login", web_ui.SESSION_PATH) or web_ui.is_asset_path(request.path):
             return await handler(request)
         peer = request.remote or "unknown"
         wait_s = self.guard.retry_after_s("http", peer)
@@ -214,6 +220,7 @@ class OperatorApi(TenantRoutes):
                 raise ApiError(401, "unauthenticated", "session expired or logged out (POST /v1/auth/login)")
             if request.method not in SAFE_METHODS:
                 self._check_origin(request, principal)
+                self._check_csrf_token(request, principal, cookie)
             request["principal"] = principal
             return await handler(request)
         if scheme.lower() != "bearer" or not token:
@@ -226,6 +233,18 @@ class OperatorApi(TenantRoutes):
             raise ApiError(401, "unauthenticated", "invalid or revoked token")
         request["principal"] = principal
         return await handler(request)
+
+    def _check_csrf_token(self, request: web.Request, p: rbac.Principal, cookie: str) -> None:
+        """Refuse a cookie-authenticated change without the session's CSRF token (see `csrf`)."""
+        given = request.headers.get(csrf.HEADER)
+        if csrf.token_matches(cookie, given):
+            return
+        reason = "csrf_token_missing" if given is None else "csrf_token_mismatch"
+        self.store.add_audit(p.actor, p.audit_role, "csrf.refused", f"{request.method} {request.path}",
+                             None, f"denied: {reason}", reason=reason, user_id=p.user_id)
+        raise denied(reason, f"cross-site request refused: {'no' if given is None else 'wrong'} {csrf.HEADER} "
+                     "header (a change made with the session cookie must carry the token the login answer and "
+                     f"GET {web_ui.SESSION_PATH} give; scripts use a bearer token)")
 
     def _auth_failed(self, request: web.Request, peer: str, reason: str, why: str) -> None:
         self.metrics.auth_failures.labels("http", reason).inc()
@@ -571,8 +590,19 @@ class OperatorApi(TenantRoutes):
     async def list_audit(self, request: web.Request) -> web.Response:
         limit = self._query_int(request, "limit", 100, AUDIT_LIMIT)
         after = self._query_int(request, "after_id", 0, AUDIT_AFTER_ID)
+        before = self._query_int(request, "before_id", 0, AUDIT_AFTER_ID) if "before_id" in request.query else None
+        filters: dict[str, str] = {}
+        for key, arg in (("action", "action"), ("actor", "actor"), ("result", "result"), ("q", "text")):
+            value = request.query.get(key)
+            if value is None or value == "":
+                continue
+            if len(value) > MAX_AUDIT_FILTER_CHARS or not value.isprintable():
+                raise ApiError(400, "invalid", f"{key} must be printable text of at most {MAX_AUDIT_FILTER_CHARS} "
+                               f"characters, got {show(value)}")
+            filters[arg] = value
         p: rbac.Principal = request["principal"]
-        entries = self.store.list_audit(limit=limit, after_id=after, user_id=None if p.superadmin else p.user_id)
+        entries = self.store.list_audit(limit=limit, after_id=after, before_id=before,
+                                        user_id=None if p.superadmin else p.user_id, **filters)
         return web.json_response({"entries": [render_audit(e) for e in entries]})
 
     async def create_token(self, request: web.Request) -> web.Response:

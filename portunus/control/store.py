@@ -473,7 +473,7 @@ class Store:
 
     def prune_audit(self, actor_prefix: str, keep: int) -> int:
         """Delete all but the newest `keep` entries whose actor starts with `actor_prefix`; return how many."""
-        pattern = actor_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _like_escape(actor_prefix) + "%"
         with self.transaction() as db:
             row = db.execute("SELECT id FROM audit WHERE actor LIKE ? ESCAPE '\\' ORDER BY id DESC "
                              "LIMIT 1 OFFSET ?", (pattern, keep)).fetchone()
@@ -482,16 +482,36 @@ class Store:
             return db.execute("DELETE FROM audit WHERE actor LIKE ? ESCAPE '\\' AND id <= ?",
                               (pattern, row["id"])).rowcount
 
-    def list_audit(self, *, limit: int = 100, after_id: int = 0, user_id: int | None = None) -> list[AuditEntry]:
-        """Newest first; `user_id`: only the entries written for that user."""
-        if user_id is None:
-            rows = self.db.execute("SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit))
-        else:
-            rows = self.db.execute("SELECT * FROM audit WHERE id > ? AND user_id = ? ORDER BY id DESC LIMIT ?",
-                                   (after_id, user_id, limit))
+    def list_audit(self, *, limit: int = 100, after_id: int = 0, user_id: int | None = None,
+                   before_id: int | None = None, action: str | None = None, actor: str | None = None,
+                   result: str | None = None, text: str | None = None) -> list[AuditEntry]:
+        """Newest first; `user_id`: only the entries written for that user; `before_id` pages back;
+        `action`, `actor`: exact; `result`: prefix ("ok", "denied", "error"); `text`: in target or
+        detail, ignoring ASCII case."""
+        where: list[str] = ["id > ?"]
+        args: list[int | str] = [after_id]
+        for column, value in (("user_id", user_id), ("action", action), ("actor", actor)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        if result is not None:
+            where.append("result LIKE ? ESCAPE '\\'")
+            args.append(_like_escape(result) + "%")
+        if text is not None:
+            where.append("(target LIKE ? ESCAPE '\\' OR detail_json LIKE ? ESCAPE '\\')")
+            args += [f"%{_like_escape(text)}%"] * 2
+        rows = self.db.execute(f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                               (*args, limit))
         return [AuditEntry(r["id"], r["ts"], r["actor"], r["role"], r["action"], r["target"],
                            json.loads(r["detail_json"]) if r["detail_json"] else None, r["result"], r["reason"])
                 for r in rows]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _page_where(alias: str, client_id: int | None, after_id: int) -> tuple[str, tuple[int, ...]]:

@@ -20,7 +20,9 @@ Sessions: the cookie `portunus_session` (HttpOnly, SameSite=Strict, Path=/;
 Secure on HTTPS) carries 256 random bits; state.db keeps only their SHA-256.
 A request authenticated by the cookie that changes anything must come from
 the server's own origin: its Origin header must equal scheme://Host, or it
-is refused (403, reason csrf_origin_mismatch) before the handler runs.
+is refused (403, reason csrf_origin_mismatch) before the handler runs, and
+it must carry the session's CSRF token (login answer "csrf_token"; header
+X-CSRF-Token; see `csrf`) or it is refused (403, csrf_token_missing).
 Bearer tokens need no Origin (scripts). Failed logins are throttled per
 (address, username) and per address (the guard), and answered 429 with
 retry_after_secs while blocked; the password is not even checked then.
@@ -41,8 +43,8 @@ from aiohttp import web
 
 from portunus.bounds import show
 from portunus.config import ConfigError, parse_quota, parse_rule
+from portunus.control import csrf, rbac
 from portunus.control import grants as grants_mod
-from portunus.control import rbac
 from portunus.control.api_errors import ApiError, denied
 from portunus.control.passwords import hash_password, password_problem, verify_password
 from portunus.control.store import ClientRow, RuleRow
@@ -271,7 +273,8 @@ class TenantRoutes:
         self.store.add_audit(f"user:{user.username}", user.role, "auth.login", f"user {user.username}",
                              {"peer": peer}, "ok", user_id=user.id)
         resp = web.json_response({"user": render_user(user, self._iso),
-                                  "expires_at": self._iso(time.time() + SESSION_TTL_S)})
+                                  "expires_at": self._iso(time.time() + SESSION_TTL_S),
+                                  "csrf_token": csrf.token_for(cookie)})
         resp.set_cookie(SESSION_COOKIE, cookie, max_age=int(SESSION_TTL_S), path="/", httponly=True,
                         samesite="Strict", secure=request.secure or None)
         return resp

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from portunus.control import csrf
 from portunus.control.rbac import token_hash
 from portunus.control.store import _MIGRATIONS
 from portunus.control.tenants_api import LOGIN_FAILURE_BURST
@@ -43,6 +44,7 @@ class Http:
             headers["Authorization"] = f"Bearer {token}"
         if cookie:
             headers["Cookie"] = cookie
+            headers[csrf.HEADER] = csrf.token_for(cookie.split("=", 1)[1])  # what the UI sends
         if origin:
             headers["Origin"] = origin
         try:

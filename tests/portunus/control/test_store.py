@@ -181,3 +181,32 @@ def test_schema_2_token_roles_migrate_to_users(data_dir: Path) -> None:
         assert tenants.grants(alice.id) == [g] and g.protocols == ("tcp",)
     finally:
         s.close()
+
+
+def test_audit_filters_and_paging(data_dir: Path) -> None:
+    s = open_store(data_dir)
+    try:
+        s.add_audit("user:ann", "user", "rule.create", 'rule 1 "web"', {"target": "10.0.0.9:80"}, "ok", user_id=2)
+        s.add_audit("user:ann", "user", "rule.create", None, {"target": "no-port"}, "error 400 invalid_rule: x",
+                    user_id=2)
+        s.add_audit("token:ci", "superadmin", "rule.delete", 'rule 1 "web"', None, "denied: not_owner: y")
+        s.add_audit("user:bob", "user", "auth.login", "user bob", {"peer": "100%_sure"}, "ok", user_id=3)
+        ids = [e.id for e in s.list_audit()]
+        assert len(ids) == 4 and ids == sorted(ids, reverse=True)  # newest first
+
+        def actions(**kw: object) -> list[str]:
+            return [e.action for e in s.list_audit(**kw)]  # type: ignore[arg-type]
+
+        assert actions(action="rule.create") == ["rule.create", "rule.create"]
+        assert actions(actor="user:bob") == ["auth.login"]
+        assert actions(actor="user") == []  # exact, not a prefix
+        assert actions(result="error") == ["rule.create"] and actions(result="denied") == ["rule.delete"]
+        assert actions(result="ok", action="rule.create") == ["rule.create"]
+        assert actions(text="WEB") == ["rule.delete", "rule.create"]  # target, either case
+        assert actions(text="no-port") == ["rule.create"]  # detail
+        assert actions(text="100%_") == ["auth.login"] and actions(text="0%x") == []  # LIKE wildcards are literal
+        assert actions(before_id=ids[1]) == ["rule.create", "rule.create"]  # pages back
+        assert actions(before_id=ids[1], limit=1) == ["rule.create"]
+        assert actions(user_id=2, result="error") == ["rule.create"]
+    finally:
+        s.close()
