@@ -287,10 +287,22 @@ def cost_table(peers: FileSummary[Any], connrate: FileSummary[Any] | None, udp: 
                                     if r.cap_bytes_per_s is None and r.offered_mbps is None), "GB", gb_of)}
     if connrate is not None:
         by_unit["connection"] = summarise_cost_cells(connrate.result_set.records, "connection", connections_of)
-    if udp is not None and udp.config.datagram_bytes and udp.config.offered_mbps:
-        top = max(udp.config.offered_mbps)
-        by_unit["datagram"] = summarise_cost_cells((r for r in udp.result_set.records if r.offered_mbps == top),
-                                                   "datagram", datagrams_of(udp.config.datagram_bytes))
+    if udp is not None:
+        ucfg = udp.config
+        # The highest offered rate, in the unit the config offers it (Mbit/s or datagrams/s), and
+        # of that, the largest datagram size measured (schema 5 records carry their own size).
+        sizes = [b for b in ucfg.datagram_sizes if b]
+        if sizes and (ucfg.offered_mbps or ucfg.offered_pps):
+            size = max(sizes)
+            if ucfg.offered_pps:
+                top_pps = max(ucfg.offered_pps)
+                picked = [r for r in udp.result_set.records if r.offered_pps == top_pps
+                          and (r.datagram_bytes or size) == size]
+            else:
+                top = max(ucfg.offered_mbps)
+                picked = [r for r in udp.result_set.records if r.offered_mbps == top
+                          and (r.datagram_bytes or size) == size]
+            by_unit["datagram"] = summarise_cost_cells(picked, "datagram", datagrams_of(size))
     return build_cost_table(by_unit, peers.config.paths)
 
 
