@@ -156,7 +156,7 @@ def test_sections_dispatch_by_kind(monkeypatch: pytest.MonkeyPatch) -> None:
                      section=lambda fs, ctx: [f"custom section with {len(fs.result_set.records)} runs"])
     monkeypatch.setitem(KINDS, "future_kind", future)
     text = render_report(summarise_results([_with_kind(headline, "future_kind"), headline]))
-    assert "custom section with 10 runs" in text and text.index("## headline (headline)") < text.index("future_kind")
+    assert "custom section with 10 runs" in text and text.index("## headline (headline)") < text.index("## headline (future_kind)")
 
 
 def test_a_file_from_another_commit_shows_its_own_host_block() -> None:
