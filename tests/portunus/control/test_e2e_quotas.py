@@ -110,7 +110,9 @@ def test_quota_holds_across_restarts_and_outages(plane: ControlPlane) -> None:
     assert used and float(used.group(1)) == float(st["used_bytes"]), used
     assert 'portunus_quota_exhausted{owner="user:alice"} 1.0' in client.metrics()
     assert client.stats()["quotas"]["user:alice"]["exhausted"] is True
-    assert 'portunus_rule_rejected_total{client="edge",reason="quota",rule="web2"}' in metrics
+    # The refusal reaches the server with the client's next stats report (periodic): waited for.
+    rejected = 'portunus_rule_rejected_total{client="edge",reason="quota",rule="web2"}'
+    wait_until(lambda: rejected in plane.metrics(), 20, "the client's report of the quota refusal")
     audit = plane.api().get("/v1/audit?limit=1000").body["entries"]
     assert [e["target"] for e in audit if e["action"] == "quota.exhausted"] == ["quota of user alice on client edge"]
     # Raising the budget opens the way again at once (pushed to the client), and keeps the count.
