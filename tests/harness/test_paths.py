@@ -51,7 +51,10 @@ def test_path_measures_a_nonzero_rate(name: str, tmp_path: Path) -> None:
     assert rec.throughput_mbps and rec.throughput_mbps > 0 and rec.receiver_mbps and rec.receiver_mbps > 0
     assert rec.iperf_raw and '"end"' in rec.iperf_raw
     # The whole host's busy CPU over the run, kernel paths included: at least the endpoints' and forwarder's.
-    assert rec.host_busy_cpu_s is not None and rec.host_busy_cpu_s >= (rec.forwarder_cpu_s or 0.0) * 0.9
+    # /proc/stat books by 10 ms tick per core and the forwarder's clock is exact: a light (capped) run can be
+    # booked a few ticks low (CI: 0.02 s host vs 0.044 s forwarder), hence 10 ticks of slack.
+    assert rec.host_busy_cpu_s is not None
+    assert rec.host_busy_cpu_s >= (rec.forwarder_cpu_s or 0.0) * 0.9 - 0.1
     assert rec.host_softirq_s is not None and 0 <= rec.host_softirq_s <= rec.host_busy_cpu_s
     if path.has_forwarder_process:
         assert rec.forwarder_pids and rec.forwarder_cpu_s is not None and rec.forwarder_cpu_s >= 0
