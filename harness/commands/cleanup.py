@@ -24,8 +24,13 @@ def add_parser(sub: Any) -> None:
                          "owner mark (with their veths and any process still inside) "
                          "whose harness process is gone, and scratch directories of dead runs. "
                          "Running harnesses are left alone unless --all (their namespaces always: "
-                         "a running harness removes them itself when it stops).")
-    cln.add_argument("--all", action="store_true", help="also remove chains of harness processes still running")
+                         "a running harness removes them itself when it stops). --pid PID removes only what "
+                         "the harness with that pid made, whether it still runs or not.")
+    which = cln.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="also remove chains, tables and scratch dirs of harness "
+                       "processes still running (on a shared host: other users' runs too)")
+    which.add_argument("--pid", type=int, metavar="PID", help="remove only the chains, tables and scratch dirs of "
+                       "the harness with this pid, running or not")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -36,13 +41,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     av = ipt.iptables_available()
     if av.ok:
-        removed = ipt.cleanup_leftovers(include_live=args.all)
+        removed = ipt.cleanup_leftovers(include_live=args.all, pid=args.pid)
         print(f"iptables: removed {len(removed)} chain(s){': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"iptables: not checked ({av.reason})")
     av = nft.nftables_available()
     if av.ok:
-        removed = nft.cleanup_leftovers(include_live=args.all)
+        removed = nft.cleanup_leftovers(include_live=args.all, pid=args.pid)
         print(f"nftables: removed {len(removed)} table(s){': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"nftables: not checked ({av.reason})")
@@ -52,14 +57,18 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if why is None:
         # Never a running harness's namespaces, even with --all: deleting them would kill its
         # measurement, and a live harness removes them itself when it stops (signals included).
-        removed = tnetns.cleanup_leftovers(include_live=False)
+        removed = tnetns.cleanup_leftovers(include_live=False, pid=args.pid)
         print(f"network namespaces: removed {len(removed)}{': ' + ', '.join(removed) if removed else ''}")
     else:
         print(f"network namespaces: not checked ({why})")
     n = 0
     for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
         pid = d.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
-        if d.is_dir() and pid.isdigit() and (args.all or not os.path.exists(f"/proc/{pid}")):
+        if not (d.is_dir() and pid.isdigit()):
+            continue
+        if args.pid is not None and int(pid) != args.pid:
+            continue
+        if args.pid is not None or args.all or not os.path.exists(f"/proc/{pid}"):
             shutil.rmtree(d, ignore_errors=True)
             n += 1
     print(f"scratch directories: removed {n}")

@@ -131,11 +131,14 @@ def list_bench_chains() -> list[BenchChain]:
     return parse_bench_chains(proc.stdout)
 
 
-def cleanup_leftovers(include_live: bool = False) -> list[str]:
-    """Remove harness chains whose harness process is gone (all of them with include_live)."""
+def cleanup_leftovers(include_live: bool = False, pid: int | None = None) -> list[str]:
+    """Remove harness chains whose harness process is gone (all of them with include_live; only harness pid's, alive or not, with pid)."""
     removed = []
     for c in list_bench_chains():
-        if not include_live and c.pid != os.getpid() and os.path.exists(f"/proc/{c.pid}"):
+        if pid is not None:
+            if c.pid != pid:
+                continue
+        elif not include_live and c.pid != os.getpid() and os.path.exists(f"/proc/{c.pid}"):
             continue
         if remove_chain(c.name):
             removed.append(c.name)

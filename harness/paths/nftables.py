@@ -119,11 +119,14 @@ def list_bench_tables() -> list[BenchTable]:
     return parse_bench_tables(_nft("list", "tables").stdout)
 
 
-def cleanup_leftovers(include_live: bool = False) -> list[str]:
-    """Delete harness tables whose harness process is gone (all of them with include_live)."""
+def cleanup_leftovers(include_live: bool = False, pid: int | None = None) -> list[str]:
+    """Delete harness tables whose harness process is gone (all of them with include_live; only harness pid's, alive or not, with pid)."""
     removed = []
     for t in list_bench_tables():
-        if not include_live and t.pid != os.getpid() and os.path.exists(f"/proc/{t.pid}"):
+        if pid is not None:
+            if t.pid != pid:
+                continue
+        elif not include_live and t.pid != os.getpid() and os.path.exists(f"/proc/{t.pid}"):
             continue
         if remove_table(t.name):
             removed.append(t.name)

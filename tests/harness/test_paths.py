@@ -124,12 +124,37 @@ def test_cleanup_removes_chains_of_dead_harnesses_only() -> None:
         # By exact chain name: PORTUNUS-BENCH-1 is a prefix of other harnesses' chains.
         chains = {c.name for c in ipt.list_bench_chains()}
         assert dead_chain not in chains and live_chain in chains
-        proc = subprocess.run([sys.executable, "-m", "harness", "cleanup", "--all"], capture_output=True, text=True)
+        # --pid, not --all: --all would also remove the chains and scratch dirs of other harnesses running here.
+        proc = subprocess.run([sys.executable, "-m", "harness", "cleanup", "--pid", "1"], capture_output=True,
+                              text=True)
         assert proc.returncode == 0 and live_chain in proc.stdout
         assert live_chain not in {c.name for c in ipt.list_bench_chains()}
     finally:
         ipt.remove_chain(dead_chain)
         ipt.remove_chain(live_chain)
+
+
+def test_cleanup_pid_removes_only_that_harness_s_scratch_dirs() -> None:
+    """`cleanup --pid` leaves the scratch dirs of every other harness, running or dead, alone."""
+    import shutil
+    import tempfile
+
+    from harness.measure.runner import WORKDIR_PREFIX
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    mine = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}1-"))  # "harness" pid 1, alive
+    live = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))  # a running harness: this one
+    other_dead = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{int(dead.stdout)}-"))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness", "cleanup", "--pid", "1"], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert not mine.exists() and live.is_dir() and other_dead.is_dir()
+        assert "scratch directories: removed 1" in proc.stdout
+    finally:
+        for d in (mine, live, other_dead):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def test_parse_bench_chains() -> None:

@@ -144,7 +144,9 @@ def test_cleanup_removes_nft_tables_of_dead_harnesses_only() -> None:
         names = [t.name for t in nft.list_bench_tables()]
         assert dead_table in removed and live_table not in removed
         assert dead_table not in names and live_table in names
-        proc = subprocess.run([sys.executable, "-m", "harness", "cleanup", "--all"], capture_output=True, text=True)
+        # --pid, not --all: --all would also remove the chains and scratch dirs of other harnesses running here.
+        proc = subprocess.run([sys.executable, "-m", "harness", "cleanup", "--pid", "1"], capture_output=True,
+                              text=True)
         assert proc.returncode == 0 and live_table in proc.stdout, proc.stdout + proc.stderr
         assert live_table not in [t.name for t in nft.list_bench_tables()]
     finally:

@@ -134,10 +134,13 @@ def delete_namespace(name: str) -> bool:
     return True
 
 
-def cleanup_leftovers(include_live: bool = False) -> list[str]:
-    """Delete our namespaces whose harness process is gone (all of ours with include_live)."""
+def cleanup_leftovers(include_live: bool = False, pid: int | None = None) -> list[str]:
+    """Delete our namespaces whose harness process is gone (all of ours with include_live; with pid only
+    that harness's, and only once it is gone)."""
     removed = []
     for ns in list_bench_namespaces():
+        if pid is not None and ns.pid != pid:
+            continue
         if not include_live and ns.pid != os.getpid() and os.path.exists(f"/proc/{ns.pid}"):
             continue
         if delete_namespace(ns.name):
