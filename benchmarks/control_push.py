@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -33,52 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from portunus.control.api_client import OperatorClient
+from benchmarks.fleet.plane import BIN, Plane, accepts, free_port_block, wait_for
 
-BIN = Path(sys.executable).parent
-# Listen ports come from below the kernel's ephemeral range (32768-60999 on
-# Linux), so outgoing connections of other programs do not take them mid-run.
-PORT_BASE = 20000
-START_TIMEOUT_S = 60.0
-
-
-def _free_port_block(n: int, start: int = PORT_BASE) -> list[int]:
-    ports: list[int] = []
-    p = start
-    while len(ports) < n and p < 32768:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-                ports.append(p)
-            except OSError:
-                pass
-        p += 1
-    if len(ports) < n:
-        raise RuntimeError(f"only {len(ports)} free ports between {start} and 32767")
-    return ports
-
-
-def _wait(pred: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(interval_s)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+# The server side and the polling helpers are the fleet benchmark's (benchmarks/fleet/plane.py).
+_wait, _accepts = wait_for, accepts
+CLIENT_START_TIMEOUT_S = 60.0
 
 
 def summarise_ms(samples_s: list[float]) -> dict[str, Any]:
@@ -91,16 +52,8 @@ def summarise_ms(samples_s: list[float]) -> dict[str, Any]:
 class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.data = root / "server"
-        self.data.mkdir()
-        self.token = secrets.token_urlsafe(32)
-        control, http, metrics = _free_port_block(3, start=PORT_BASE + 10000)
-        self.http = f"127.0.0.1:{http}"
-        (self.data / "server.toml").write_text(
-            f'control_listen = "127.0.0.1:{control}"\noperator_http_listen = "{self.http}"\n'
-            f'metrics_listen = "127.0.0.1:{metrics}"\noperator_token = "{self.token}"\n'
-            "ack_timeout_secs = 60\nlog_level = \"warning\"\n")
-        self.api = OperatorClient(self.http, self.token)
+        self.plane = Plane(root)
+        self.api = self.plane.api
         self.procs: list[subprocess.Popen] = []
         self.target = socket.socket()
         self.target.bind(("127.0.0.1", 0))
@@ -115,19 +68,17 @@ class Bench:
         return p
 
     def start(self) -> None:
-        self.spawn("portunus-server", "--data-dir", str(self.data), "serve", log="server.log")
-        _wait(lambda: _accepts(int(self.http.rsplit(":", 1)[1])), START_TIMEOUT_S, "server")
-        resp = self.api.post("/v1/client-enrollments", {"name": "bench", "address": "127.0.0.1"})
-        assert resp.status == 201, resp
+        self.plane.start()
+        uri = self.plane.enrollment_uri("bench")
         self.bundle = self.root / "bundle.json"
-        subprocess.run([str(BIN / "portunus-client"), "enroll", resp.body["uri"], "--out", str(self.bundle)],
+        subprocess.run([str(BIN / "portunus-client"), "enroll", uri, "--out", str(self.bundle)],
                        check=True, capture_output=True)
         self.client = self.start_client()
 
     def start_client(self) -> subprocess.Popen:
         p = self.spawn("portunus-client", "--bundle", str(self.bundle), "--stats-report-interval-secs", "5",
                        log="client.log")
-        _wait(lambda: self._client_view()["status"] == "online", START_TIMEOUT_S, "client online", 0.005)
+        _wait(lambda: self._client_view()["status"] == "online", CLIENT_START_TIMEOUT_S, "client online", 0.005)
         return p
 
     def _client_view(self) -> dict[str, Any]:
@@ -187,6 +138,7 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        self.plane.stop()
         self.target.close()
 
 
@@ -202,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(root)
     try:
         bench.start()
-        ports = _free_port_block(max(args.pushes, args.rules))
+        ports = free_port_block(max(args.pushes, args.rules))
         push = summarise_ms(bench.push_latency(ports[:args.pushes]))
         bench.delete_all()
         incremental_s = bench.bulk_incremental(ports[:args.rules])

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.control_push import Bench, _free_port_block, summarise_ms
+from benchmarks.control_push import Bench, summarise_ms
+from benchmarks.fleet.plane import free_port_block
 from tests.support.browser import missing_reason, start_browser, wait_for
 
 PASSWORD = "benchmark password 1"
@@ -47,7 +48,7 @@ def _polling_requests(bench: Bench) -> int:
     import tomllib
     import urllib.request
 
-    metrics = tomllib.loads((bench.data / "server.toml").read_text())["metrics_listen"]
+    metrics = tomllib.loads((bench.plane.data / "server.toml").read_text())["metrics_listen"]
     with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as r:
         text = r.read().decode()
     total = 0.0
@@ -74,7 +75,7 @@ while True:
 def _session_cookie(bench: Bench) -> str:
     import http.client
 
-    conn = http.client.HTTPConnection(*bench.http.rsplit(":", 1), timeout=30)
+    conn = http.client.HTTPConnection(*bench.plane.http.rsplit(":", 1), timeout=30)
     conn.request("POST", "/v1/auth/login", json.dumps({"username": "root", "password": PASSWORD}),
                  {"Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         resp = bench.api.put("/v1/users/1/password", {"password": PASSWORD})
         assert resp.status == 200, resp
         driver = start_browser()
-        base = f"http://{bench.http}"
+        base = f"http://{bench.plane.http}"
         _sign_in(driver, base)
         cookie = _session_cookie(bench)
         for rnd in range(args.rounds):
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     poller = subprocess.Popen([sys.executable, "-c", _POLLER, base + "/v1/rules", cookie])
                 time.sleep(1.5)  # the page settled (and its first polls done) before measuring
                 # Fresh ports for every block: on a shared host another program may take one meanwhile.
-                ports = _free_port_block(args.pushes)
+                ports = free_port_block(args.pushes)
                 before = _polling_requests(bench)
                 samples[case] += bench.push_latency(ports)
                 polls[case] += _polling_requests(bench) - before
