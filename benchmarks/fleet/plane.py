@@ -71,6 +71,18 @@ def child_env(pythonpath: str | None) -> dict[str, str]:
     return env
 
 
+def stop_process(p: subprocess.Popen[bytes] | None, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM a process we started and reap it (SIGKILL after `timeout_s`); nothing if it is gone."""
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 class Plane:
     """One portunus-server data dir; the server can be stopped and started again on it."""
 
@@ -117,14 +129,7 @@ class Plane:
     def stop(self) -> None:
         """SIGTERM and wait (SIGKILL after STOP_TIMEOUT_S)."""
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
 
     @property
     def pid(self) -> int:

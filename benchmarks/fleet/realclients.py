@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -12,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import procstat
-from benchmarks.fleet.plane import BIN, Plane, child_env
+from benchmarks.fleet.plane import BIN, Plane, child_env, stop_process
 from portunus.control.bundle import dump_bundle
 from portunus.control.client import enroll
-
-STOP_TIMEOUT_S = 30.0
 
 
 def parse_log_line(line: str) -> tuple[float, str] | None:
@@ -46,14 +43,7 @@ class RealClient:
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
 
     @property
     def pid(self) -> int:
