@@ -10,7 +10,7 @@ RUN    ?= $(shell date +%Y-%m-%d)-$(shell hostname -s)
 RESULTS ?= results/$(RUN)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint headline sweep peers netns report notebook ui-screenshots gate bench baseline gate-proof bench-control clean cleanup
+.PHONY: setup test lint headline sweep peers netns report notebook ui-screenshots gate bench baseline gate-proof gate-aa bench-control clean cleanup
 
 setup: $(STAMP)
 
@@ -40,10 +40,13 @@ test: setup
 #                  copy forwarder, +100 us CPU per accepted connection (benchmarks/microbench/
 #                  slow_forwarder.py), and the unchanged build (A/A); prints each verdict, fails if a
 #                  regression is missed or the unchanged build is flagged (benchmarks/microbench/gate_proof.py).
+# make gate-aa     false alarms: GATE_AA_RUNS consecutive `make gate` on unchanged code, verdicts verbatim,
+#                  exit 1 unless all pass (scripts/gate-aa.sh; ~2-4 min per run here). Tee it into results/gate/.
 BASELINE ?= results/baselines/microbench.json
 FLOORS ?= results/baselines/quick-floors.json
 MAX_REGRESSION_PCT ?= 50
 BASELINE_RUNS ?= 5
+GATE_AA_RUNS ?= 10
 BENCH_OUT ?= /tmp/portunus-microbench.json
 BENCH_PYTEST = $(BIN)/pytest -q -p no:cacheprovider benchmarks/microbench/test_microbench.py \
 	--benchmark-columns=min,median,max,rounds --benchmark-sort=name
@@ -76,6 +79,9 @@ baseline: setup
 
 gate-proof: setup
 	$(BIN)/python -m benchmarks.microbench.gate_proof --baseline $(BASELINE)
+
+gate-aa: setup
+	scripts/gate-aa.sh $(GATE_AA_RUNS)
 
 # make bench-control  the control plane (benchmarks/control_push.py): rule push -> listener accepting
 #                     (p50/p99) and applying 1,000 rules, through a real portunus-server and portunus-client.
