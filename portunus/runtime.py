@@ -1,8 +1,10 @@
-"""Runtime pieces shared by the standalone and client processes:
-logging setup, the metrics/stats HTTP endpoint, and signal handling."""
+"""Runtime pieces shared by the standalone, client and server processes:
+logging setup, the metrics/stats HTTP endpoint, signal handling and the GC's
+treatment of startup objects."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -59,6 +61,20 @@ def serve_metrics(addr: str, registry: CollectorRegistry, stats: Callable[[], di
     """Serve /metrics (Prometheus), /stats (JSON) and /healthz on `addr` in a daemon thread (OSError if it cannot bind)."""
     host, port = parse_host_port(addr, "--metrics-addr")
     return MetricsServer(open_listener(host, port), registry, stats)
+
+
+def freeze_startup_objects() -> None:
+    """Take everything alive at the end of startup (modules, classes, grpc and asyncio machinery,
+    loaded state) out of the cyclic GC's generations, after one collection so no garbage is kept.
+
+    A full (generation 2) collection scans every tracked object and stops every thread of the
+    process while it does: the data plane and the control stream alike. Most of those objects
+    are the imports, which live as long as the process; frozen, they are neither scanned nor
+    counted towards the next full collection. Measured by `benchmarks/fleet` (1,000 pushes to
+    one client, results/fleet/README.md): the client's full-collection pause went from 13-16 ms
+    to ~5 ms. Objects frozen here are still freed by reference counting when dropped."""
+    gc.collect()
+    gc.freeze()
 
 
 def block_runtime_signals() -> None:

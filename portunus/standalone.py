@@ -27,6 +27,7 @@ from portunus.metrics import make_registry
 from portunus.quota import TICK_S, QuotaKeeper
 from portunus.runtime import (
     block_runtime_signals,
+    freeze_startup_objects,
     parse_host_port,
     serve_metrics,
     setup_logging,
@@ -185,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --metrics-addr {args.metrics_addr}: {e.strerror or e}", file=sys.stderr)
             fwd.close()
             return 1
+    freeze_startup_objects()
     log.info("running %d rule(s) from %s (splice %s); %s%s", len(config.rules), args.config,
              "on" if fwd.splice_enabled else "off",
              f"{fwd.workers} worker processes" if hasattr(fwd, "workers") else "1 worker",

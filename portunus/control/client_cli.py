@@ -22,6 +22,7 @@ from portunus.config import DEFAULT_SHUTDOWN_DRAIN_SECS, LOG_FORMATS, LOG_LEVELS
 from portunus.runtime import (
     RUNTIME_SIGNALS,
     block_runtime_signals,
+    freeze_startup_objects,
     parse_host_port,
     serve_metrics,
     setup_logging,
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     keeper = QuotaKeeper(fwd, quota_path)
     control = ControlClient(bundle, fwd, options, apply_executor, last_known, keeper)
     apply_executor.submit(control.restore).result()  # on the thread that applies rule sets (signals blocked)
+    freeze_startup_objects()
     server = None
     if args.metrics_addr:
         try:

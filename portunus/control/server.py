@@ -27,7 +27,7 @@ from portunus.control.server_metrics import ServerMetrics
 from portunus.control.settings import ServerSettings
 from portunus.control.store import DataDirLocked, Store, StoreError, open_store
 from portunus.quota import TICK_S as QUOTA_TICK_S
-from portunus.runtime import parse_host_port, serve_metrics
+from portunus.runtime import freeze_startup_objects, parse_host_port, serve_metrics
 
 log = logging.getLogger("portunus.server")
 
@@ -108,6 +108,7 @@ async def serve_server(data_dir: Path, settings: ServerSettings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored (restart to re-read server.toml)"))
+        freeze_startup_objects()
         log.info("portunus-server ready: control %s (TLS, fingerprint sha256:%s), operator API http://%s%s, "
                  "state %s (schema %d)", settings.control_listen, keys.fingerprint, settings.operator_http_listen,
                  f", metrics http://{settings.metrics_listen}/metrics" if settings.metrics_listen else "",
