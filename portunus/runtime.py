@@ -71,8 +71,8 @@ def freeze_startup_objects() -> None:
     process while it does: the data plane and the control stream alike. Most of those objects
     are the imports, which live as long as the process; frozen, they are neither scanned nor
     counted towards the next full collection. Measured by `benchmarks/fleet` (1,000 pushes to
-    one client, results/fleet/README.md): the client's full-collection pause went from 13-16 ms
-    to ~5 ms. Objects frozen here are still freed by reference counting when dropped."""
+    one client, results/fleet/README.md): the slow pushes from full collections near push 950
+    are gone. Objects frozen here are still freed by reference counting when dropped."""
     gc.collect()
     gc.freeze()
 
