@@ -79,13 +79,9 @@ BATCH = 64
 # starve the others (the same idea as the TCP acceptor's ACCEPT_BATCH).
 BATCH_ROUNDS = 4
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
-# Listening sockets carry every flow of a port, and a burst queues there while the
-# engine is off the CPU (on a busy host, for a scheduler slice or more). As root
-# (CAP_NET_ADMIN) the buffers are forced to this size past net.core.rmem_max /
-# wmem_max (SO_RCVBUFFORCE); otherwise the kernel clamps the request to those
-# maxima (4 MiB on this host). Memory is only used while datagrams wait.
-LISTEN_BUFFER_BYTES = 16 << 20
-_SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33  # Linux; not in Python's socket module
+# Listening sockets carry every flow of a port: ask for net.core.rmem_max /
+# wmem_max (4 MiB on this host; the kernel silently clamps to its maximum).
+LISTEN_BUFFER_BYTES = 4 << 20
 # Upstream sockets carry one flow each; 1 MiB absorbs a burst of replies
 # while the engine serves other sockets, and costs nothing until used.
 UPSTREAM_RCVBUF_BYTES = 1 << 20
@@ -108,14 +104,11 @@ def open_udp_listener(addr: str, port: int, reuse_port: bool = False) -> socket.
     try:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        for force, opt in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
-                sock.setsockopt(socket.SOL_SOCKET, force, LISTEN_BUFFER_BYTES)
-            except OSError:  # not root: as much as the sysctl maximum allows
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, LISTEN_BUFFER_BYTES)
-                except OSError:
-                    pass
+                sock.setsockopt(socket.SOL_SOCKET, opt, LISTEN_BUFFER_BYTES)
+            except OSError:
+                pass
         sock.bind((addr, port))
         sock.setblocking(False)
     except BaseException:
