@@ -1,4 +1,6 @@
-"""The test clock of portunus.quota.wall_time: a file of seconds that the processes add to time.time().
+"""Test clocks. `ManualClock`: a callable clock a unit test sets by hand (for code that takes a
+`clock` argument). `TestClock`: the test clock of portunus.quota.wall_time, a file of seconds that
+the processes add to time.time().
 
 Processes read the file at every look at the clock, so a test sets it well
 before midnight UTC while it sets things up (however slow the host), then
@@ -12,6 +14,16 @@ import time
 from pathlib import Path
 
 from portunus.quota import CLOCK_OFFSET_ENV
+
+
+class ManualClock:
+    """A clock for code that takes a `clock` callable: it reads `now`, which the test moves."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class TestClock:

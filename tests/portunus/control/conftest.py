@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from portunus.control.store import Store, open_store
 from tests.portunus.control.support import ControlPlane, new_plane, remove_plane
 
 
@@ -31,3 +35,15 @@ def edge() -> Iterator[ControlPlane]:
         yield p
     finally:
         remove_plane(p)
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    """A fresh state.db (the real SQLite store) in a temp dir, closed and removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="portunus-store-", dir="/tmp"))
+    s = open_store(d)
+    try:
+        yield s
+    finally:
+        s.close()
+        shutil.rmtree(d, ignore_errors=True)

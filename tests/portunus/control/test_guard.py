@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from portunus.control import guard as guard_mod
 from portunus.control.guard import AUDIT_BURST, FAILURE_BURST, Guard, peer_address
 from portunus.control.server_metrics import ServerMetrics
-from portunus.control.store import Store, open_store
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    d = Path(tempfile.mkdtemp(prefix="portunus-guard-", dir="/tmp"))
-    s = open_store(d)
-    try:
-        yield s
-    finally:
-        s.close()
-        shutil.rmtree(d, ignore_errors=True)
+from portunus.control.store import Store
+from tests.support.clock import ManualClock
 
 
 def test_peer_address() -> None:
@@ -41,7 +18,7 @@ def test_peer_address() -> None:
 
 
 def test_failures_block_one_address_on_one_surface(store: Store) -> None:
-    clock = Clock()
+    clock = ManualClock()
     g = Guard(store, ServerMetrics(dict), clock)
     for _ in range(FAILURE_BURST):
         assert g.retry_after_s("http", "10.0.0.1") is None
@@ -53,7 +30,7 @@ def test_failures_block_one_address_on_one_surface(store: Store) -> None:
 
 
 def test_unauthenticated_audit_is_rate_limited_counted_and_pruned(store: Store, monkeypatch) -> None:
-    clock = Clock()
+    clock = ManualClock()
     g = Guard(store, ServerMetrics(dict), clock)
     for i in range(500):
         g.audit(f"10.0.{i // 250}.{i % 250}", "client.enroll", None, "refused")

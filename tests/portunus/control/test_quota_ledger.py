@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import calendar
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from portunus.config import QuotaSpec
 from portunus.control.quota_ledger import MAX_CLOCK_SKEW_S, QuotaLedger
-from portunus.control.store import Store, open_store
+from portunus.control.store import Store
 from portunus.control.tenants_db import QuotaRow, TenantStore
+from tests.support.clock import ManualClock
 
 DAY_S = 86400.0
 # Noon UTC on 2026-12-01: the daily period runs from midnight to the next midnight.
@@ -21,27 +16,8 @@ NOON = float(calendar.timegm((2026, 12, 1, 12, 0, 0)))
 MIDNIGHT = float(calendar.timegm((2026, 12, 1, 0, 0, 0)))
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    d = Path(tempfile.mkdtemp(prefix="portunus-ledger-", dir="/tmp"))
-    s = open_store(d)
-    try:
-        yield s
-    finally:
-        s.close()
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def setup(store: Store, nbytes: int = 1000) -> tuple[QuotaLedger, Clock, int, int]:
-    clock = Clock(NOON)
+def setup(store: Store, nbytes: int = 1000) -> tuple[QuotaLedger, ManualClock, int, int]:
+    clock = ManualClock(NOON)
     ledger = QuotaLedger(store, clock)
     user = TenantStore(store).add_user("alice", "user", None, "test")
     client = store.create_client("edge", "127.0.0.1")
