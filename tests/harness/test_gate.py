@@ -32,6 +32,7 @@ from harness.records.bench_file import (
 from harness.records.results import create_results
 from harness.summarise.bench import shift_test, summarise_bench, summarise_ratios
 from tests.harness.conftest import FIXTURES
+from tests.harness.golden import assert_matches_golden
 from tests.harness.test_results import header, record
 
 GATE_FIXTURES = FIXTURES / "gate"
@@ -384,17 +385,11 @@ def golden_pair() -> tuple[BenchFile, BenchFile]:
 def test_gate_table_golden(tmp_path: Path, capsys) -> None:
     """The synthetic pair renders exactly the committed table (tests/fixtures/gate/gate-table.txt;
     after an intended change of the table, rewrite it with PORTUNUS_UPDATE_GOLDEN=1)."""
-    import os
-
     base, cur = golden_pair()
     code, out, _ = run_gate("--baseline", str(write(tmp_path / "b.json", base)),
                             "--current", str(write(tmp_path / "c.json", cur)), capsys=capsys)
     table = out[out.index("Microbenchmark gate:"):]
-    golden = GATE_FIXTURES / "gate-table.txt"
-    if os.environ.get("PORTUNUS_UPDATE_GOLDEN"):
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(table)
-    assert table == golden.read_text()
+    assert_matches_golden(table, GATE_FIXTURES / "gate-table.txt")
     assert code == 1
 
 

@@ -3,7 +3,6 @@ short run (tests/fixtures/kinds), next to the peers fixture run (tests/fixtures/
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from harness.kinds.base import ReportContext
 from harness.present.plots import dump_plots, figures_for
 from harness.present.report import render_report
 from harness.records.results import load_results_dir
+from tests.harness.golden import assert_matches_golden, render_kind_sections
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KINDS_DIR = FIXTURES / "kinds"
@@ -19,20 +19,11 @@ GOLDEN = KINDS_DIR / "sections.md"
 
 
 def render_sections() -> str:
-    files = summarise_results(load_results_dir(KINDS_DIR)).files
-    ctx = ReportContext(files)
-    out = []
-    for kind in ("http", "udp"):
-        fs = next(f for f in files if f.header.kind == kind)
-        out.append(f"<!-- {kind} -->\n\n" + "\n\n".join(fs.kind.section(fs, ctx)))
-    return "\n\n".join(out) + "\n"
+    return render_kind_sections(load_results_dir(KINDS_DIR), ("http", "udp"))
 
 
 def test_sections_match_golden_file() -> None:
-    text = render_sections()
-    if os.environ.get("PORTUNUS_UPDATE_GOLDEN"):
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text()
+    assert_matches_golden(render_sections(), GOLDEN)
 
 
 def test_sections_carry_their_units() -> None:

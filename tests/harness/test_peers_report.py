@@ -6,12 +6,10 @@ rendered sections are compared to a golden file, and its plots are drawn.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from harness.kinds import summarise_results
-from harness.kinds.base import ReportContext
 from harness.kinds.connrate import summarise_connrate
 from harness.kinds.latency import summarise_latency
 from harness.kinds.peers import NOT_MEASURED, summarise_peers
@@ -19,6 +17,7 @@ from harness.kinds.udp import summarise_udp
 from harness.present.plots import dump_plots, figures_for
 from harness.present.report import render_report
 from harness.records.results import ResultSet, load_results_dir
+from tests.harness.golden import assert_matches_golden, render_kind_sections
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
 GOLDEN = FIXTURES / "sections.md"
@@ -32,20 +31,11 @@ def _sets():
 
 
 def render_sections() -> str:
-    files = summarise_results(_sets()).files
-    ctx = ReportContext(files)
-    out = []
-    for kind in KINDS:
-        fs = next(f for f in files if f.header.kind == kind)
-        out.append(f"<!-- {kind} -->\n\n" + "\n\n".join(fs.kind.section(fs, ctx)))
-    return "\n\n".join(out) + "\n"
+    return render_kind_sections(_sets(), KINDS)
 
 
 def test_sections_match_golden_file() -> None:
-    text = render_sections()
-    if os.environ.get("PORTUNUS_UPDATE_GOLDEN"):
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text()
+    assert_matches_golden(render_sections(), GOLDEN)
 
 
 def test_sections_say_what_a_reader_needs() -> None:
