@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.fleet.plane import BIN, Plane, accepts, free_port_block, wait_for
+from benchmarks.fleet.plane import BIN, Plane, accepts, free_port_block, stop_process, wait_for
 
 # The server side and the polling helpers are the fleet benchmark's (benchmarks/fleet/plane.py).
 _wait, _accepts = wait_for, accepts
@@ -131,13 +131,7 @@ class Bench:
 
     def close(self) -> None:
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p, 20)
         self.plane.stop()
         self.target.close()
 

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchmarks.fleet.plane import stop_process
 from harness.site.netutil import free_port
 from portunus.control.api_client import OperatorClient
 
@@ -102,13 +102,7 @@ class Plane:
 
     def close(self) -> None:
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p, 20)
 
 
 def _tcp_sink(reply_bytes: int) -> tuple[socket.socket, dict[str, int], threading.Thread]:
