@@ -38,7 +38,6 @@ from typing import Any
 from benchmarks.fleet.plane import BIN, Plane, accepts, free_port_block, stop_process, wait_for
 
 # The server side and the polling helpers are the fleet benchmark's (benchmarks/fleet/plane.py).
-_wait, _accepts = wait_for, accepts
 CLIENT_START_TIMEOUT_S = 60.0
 
 
@@ -78,7 +77,7 @@ class Bench:
     def start_client(self) -> subprocess.Popen:
         p = self.spawn("portunus-client", "--bundle", str(self.bundle), "--stats-report-interval-secs", "5",
                        log="client.log")
-        _wait(lambda: self._client_view()["status"] == "online", CLIENT_START_TIMEOUT_S, "client online", 0.005)
+        wait_for(lambda: self._client_view()["status"] == "online", CLIENT_START_TIMEOUT_S, "client online", 0.005)
         return p
 
     def _client_view(self) -> dict[str, Any]:
@@ -109,13 +108,13 @@ class Bench:
                                                          "target": self.target_addr})
             if resp.status != 202:
                 raise RuntimeError(f"bulk push {i}: {resp.describe_error()}")
-        _wait(lambda: self._client_view()["rules"]["active"] >= len(ports), 600, "all rules active", 0.02)
+        wait_for(lambda: self._client_view()["rules"]["active"] >= len(ports), 600, "all rules active", 0.02)
         return time.perf_counter() - t0
 
     def resync_after_restart(self, n: int) -> tuple[float, float | None]:
         self.client.send_signal(signal.SIGTERM)
         self.client.wait(30)
-        _wait(lambda: self._client_view()["status"] == "offline", 30, "client offline")
+        wait_for(lambda: self._client_view()["status"] == "offline", 30, "client offline")
         with open(self.root / "client.log", "ab") as f:
             f.write(b"--- restart for the full-sync measurement ---\n")
         t0 = time.perf_counter()
@@ -123,7 +122,7 @@ class Bench:
         def synced() -> bool:
             c = self._client_view()
             return c["acked_version"] == c["ruleset_version"] and c["rules"]["active"] >= n
-        _wait(synced, 600, "full sync acked", 0.02)
+        wait_for(synced, 600, "full sync acked", 0.02)
         wall = time.perf_counter() - t0
         log = (self.root / "client.log").read_text().split("--- restart for the full-sync measurement ---")[-1]
         m = re.search(r"full applied in ([\d.]+) ms: (\d+) rule", log)
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         incremental_s = bench.bulk_incremental(ports[:args.rules])
         sync_wall_s, sync_apply_s = bench.resync_after_restart(args.rules)
         sample = ports[:args.rules:max(1, args.rules // 20)]
-        accepting = sum(_accepts(p) for p in sample)
+        accepting = sum(accepts(p) for p in sample)
         result = {
             "format": 1,
             "host": {"cpus": os.cpu_count(), "note": "shared, noisy host: figures are indicative only"},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.measure.runner import WORKDIR_PREFIX
     from harness.paths import iptables as ipt
     from harness.paths import nftables as nft
+    from harness.site import procs
 
     av = ipt.iptables_available()
     if av.ok:
@@ -64,11 +64,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     n = 0
     for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
         pid = d.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
-        if not (d.is_dir() and pid.isdigit()):
-            continue
-        if args.pid is not None and int(pid) != args.pid:
-            continue
-        if args.pid is not None or args.all or not os.path.exists(f"/proc/{pid}"):
+        if d.is_dir() and pid.isdigit() and procs.cleanup_selects(int(pid), include_live=args.all,
+                                                                  only_pid=args.pid):
             shutil.rmtree(d, ignore_errors=True)
             n += 1
     print(f"scratch directories: removed {n}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from harness.errors import PathError
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.site import procs
 from harness.site.executor.base import Executor
 from harness.site.executor.local import LOCAL
 from harness.site.netutil import LOOPBACK
@@ -135,10 +136,7 @@ def cleanup_leftovers(include_live: bool = False, pid: int | None = None) -> lis
     """Remove harness chains whose harness process is gone (all of them with include_live; only harness pid's, alive or not, with pid)."""
     removed = []
     for c in list_bench_chains():
-        if pid is not None:
-            if c.pid != pid:
-                continue
-        elif not include_live and c.pid != os.getpid() and os.path.exists(f"/proc/{c.pid}"):
+        if not procs.cleanup_selects(c.pid, include_live=include_live, only_pid=pid):
             continue
         if remove_chain(c.name):
             removed.append(c.name)

@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.errors import PathError
 from harness.paths.base import Availability, Endpoint, ForwardPath, PathSetup
+from harness.site import procs
 from harness.site.executor.base import Executor
 from harness.site.executor.local import LOCAL
 from harness.site.netutil import LOOPBACK
@@ -123,10 +124,7 @@ def cleanup_leftovers(include_live: bool = False, pid: int | None = None) -> lis
     """Delete harness tables whose harness process is gone (all of them with include_live; only harness pid's, alive or not, with pid)."""
     removed = []
     for t in list_bench_tables():
-        if pid is not None:
-            if t.pid != pid:
-                continue
-        elif not include_live and t.pid != os.getpid() and os.path.exists(f"/proc/{t.pid}"):
+        if not procs.cleanup_selects(t.pid, include_live=include_live, only_pid=pid):
             continue
         if remove_table(t.name):
             removed.append(t.name)

@@ -136,6 +136,15 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
+def cleanup_selects(owner_pid: int, *, include_live: bool = False, only_pid: int | None = None) -> bool:
+    """Whether a cleanup takes what the harness with `owner_pid` left behind (its chains, tables,
+    namespaces, scratch dirs): with `only_pid`, that one harness's and nothing else, running or not;
+    otherwise what gone harnesses left (and this process's own), every harness's with `include_live`."""
+    if only_pid is not None:
+        return owner_pid == only_pid
+    return include_live or owner_pid == os.getpid() or not os.path.exists(f"/proc/{owner_pid}")
+
+
 def live_children() -> list[Any]:
     """Children started by spawn() and not yet stopped."""
     return list(_LIVE.values())

@@ -143,3 +143,19 @@ def test_host_cpu_sees_a_busy_child() -> None:
         procs.stop(p)
     used = procs.host_cpu() - before
     assert used.busy_s >= 0.4  # the child's 0.5 s at least (ticks: +-4 ms per core), other work on top
+
+
+def test_cleanup_selects_by_owner() -> None:
+    """What a cleanup takes: gone harnesses' leftovers and this process's own; a running harness's only
+    with include_live; with only_pid that one harness's, running or not, and nothing else."""
+    import subprocess as sp
+
+    gone = int(sp.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                      check=True).stdout)
+    running = 1
+    assert procs.cleanup_selects(gone) and procs.cleanup_selects(os.getpid())
+    assert not procs.cleanup_selects(running)
+    assert procs.cleanup_selects(running, include_live=True)
+    assert procs.cleanup_selects(running, only_pid=running)
+    assert not procs.cleanup_selects(gone, only_pid=running)
+    assert not procs.cleanup_selects(os.getpid(), include_live=True, only_pid=running)

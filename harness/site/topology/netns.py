@@ -141,7 +141,7 @@ def cleanup_leftovers(include_live: bool = False, pid: int | None = None) -> lis
     for ns in list_bench_namespaces():
         if pid is not None and ns.pid != pid:
             continue
-        if not include_live and ns.pid != os.getpid() and os.path.exists(f"/proc/{ns.pid}"):
+        if not procs.cleanup_selects(ns.pid, include_live=include_live):  # running: only with include_live
             continue
         if delete_namespace(ns.name):
             removed.append(ns.name)
