@@ -36,7 +36,6 @@ import random
 import shutil
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.support.tls import client_hello  # noqa: E402  (the same first flight the SNI tests send)
+
 # Result file format history:
 #   1  bulk, setup and probe-cost records, summary with medians and ratios
 FORMAT_VERSION = 1
@@ -57,20 +58,6 @@ CHUNK_BYTES = 1 << 20  # bulk writes and reads: like iperf3's large-buffer runs,
 PROBE_TARGETS = 64     # health-checked targets for the probe-cost run (127.0.0.1 .. 127.0.0.64)
 PROBE_INTERVAL_S = 1.0
 PROBE_RUN_S = 20.0
-
-
-def client_hello(name: str = SERVER_NAME) -> bytes:
-    """A real first flight of a TLS 1.3 client (Python ssl / OpenSSL) for `name`."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=name)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
 
 
 # ---------------------------------------------------------------- sink (child process)
@@ -250,7 +237,7 @@ def percentile(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from harness.sysinfo import collect_sysinfo
 
-    hello = client_hello()
+    hello = client_hello(SERVER_NAME)
     work = Path(tempfile.mkdtemp(prefix="portunus-sni-bench-"))
     bulk_port, ack_port = free_port(), free_port()
     sink = subprocess.Popen([sys.executable, __file__, "_sink", str(bulk_port), str(ack_port),
@@ -343,7 +330,7 @@ def main() -> int:
         serve_sinks(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "_send":
-        send_bulk(int(sys.argv[2]), client_hello(), float(sys.argv[3]))
+        send_bulk(int(sys.argv[2]), client_hello(SERVER_NAME), float(sys.argv[3]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)

@@ -13,7 +13,6 @@ what each does with a prefix of it (what a peek holds before the rest arrives).
 
 from __future__ import annotations
 
-import ssl
 import struct
 import sys
 import timeit
@@ -22,19 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from portunus.dataplane.sni import parse_client_hello  # noqa: E402
-
-
-def client_hello(name: str) -> bytes:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=name)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
+from tests.support.tls import client_hello  # noqa: E402
 
 
 def dpkt_server_name(data: bytes) -> str | None:
