@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.fleet.plane import stop_process
+from benchmarks.fleet.plane import stop_process, wait_for
 from harness.site.netutil import free_port
 from portunus.control.api_client import OperatorClient
 
@@ -44,16 +44,6 @@ UDP_SIZE = 1400
 # datagram lost on the way is not mistaken for a counting error.
 UDP_PACE_BYTES_PER_S = 40e6
 PASSWORD = "benchmark-password-1"
-
-
-def _wait(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 class Plane:
@@ -73,7 +63,7 @@ class Plane:
         self.procs: list[subprocess.Popen] = []
         self._start([str(BIN / "portunus-server"), "--data-dir", str(self.data), "serve"], "server.log")
         self.api = OperatorClient(self.http, self.token)
-        _wait(lambda: self._up(), 30, "the server")
+        wait_for(lambda: self._up(), 30, "the server")
 
     def _up(self) -> bool:
         try:
@@ -96,7 +86,7 @@ class Plane:
         mport = free_port()
         self._start([str(BIN / "portunus-client"), "--bundle", str(bundle), "--stats-report-interval-secs", "0.5",
                      "--metrics-addr", f"127.0.0.1:{mport}"], f"{name}.log", env)
-        _wait(lambda: any(c["name"] == name and c["status"] == "online"
+        wait_for(lambda: any(c["name"] == name and c["status"] == "online"
                           for c in self.api.get("/v1/clients").body["clients"]), 30, f"client {name}")
         return mport
 

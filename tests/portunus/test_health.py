@@ -3,15 +3,13 @@ blackhole (a listener whose full backlog drops every SYN) and come back."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
-import urllib.request
 
 import pytest
 
 from tests.support.net import TcpServer, free_port
-from tests.support.proc import run_cli
+from tests.support.proc import scrape, stats_of
 from tests.support.wait import wait_for
 
 INTERVAL_S = 1.0
@@ -66,17 +64,6 @@ def which(port: int) -> tuple[str, float]:
         s.sendall(b"hi")
         name = s.recv(100).decode()
     return name, time.monotonic() - t0
-
-
-def stats_of(metrics_addr: str) -> dict:
-    r = run_cli("portunus-standalone", "stats", "--once", "--metrics-addr", metrics_addr)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def scrape(metrics_addr: str) -> str:
-    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
-        return resp.read().decode()
 
 
 def health_toml(port: int, a_port: int, b_port: int, extra: str = "") -> str:

@@ -8,19 +8,17 @@ server's certificate against only the server they expect reach it by name.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.support.net import free_port, recv_exact, tcp_server
-from tests.support.proc import run_cli
+from tests.support.proc import scrape, stats_of
 from tests.support.tls import (
     NamedServer,
     client_hello,
@@ -59,17 +57,6 @@ def sni_toml(port: int, servers: dict, extra_rule: str = "", fallback: bool = Tr
         out += (f'[[rule]]\nname = "fallback"\nlisten_addr = "127.0.0.1"\nlisten_port = {port}\n'
                 f'target = "127.0.0.1:{servers["fallback"][0].port}"\n{extra_rule}\n')
     return out
-
-
-def stats_of(metrics_addr: str) -> dict:
-    r = run_cli("portunus-standalone", "stats", "--once", "--metrics-addr", metrics_addr)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def scrape(metrics_addr: str) -> str:
-    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
-        return resp.read().decode()
 
 
 def pipe_fds(pid: int) -> int:

@@ -8,7 +8,6 @@ against every stream implementation.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import signal
 import socket
@@ -29,7 +28,7 @@ from tests.support.net import (
     tcp_server,
     wait_port,
 )
-from tests.support.proc import run_cli
+from tests.support.proc import run_cli, stats_of
 
 MODES = {"splice": {}, "copy": {"PORTUNUS_DISABLE_SPLICE": "1"}}
 
@@ -37,12 +36,6 @@ MODES = {"splice": {}, "copy": {"PORTUNUS_DISABLE_SPLICE": "1"}}
 def rule_toml(name: str, listen_port: int, target: str, extra: str = "", listen_addr: str = "127.0.0.1") -> str:
     return (f'[[rule]]\nname = "{name}"\nlisten_addr = "{listen_addr}"\nlisten_port = {listen_port}\n'
             f'target = "{target}"\n{extra}\n')
-
-
-def stats_of(metrics_addr: str) -> dict:
-    r = run_cli("portunus-standalone", "stats", "--once", "--metrics-addr", metrics_addr)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 @pytest.fixture(params=list(MODES))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -83,3 +85,16 @@ def run_cli(*args: str, input: str | None = None, timeout_s: float = 30.0,
     """Run a console script of this venv (e.g. 'portunus-standalone', '--check')."""
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, input=input,
                           timeout=timeout_s, env={**os.environ, **(env or {})})
+
+
+def stats_of(metrics_addr: str) -> dict:
+    """`portunus-standalone stats --once` against a running forwarder's metrics address, parsed."""
+    r = run_cli("portunus-standalone", "stats", "--once", "--metrics-addr", metrics_addr)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def scrape(metrics_addr: str) -> str:
+    """The Prometheus text a forwarder serves at http://METRICS_ADDR/metrics."""
+    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10) as resp:
+        return resp.read().decode()

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from portunus.control.lastknown import LastKnown
 from portunus.dataplane import Forwarder
 from tests.support.net import ExchangeServer, exchange, free_ports, random_payload, wait_port
 from tests.support.proc import BIN, run_cli
+from tests.support.wait import wait_for
 
 # Starting Python with grpc, aiohttp and cryptography takes ~1 s here; a
 # shared, busy 2-core host can take several times that.
@@ -44,14 +44,8 @@ def control_tmpdir() -> Path:
 
 
 def wait_until(pred: Any, timeout_s: float = 15.0, what: str = "condition", interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+    """tests.support.wait.wait_for with the control tests' longer default (processes with grpc start slowly)."""
+    return wait_for(pred, timeout_s, what, interval_s)
 
 
 def through(port: int, target: ExchangeServer, tag: bytes, payload_bytes: int = 4096) -> None:
