@@ -81,7 +81,7 @@ class EventLoop:
         self._wake_pending = False
         self._ep.register(self._wake_fd, EPOLLIN)
         self._running = False
-        self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None
         self.now = time.monotonic()
 
     # ------------------------------------------------------------ registration
@@ -138,7 +138,7 @@ class EventLoop:
 
     def call_and_wait(self, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> Any:
         """Run fn(*args) on the loop thread and return its result (or raise its exception)."""
-        if threading.current_thread() is self._thread or not self._running:
+        if threading.current_thread() is self._loop_thread or not self._running:
             return fn(*args)
         done = threading.Event()
         box: list[Any] = [None, None]
@@ -163,15 +163,15 @@ class EventLoop:
     def start(self) -> None:
         """Run the loop on a new daemon thread."""
         self._running = True
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        self._loop_thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._loop_thread.start()
 
     def stop(self, join_timeout_s: float = 5.0) -> None:
         if not self._running:
             return
         self.call_soon_threadsafe(self._halt)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(join_timeout_s)
+        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
+            self._loop_thread.join(join_timeout_s)
 
     def _halt(self) -> None:
         self._running = False
@@ -181,7 +181,7 @@ class EventLoop:
         os.close(self._wake_fd)
 
     def in_loop_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return threading.current_thread() is self._loop_thread
 
     def _run(self) -> None:
         poll = self._ep.poll
