@@ -63,6 +63,17 @@ def serve_metrics(addr: str, registry: CollectorRegistry, stats: Callable[[], di
     return MetricsServer(open_listener(host, port), registry, stats)
 
 
+def stop_data_plane(fwd: Any, drain_s: float, keeper: Any, metrics: MetricsServer | None) -> None:
+    """The end of a forwarder process (standalone or client): stop accepting and drain open
+    connections for up to `drain_s`, count and save the drain's bytes against traffic quotas
+    (`keeper`: portunus.quota.QuotaKeeper), then stop /metrics."""
+    fwd.close(drain_s)
+    if keeper.specs:
+        keeper.tick()
+    if metrics is not None:
+        metrics.shutdown()
+
+
 def freeze_startup_objects() -> None:
     """Take everything alive at the end of startup (modules, classes, grpc and asyncio machinery,
     loaded state) out of the cyclic GC's generations, after one collection so no garbage is kept.

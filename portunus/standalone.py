@@ -31,6 +31,7 @@ from portunus.runtime import (
     parse_host_port,
     serve_metrics,
     setup_logging,
+    stop_data_plane,
     wait_signal,
 )
 from portunus.stats_view import run_live
@@ -202,11 +203,7 @@ def run(args: argparse.Namespace) -> int:
         drain = config.settings.shutdown_drain_secs
         log.info("%s: stopped accepting; draining %d connection(s) for up to %g s",
                  signal.Signals(sig).name, fwd.active_connections(), drain)
-        fwd.close(drain)
-        if keeper.specs:
-            keeper.tick()  # the bytes of the drain are counted and saved too
-        if server is not None:
-            server.shutdown()
+        stop_data_plane(fwd, drain, keeper, server)
         log.info("stopped")
         return 0
 

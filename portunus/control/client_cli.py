@@ -26,6 +26,7 @@ from portunus.runtime import (
     parse_host_port,
     serve_metrics,
     setup_logging,
+    stop_data_plane,
 )
 
 log = logging.getLogger("portunus.client")
@@ -156,12 +157,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         log.info("stopping: draining %d connection(s) for up to %g s", fwd.active_connections(),
                  args.shutdown_drain_secs)
-        fwd.close(args.shutdown_drain_secs)
-        if keeper.specs:
-            keeper.tick()  # count and save the bytes of the drain too
+        stop_data_plane(fwd, args.shutdown_drain_secs, keeper, server)
         apply_executor.shutdown(wait=False)
-        if server is not None:
-            server.shutdown()
     log.info("stopped")
     return 0
 
